@@ -1,0 +1,1 @@
+"""Apache Beam pipelines that turn corpora into M2-ready ArrayRecord shards."""
