@@ -80,6 +80,9 @@ class Lanes(abc.ABC):
 
     cdf: [T, 258] int32 cumulative tables (cdf[:, 0] = 0, cdf[:, -1] = 2**14).
     rows: [num_lanes] integer row index per lane.
+
+    Coders keep references to earlier results (to back off within a window),
+    so a returned array must never be modified afterwards.
     """
 
   @abc.abstractmethod

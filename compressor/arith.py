@@ -1,0 +1,133 @@
+"""Renormalising integer arithmetic of AC streams, vectorised over lanes.
+
+(Equal-Info windows use the fixed-resolution arithmetic of `window_arith`.)
+The coder keeps, per lane, an interval [low, low + rng) of the code space in
+units of 2**-(8 * nbytes + TOP_BITS), where `nbytes` whole bytes of the code
+have already been shifted out (as base-256 digits that may still receive a
+carry). `rng` stays in [2**RENORM_BITS, 2**TOP_BITS]; `low` stays below
+2**(TOP_BITS + 1), so all arithmetic fits in int64.
+
+Subdivision (tiling exactly, so encoder and decoder compute the same integers):
+with q = rng >> PRECISION, symbol s owns [low + q * cdf[s], low + q * cdf[s+1]),
+except the last symbol (EOS), which owns everything up to low + rng.
+
+A code of n bits is a *cell* [m, m + 1) * 2**-n. The decoder keeps a symbol
+only if its sub-interval contains the whole cell, so the encoder ends a code
+after k symbols only where the interval holds a cell that *straddles* a
+boundary of the next symbol's subdivision ("Equal-Info windows: the rule that
+makes them lossless", DESIGN.md, applied to a stream). In lane units a cell is g = 2**t units wide,
+t = 8 * nbytes + TOP_BITS - n; t is a multiple of 8 because n is.
+"""
+import numpy as np
+
+from compressor import constants
+
+TOP_BITS = 56
+RENORM_BITS = 48
+RENORM_MIN = 1 << RENORM_BITS
+LOW_MASK = RENORM_MIN - 1
+TOTAL = constants.TOTAL_FREQ
+LAST = constants.ALPHABET_SIZE - 1  # EOS owns the remainder of every interval
+
+# Start of a stream: the whole code space [0, 1).
+STREAM_RANGE = 1 << TOP_BITS
+
+
+def subdivide(low, rng, lo_cum, hi_cum, symbol):
+  """Returns the sub-interval (low', rng') of `symbol` given its CDF entries.
+
+  Args:
+    low, rng: [E] int64 intervals.
+    lo_cum, hi_cum: [E] int64 cdf[symbol] and cdf[symbol + 1].
+    symbol: [E] int symbols (EOS takes the remainder of the interval).
+  """
+  q = rng >> constants.PRECISION
+  lo = q * lo_cum
+  hi = np.where(symbol == LAST, rng, q * hi_cum)
+  return low + lo, hi - lo
+
+
+def renorm_steps(rng) -> np.ndarray:
+  """[E] number of bytes (0, 1 or 2) to shift out so that rng >= 2**48."""
+  return (rng < RENORM_MIN).astype(np.int64) + (rng < (RENORM_MIN >> 8)).astype(np.int64)
+
+
+def cell_fits(low, rng, t) -> np.ndarray:
+  """[E] bool: does [low, low + rng) contain a whole cell of 2**t units?
+
+  t <= 0 means cells no wider than a unit (always fits); t > TOP_BITS never fits.
+  """
+  tc = np.clip(t, 0, TOP_BITS)
+  g = np.left_shift(np.int64(1), tc)
+  a = (g - (low & (g - 1))) & (g - 1)
+  z = rng - ((low + rng) & (g - 1))
+  return (t <= 0) | ((t <= TOP_BITS) & (a + g <= z))
+
+
+def straddle(low, rng, cdf_rows, t, tries: int = 2):
+  """Finds a cell inside [low, low + rng) that straddles the next subdivision.
+
+  Checks the first `tries` boundaries above the first whole cell; a boundary
+  on the cell grid does not count. A False answer may be conservative, never
+  a True one.
+
+  Args:
+    low, rng: [E] int64 intervals.
+    cdf_rows: [E, 258] cumulative tables of the symbol after the interval.
+    t: [E] int64 cell width exponents (multiples of 8).
+
+  Returns:
+    (ok [E] bool, point [E] int64): where ok, `low + point` lies strictly
+    inside a straddling cell (the cell that becomes the code).
+  """
+  valid = (t >= 8) & (t <= TOP_BITS)
+  tc = np.clip(t, 8, TOP_BITS)
+  g = np.left_shift(np.int64(1), tc)
+  a = (g - (low & (g - 1))) & (g - 1)
+  z = rng - ((low + rng) & (g - 1))
+  valid &= a + g <= z
+  q = rng >> constants.PRECISION
+  target = np.minimum(a // q, TOTAL)
+  first = (cdf_rows <= target[:, None]).sum(axis=1)  # first s with q * cdf[s] > a
+  ok = np.zeros(low.shape, bool)
+  point = np.zeros(low.shape, np.int64)
+  rows = np.arange(low.shape[0])
+  for k in range(tries):
+    s = first + k
+    inside = s <= LAST
+    b = q * cdf_rows[rows, np.minimum(s, LAST)].astype(np.int64)
+    hit = valid & ~ok & inside & (b < z) & (((low + b) & (g - 1)) != 0)
+    point = np.where(hit, b, point)
+    ok |= hit
+  return ok, point
+
+
+def code_bytes(digits: np.ndarray, nbytes, value, t, n_bytes: int) -> np.ndarray:
+  """Assembles n-byte codes from shifted-out digits and the in-lane cell value.
+
+  Args:
+    digits: [E, >= n_bytes] int64 base-256 digits that may hold carries (< 512).
+    nbytes: [E] digits in use.
+    value: [E] int64 low + point (a point of the chosen cell, in lane units).
+    t: [E] int64 cell exponents; 8 * nbytes + TOP_BITS - t == 8 * n_bytes.
+    n_bytes: code length in bytes (the same for every row).
+
+  Returns:
+    [E, n_bytes] uint8 codes, most significant byte first.
+  """
+  e = value.shape[0]
+  if n_bytes == 0:
+    return np.zeros((e, 0), np.uint8)
+  pos = np.arange(n_bytes)[None, :]
+  cell = value >> t  # cell index within the lane: (n_bytes - nbytes) bytes + carry
+  shift = np.clip(8 * (n_bytes - 1 - pos), 0, 63)
+  from_cell = (cell[:, None] >> shift) & 0xFF
+  carry = cell >> np.clip(8 * (n_bytes - nbytes), 0, 63)
+  out = np.where(pos < nbytes[:, None], digits[:, :n_bytes], from_cell).astype(np.int64)
+  out += np.where(pos == nbytes[:, None] - 1, carry[:, None], 0)
+  for j in range(n_bytes - 1, 0, -1):
+    out[:, j - 1] += out[:, j] >> 8
+    out[:, j] &= 0xFF
+  if np.any(out[:, 0] > 0xFF):
+    raise AssertionError("code overflow: cell outside [0, 1)")
+  return out.astype(np.uint8)

@@ -1,0 +1,92 @@
+"""EqualInfoAC[b, v]: arithmetic coding in windows of exactly b bits (paper §3.3).
+
+M1's context and the coder restart at every window, so each window decodes on
+its own. eqinfo's window rule is lossless by construction (DESIGN.md): a window
+ends only where its b-bit cell straddles the next symbol's subdivision, and a
+window with no such prefix holds one symbol in the literal region.
+"""
+import numpy as np
+
+from compressor import constants
+from compressor import window_arith
+from compressor.lane_decoder import WindowDecoder
+from compressor.lane_encoder import CodeSpec, LaneEncoder
+from compressor.methods.base import Encoded, Method, bytes_to_tokens, tokens_to_bytes
+from compressor.symbols import SYMBOL_DTYPE, as_symbols
+
+_V_NAME = {8: "256", 16: "65k"}
+
+
+class EqualInfoACMethod(Method):
+  """Equal-Info windows of `window_bits` bits, cut into `token_bits`-bit tokens.
+
+  Args:
+    model: the probability model (M1, or a ContextModel stand-in).
+    window_bits: b, the exact size of every window in bits.
+    token_bits: 8 (v=256) or 16 (v=65k); windows and tokens need not align.
+    num_lanes: examples (encoding) or windows (decoding) coded at once.
+  """
+  uses_model = True
+
+  def __init__(self, model, window_bits: int, token_bits: int, num_lanes: int = 1024):
+    if window_bits not in constants.WINDOW_BITS:
+      raise ValueError(f"window_bits must be one of {constants.WINDOW_BITS}, got {window_bits}")
+    if token_bits not in _V_NAME:
+      raise ValueError(f"token_bits must be 8 or 16, got {token_bits}")
+    if model is None:
+      raise ValueError("equal_info_ac needs a probability model: pass model= (an M1 from "
+                       "training.m1.load, or compressor.models.ContextModel(order=3).fit(...))")
+    self.model = model
+    self.window_bits = window_bits
+    self.token_bits = token_bits
+    self.vocab_size = 1 << token_bits
+    self.num_lanes = num_lanes
+    self.spec = f"equal_info_ac[b={window_bits},v={_V_NAME[token_bits]}]"
+
+  def max_windows(self, max_tokens: int | None) -> int | None:
+    """Whole windows that fit in `max_tokens` tokens."""
+    if max_tokens is None:
+      return None
+    return max_tokens * self.token_bits // self.window_bits
+
+  def encode_batch(self, examples, max_tokens=None) -> list[Encoded]:
+    if max_tokens is not None and max_tokens < 1:
+      raise ValueError(f"max_tokens must be >= 1 or None, got {max_tokens}")
+    spec = CodeSpec(window_bits=self.window_bits, token_bits=self.token_bits,
+                    max_codes=self.max_windows(max_tokens))
+    examples = [as_symbols(x) for x in examples]
+    lanes = LaneEncoder(self.model, spec, self.num_lanes).encode(examples)
+    return [Encoded(bytes_to_tokens(r.data, self.token_bits), r.num_symbols, r.num_codes,
+                    r.num_literals) for r in lanes]
+
+  def windows(self, tokens) -> list[int]:
+    """Splits tokens into the b-bit window codes they hold (a partial tail is ignored)."""
+    data = tokens_to_bytes(self.check_tokens(tokens), self.token_bits)
+    size = self.window_bits // 8
+    return [int.from_bytes(data[i:i + size], "big")
+            for i in range(0, len(data) - size + 1, size)]
+
+  def decode_windows(self, codes: list[int]) -> list[np.ndarray]:
+    """Decodes each b-bit window code on its own; returns its symbols."""
+    out = [None] * len(codes)
+    normal = []
+    for i, code in enumerate(codes):
+      literal = window_arith.literal_symbol(self.window_bits, code)
+      if literal is None:
+        normal.append(i)
+      else:
+        out[i] = np.array([literal], SYMBOL_DTYPE)
+    decoder = WindowDecoder(self.model, self.window_bits, self.num_lanes)
+    for i, symbols in zip(normal, decoder.decode([codes[i] for i in normal])):
+      out[i] = symbols.astype(SYMBOL_DTYPE)
+    return out
+
+  def decode_batch(self, token_seqs):
+    per_seq = [self.windows(t) for t in token_seqs]
+    flat = self.decode_windows([c for codes in per_seq for c in codes])
+    out, at = [], 0
+    for codes in per_seq:
+      parts = flat[at:at + len(codes)]
+      at += len(codes)
+      out.append(np.concatenate(parts) if parts else np.zeros(0, SYMBOL_DTYPE))
+    return out
