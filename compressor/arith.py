@@ -102,32 +102,24 @@ def straddle(low, rng, cdf_rows, t, tries: int = 2):
   return ok, point
 
 
-def code_bytes(digits: np.ndarray, nbytes, value, t, n_bytes: int) -> np.ndarray:
-  """Assembles n-byte codes from shifted-out digits and the in-lane cell value.
+def code_bytes(digits: np.ndarray, value: int, t: int, n_bytes: int) -> bytes:
+  """Assembles one stream's n-byte code from its digits and the chosen cell.
 
   Args:
-    digits: [E, >= n_bytes] int64 base-256 digits that may hold carries (< 512).
-    nbytes: [E] digits in use.
-    value: [E] int64 low + point (a point of the chosen cell, in lane units).
-    t: [E] int64 cell exponents; 8 * nbytes + TOP_BITS - t == 8 * n_bytes.
-    n_bytes: code length in bytes (the same for every row).
+    digits: [nbytes] int64 shifted-out base-256 digits that may hold a carry
+      into the previous digit (values below 512).
+    value: low + point, a point of the chosen cell in lane units.
+    t: the cell exponent; 8 * nbytes + TOP_BITS - t == 8 * n_bytes.
+    n_bytes: code length in bytes.
 
   Returns:
-    [E, n_bytes] uint8 codes, most significant byte first.
+    The code, most significant byte first.
   """
-  e = value.shape[0]
-  if n_bytes == 0:
-    return np.zeros((e, 0), np.uint8)
-  pos = np.arange(n_bytes)[None, :]
-  cell = value >> t  # cell index within the lane: (n_bytes - nbytes) bytes + carry
-  shift = np.clip(8 * (n_bytes - 1 - pos), 0, 63)
-  from_cell = (cell[:, None] >> shift) & 0xFF
-  carry = cell >> np.clip(8 * (n_bytes - nbytes), 0, 63)
-  out = np.where(pos < nbytes[:, None], digits[:, :n_bytes], from_cell).astype(np.int64)
-  out += np.where(pos == nbytes[:, None] - 1, carry[:, None], 0)
-  for j in range(n_bytes - 1, 0, -1):
-    out[:, j - 1] += out[:, j] >> 8
-    out[:, j] &= 0xFF
-  if np.any(out[:, 0] > 0xFF):
+  low_bytes = (digits & 0xFF).astype(np.uint8).tobytes()
+  carries = (digits >> 8).astype(np.uint8).tobytes()
+  prefix = int.from_bytes(low_bytes, "big") + (int.from_bytes(carries, "big") << 8)
+  tail_bytes = n_bytes - digits.size
+  code = (prefix << (8 * tail_bytes)) + (int(value) >> int(t))
+  if code >> (8 * n_bytes):
     raise AssertionError("code overflow: cell outside [0, 1)")
-  return out.astype(np.uint8)
+  return code.to_bytes(n_bytes, "big")

@@ -197,7 +197,8 @@ class _WindowBatch(_Batch):
       self.state[name][accept] = value[accept]
 
   def end_codes(self, lanes):
-    chosen = np.zeros(lanes.size, np.int64)
+    chosen = np.ones(lanes.size, np.int64)  # a literal window holds one symbol
+    code = np.zeros(lanes.size, self.dtype)
     pending = np.ones(lanes.size, bool)
     for back in range(HISTORY):
       idx = np.flatnonzero(pending & (self.k[lanes] - back >= 1))
@@ -205,19 +206,33 @@ class _WindowBatch(_Batch):
         break
       state, cdf = self.history(lanes[idx], back)
       ok, point = window_arith.straddle(state["low"], state["r"], cdf)
-      for i in np.flatnonzero(ok):
-        code = int((state["low"][i] + point[i]) >> window_arith.G)
-        self.out[lanes[idx[i]]] += code.to_bytes(self.bits // 8, "big")
-      chosen[idx[ok]] = self.k[lanes[idx[ok]]] - back
-      pending[idx[ok]] = False
-    for i in np.flatnonzero(pending):
-      lane = lanes[i]
-      symbol = int(self.symbols[lane, self.start[lane]])
-      code = window_arith.literal_code(self.bits, symbol)
-      self.out[lane] += code.to_bytes(self.bits // 8, "big")
-      self.literals[lane] += 1
-      chosen[i] = 1
+      hit = idx[ok]
+      code[hit] = (state["low"][ok] + point[ok]) >> window_arith.G
+      chosen[hit] = self.k[lanes[hit]] - back
+      pending[hit] = False
+    literal = lanes[pending]
+    if literal.size:
+      first = self.symbols[literal, self.start[literal]]
+      code[pending] = [window_arith.literal_code(self.bits, int(s)) for s in first]
+      self.literals[literal] += 1
+    self._store_codes(lanes, code)
     return chosen
+
+  def _store_codes(self, lanes, code):
+    """Appends one window code per lane to the [L, windows] code table."""
+    need = int(self.codes[lanes].max()) + 1
+    if need > self.window_codes.shape[1]:
+      grown = np.zeros((self.window_codes.shape[0], 2 * need), self.dtype)
+      grown[:, :self.window_codes.shape[1]] = self.window_codes
+      self.window_codes = grown
+    self.window_codes[lanes, self.codes[lanes]] = code
+
+  def run(self):
+    self.window_codes = np.zeros((self.ids.size, 16), self.dtype)  # [L, windows] b-bit codes
+    results = super().run()
+    for i, result in enumerate(results):
+      result.data = _to_bytes(self.window_codes[i, :result.num_codes], self.bits)
+    return results
 
   def finished(self, lanes):
     done = self.start[lanes] >= self.lengths[lanes]
@@ -278,9 +293,8 @@ class _StreamBatch(_Batch):
       state, cdf = self.history(lanes[idx], back)
       for i, n_bits, point, t in self._shortest_codes(state, cdf):
         lane = lanes[idx[i]]
-        code = arith.code_bytes(self.digits[lane:lane + 1], state["nbytes"][i:i + 1],
-                                state["low"][i:i + 1] + point, t, n_bits // 8)
-        self.out[lane] += code[0].tobytes()
+        digits = self.digits[lane, :state["nbytes"][i]]
+        self.out[lane] += arith.code_bytes(digits, state["low"][i] + point, t, n_bits // 8)
         chosen[idx[i]] = self.k[lane] - back
     if (chosen < 0).any():
       raise RuntimeError(f"AC could not end a stream within {HISTORY} symbols of its end; "
@@ -288,7 +302,7 @@ class _StreamBatch(_Batch):
     return chosen
 
   def _shortest_codes(self, state, cdf):
-    """Yields (row, n_bits, point [1], t [1]) of the shortest straddling code per row."""
+    """Yields (row, n_bits, point, t) of the shortest straddling code per row."""
     res = 8 * state["nbytes"] + arith.TOP_BITS
     step = self.spec.token_bits
     shortest = -(-(res - arith.TOP_BITS) // step) * step
@@ -299,8 +313,16 @@ class _StreamBatch(_Batch):
         n_bits = np.minimum(n_bits, self.spec.max_bits)
       ok, point = arith.straddle(state["low"], state["rng"], cdf, res - n_bits)
       for i in np.flatnonzero(ok & ~found):
-        yield i, int(n_bits[i]), point[i:i + 1], (res - n_bits)[i:i + 1]
+        yield i, int(n_bits[i]), int(point[i]), int(res[i] - n_bits[i])
       found |= ok
 
   def finished(self, lanes):
     return np.ones(lanes.size, bool)  # one stream per example
+
+
+def _to_bytes(codes: np.ndarray, bits: int) -> bytes:
+  """[W] window codes -> their b-bit big-endian concatenation."""
+  if codes.dtype == object:
+    return b"".join(int(c).to_bytes(bits // 8, "big") for c in codes)
+  wide = codes.astype(">u8").view(np.uint8).reshape(-1, 8)
+  return wide[:, 8 - bits // 8:].tobytes()
