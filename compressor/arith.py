@@ -8,8 +8,10 @@ carry). `rng` stays in [2**RENORM_BITS, 2**TOP_BITS]; `low` stays below
 2**(TOP_BITS + 1), so all arithmetic fits in int64.
 
 Subdivision (tiling exactly, so encoder and decoder compute the same integers):
-with q = rng >> PRECISION, symbol s owns [low + q * cdf[s], low + q * cdf[s+1]),
-except the last symbol (EOS), which owns everything up to low + rng.
+with the odd quantum q = (rng >> PRECISION) | 1, symbol s owns
+[low + q * cdf[s], low + q * cdf[s+1]), except the last symbol (EOS), which
+owns everything up to low + rng. An odd q keeps neighbouring boundaries off any
+common power-of-two grid, so a stream can always end on a straddling cell.
 
 A code of n bits is a *cell* [m, m + 1) * 2**-n. The decoder keeps a symbol
 only if its sub-interval contains the whole cell, so the encoder ends a code
@@ -33,6 +35,11 @@ LAST = constants.ALPHABET_SIZE - 1  # EOS owns the remainder of every interval
 STREAM_RANGE = 1 << TOP_BITS
 
 
+def quantum(rng):
+  """[E] the odd subdivision unit q of each interval (q * (2**14 - 1) < rng)."""
+  return (rng >> constants.PRECISION) | 1
+
+
 def subdivide(low, rng, lo_cum, hi_cum, symbol):
   """Returns the sub-interval (low', rng') of `symbol` given its CDF entries.
 
@@ -41,7 +48,7 @@ def subdivide(low, rng, lo_cum, hi_cum, symbol):
     lo_cum, hi_cum: [E] int64 cdf[symbol] and cdf[symbol + 1].
     symbol: [E] int symbols (EOS takes the remainder of the interval).
   """
-  q = rng >> constants.PRECISION
+  q = quantum(rng)
   lo = q * lo_cum
   hi = np.where(symbol == LAST, rng, q * hi_cum)
   return low + lo, hi - lo
@@ -64,7 +71,7 @@ def cell_fits(low, rng, t) -> np.ndarray:
   return (t <= 0) | ((t <= TOP_BITS) & (a + g <= z))
 
 
-def straddle(low, rng, cdf_rows, t, tries: int = 2):
+def straddle(low, rng, cdf_rows, t, tries: int = 8):
   """Finds a cell inside [low, low + rng) that straddles the next subdivision.
 
   Checks the first `tries` boundaries above the first whole cell; a boundary
@@ -86,7 +93,7 @@ def straddle(low, rng, cdf_rows, t, tries: int = 2):
   a = (g - (low & (g - 1))) & (g - 1)
   z = rng - ((low + rng) & (g - 1))
   valid &= a + g <= z
-  q = rng >> constants.PRECISION
+  q = quantum(rng)
   target = np.minimum(a // q, TOTAL)
   first = (cdf_rows <= target[:, None]).sum(axis=1)  # first s with q * cdf[s] > a
   ok = np.zeros(low.shape, bool)

@@ -95,8 +95,7 @@ class _StreamDecoding:
   def _step(self):
     store, rows = self.lanes.tables()
     cdf = store[np.asarray(rows, np.int64)]  # [L, 258]
-    q = self.rng >> constants.PRECISION
-    q = np.maximum(q, 1)
+    q = arith.quantum(self.rng)
     t0 = np.minimum(self.d0 // q, constants.TOTAL_FREQ - 1)
     t1 = np.minimum(self.d1 // q, constants.TOTAL_FREQ - 1)
     sym = (cdf <= t0[:, None]).sum(axis=1) - 1
