@@ -1,0 +1,173 @@
+"""M1 as a coder model: identical integer tables whatever the batching, and checkpoints."""
+import json
+import os
+
+import jax
+import numpy as np
+import pytest
+
+from compressor import constants
+from compressor.models import base
+from training import configs
+from training import m1
+
+MAX_LEN = 96  # two cache chunks, ring buffer wraps inside the test contexts
+
+
+@pytest.fixture(scope="module")
+def model():
+  """A random tiny M1 whose logits are scaled up, so its tables are far from uniform."""
+  config = m1.m1_config("tiny", max_len=MAX_LEN)
+  params = m1.M1Model.random(config, seed=0).params
+  params = jax.tree_util.tree_map(lambda x: x, params)  # fresh dicts, safe to edit
+  params["params"]["logits_dense"]["kernel"] = params["params"]["logits_dense"]["kernel"] * 8
+  return m1.M1Model(config, params)
+
+
+@pytest.fixture(scope="module")
+def streams(validation_docs):
+  """Symbol streams of real text: document bytes followed by EOS."""
+  return [np.append(np.frombuffer(d.encode("utf-8"), np.uint8).astype(np.int32), constants.EOS)
+          for d in validation_docs]
+
+
+@pytest.fixture(scope="module")
+def contexts(streams):
+  """70 contexts (two lane blocks) of lengths 0..200 from different documents."""
+  rng = np.random.default_rng(0)
+  out = []
+  for i in range(70):
+    s = streams[i]
+    n = min(int(rng.integers(0, 201)), s.size)
+    start = int(rng.integers(0, s.size - n + 1))
+    out.append(s[start:start + n])
+  out[0], out[1] = out[1][:0], streams[1][:200]  # empty and longest contexts
+  return out
+
+
+@pytest.fixture(scope="module")
+def reference(model, contexts):
+  """Probabilities of all 70 contexts in one call."""
+  return model.probs(contexts)
+
+
+def test_tables_identical_across_batch_sizes(model, contexts, reference):
+  fives = np.concatenate([model.probs(contexts[i:i + 5]) for i in range(0, 70, 5)])
+  np.testing.assert_array_equal(fives, reference)  # bit-identical floats
+  np.testing.assert_array_equal(model.probs(contexts[6:70]), reference[6:70])  # 64 lanes
+  for i in (0, 1, 17, 65):
+    np.testing.assert_array_equal(model.probs([contexts[i]])[0], reference[i])
+  np.testing.assert_array_equal(model.freqs(contexts), base.quantize(reference))
+
+
+def test_row_position_inside_a_block_does_not_matter(model, contexts, reference):
+  target = 1  # the longest context
+  for row in (0, 13, 63):
+    batch = [contexts[(row + k) % 70] for k in range(64)]
+    batch[row] = contexts[target]
+    np.testing.assert_array_equal(model.probs(batch)[row], reference[target])
+
+
+def test_lanes_equal_freqs_with_random_resets(model, streams):
+  rng = np.random.default_rng(1)
+  n = 70
+  lanes = model.lanes(n)
+  offsets = np.zeros(n, np.int64)
+  history = [[] for _ in range(n)]
+  for step in range(130):
+    cdf, rows = lanes.tables()
+    if step in (0, 61, 129):
+      expected = base.cdf_from_freqs(model.freqs([np.asarray(h, np.int32) for h in history]))
+      np.testing.assert_array_equal(cdf[rows], expected)
+    symbols = np.array([streams[i][offsets[i] % streams[i].size] for i in range(n)])
+    push = rng.random(n) < 0.9
+    reset = rng.random(n) < 0.03
+    lanes.update(symbols, push, reset)
+    for i in range(n):
+      if push[i]:
+        history[i].append(int(symbols[i]))
+        offsets[i] += 1
+      if reset[i]:
+        history[i] = []
+
+
+def test_reset_lane_gives_bos_table_and_old_arrays_stay(model, streams):
+  lanes = model.lanes(3)
+  first, _ = lanes.tables()
+  kept = first.copy()
+  for s in streams[5][:20]:
+    lanes.update(np.full(3, s), np.ones(3, bool), np.zeros(3, bool))
+    lanes.tables()
+  lanes.update(np.zeros(3, np.int32), np.zeros(3, bool), np.array([False, True, False]))
+  cdf, rows = lanes.tables()
+  np.testing.assert_array_equal(first, kept)  # earlier results are never modified
+  np.testing.assert_array_equal(cdf[rows[1]], kept[0])
+  np.testing.assert_array_equal(cdf[rows[0]], cdf[rows[2]])
+  assert not np.array_equal(cdf[rows[0]], kept[0])
+
+
+def test_freqs_contract(model, streams):
+  freqs = model.freqs([b"", b"hello", streams[0][:10]])
+  base.check_freqs(freqs)
+  assert freqs.shape == (3, constants.ALPHABET_SIZE) and freqs.dtype == np.int32
+  assert model.freqs([]).shape == (0, constants.ALPHABET_SIZE)
+  with pytest.raises(ValueError, match="symbols must be in"):
+    model.freqs([np.array([1, 257])])
+  with pytest.raises(ValueError, match="vocab_size"):
+    m1.M1Model(configs.model_config("tiny", vocab_size=300, max_len=8), model.params)
+  with pytest.raises(ValueError, match="do not match"):
+    m1.M1Model(m1.m1_config("tiny", max_len=8, num_layers=1), model.params)
+  assert "fingerprint" in repr(model) and "M1Lanes" in repr(model.lanes(2))
+
+
+def test_ideal_code_length_smoke(model, streams):
+  """Walks 4 documents in Equal-Info-like windows of 24 symbols; tables stay valid."""
+  lanes = model.lanes(4)
+  bits = 0.0
+  for t in range(96):
+    cdf, rows = lanes.tables()
+    assert np.all(np.diff(cdf[rows], axis=1) >= 1) and np.all(cdf[rows, -1] == 1 << 14)
+    x = np.array([streams[i][t] for i in range(4)])
+    f = cdf[rows, x + 1] - cdf[rows, x]
+    bits += float(np.sum(constants.PRECISION - np.log2(f)))
+    lanes.update(x, np.ones(4, bool), np.full(4, (t + 1) % 24 == 0))
+  assert 0 < bits / (4 * 96) < constants.PRECISION
+
+
+def test_save_load_round_trip(model, contexts, reference, tmp_path):
+  m1.save(tmp_path / "m1", model.config, model.params)
+  for exact in (None, False):
+    loaded = m1.load(tmp_path / "m1", exact=exact)
+    assert loaded.fingerprint == model.fingerprint and loaded.config == model.config
+  np.testing.assert_array_equal(loaded.probs(contexts[:8]), reference[:8])
+  with pytest.raises(NotImplementedError, match="exact"):
+    m1.load(tmp_path / "m1", exact=True)
+
+
+def test_missing_and_corrupt_checkpoints(model, tmp_path):
+  with pytest.raises(FileNotFoundError, match="train-m1"):
+    m1.load(tmp_path / "nothing")
+  path = tmp_path / "m1"
+  model.save(path)
+  meta = json.loads((path / m1.CONFIG_FILE).read_text())
+  (path / m1.PARAMS_FILE).write_bytes(b"not a zip")
+  with pytest.raises(ValueError, match="corrupt"):
+    m1.load(path)
+  model.save(path)
+  (path / m1.CONFIG_FILE).write_text("{")
+  with pytest.raises(ValueError, match="corrupt"):
+    m1.load(path)
+  meta["fingerprint"] = "0" * 16
+  (path / m1.CONFIG_FILE).write_text(json.dumps(meta))
+  with pytest.raises(ValueError, match="fingerprint"):
+    m1.load(path)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not os.environ.get("EQINFO_BENCH"), reason="set EQINFO_BENCH=1 to measure")
+@pytest.mark.parametrize("num_lanes", [256, 1024])
+def test_lane_throughput_3m(num_lanes):
+  """Prints symbols/s of a random-init "3m" M1 (context 1024) on this machine."""
+  model = m1.M1Model.random(m1.m1_config("3m", max_len=1024))
+  rate = m1.lane_throughput(model, num_lanes, steps=8, window=32)
+  print(f"3m M1, {num_lanes} lanes: {rate:,.0f} symbols/s")
