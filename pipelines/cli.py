@@ -8,6 +8,8 @@ COMMANDS = {
     "codec": ("compressor.codec", "encode a text file with a method, decode it back, print ratio"),
     "compress": ("pipelines.compress", "Beam pipeline: corpus -> M1 -> method -> ArrayRecord shards"),
     "inspect": ("pipelines.inspect", "totals, histogram and decoded records of a shard directory"),
+    "train-sentencepiece": ("compressor.sentencepiece_train",
+                            "train the unigram SentencePiece model of sentencepiece[path=...]"),
     "train-m1": ("training.train_m1", "train the byte-level M1"),
     "train-m2": ("training.train_m2", "train M2 on ArrayRecord shards"),
     "eval": ("training.evaluate", "bits/byte of a checkpoint, with Table 3 baselines"),
