@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# Submits `eqinfo compress` to Dataflow with one NVIDIA L4 per worker.
+#
+# Usage:
+#   deploy/dataflow/submit.sh PROJECT BUCKET METHOD M1 [extra eqinfo/Beam flags...]
+# e.g.
+#   deploy/dataflow/submit.sh my-proj my-bucket 'equal_info_ac[b=16,v=65k]' gs://my-bucket/m1/3m \
+#       --input 'gs://my-bucket/c4/en/c4-train.*.json.gz' --split train --num_shards 4096
+#
+# Environment: REGION (us-central1), IMAGE (the worker image built from
+# deploy/dataflow/Dockerfile), MACHINE_TYPE (g2-standard-8), MAX_WORKERS (64),
+# OUTPUT (gs://BUCKET/shards/<method>/<split>). Run from the repository root.
+set -euo pipefail
+
+if [[ $# -lt 4 ]]; then
+  sed -n '2,14p' "$0"
+  exit 2
+fi
+PROJECT="$1"; BUCKET="$2"; METHOD="$3"; M1="$4"; shift 4
+
+REGION="${REGION:-us-central1}"
+IMAGE="${IMAGE:-${REGION}-docker.pkg.dev/${PROJECT}/eqinfo/worker:latest}"
+MACHINE_TYPE="${MACHINE_TYPE:-g2-standard-8}"
+MAX_WORKERS="${MAX_WORKERS:-64}"
+SAFE_METHOD="$(echo "${METHOD}" | tr -c 'a-z0-9\n' '-' | sed 's/-\+/-/g; s/-$//')"
+OUTPUT="${OUTPUT:-gs://${BUCKET}/shards/${SAFE_METHOD}/train}"
+JOB_NAME="${JOB_NAME:-eqinfo-compress-${SAFE_METHOD}-$(date -u +%Y%m%d-%H%M%S)}"
+
+cd "$(dirname "$0")/../.."
+exec python -m pipelines.cli compress \
+  --method "${METHOD}" \
+  --m1 "${M1}" \
+  --output "${OUTPUT}" \
+  --packing continue --max_tokens 512 --batch_size 256 \
+  --runner DataflowRunner \
+  --project "${PROJECT}" \
+  --region "${REGION}" \
+  --job_name "${JOB_NAME}" \
+  --temp_location "gs://${BUCKET}/tmp" \
+  --staging_location "gs://${BUCKET}/staging" \
+  --setup_file ./setup.py \
+  --sdk_container_image "${IMAGE}" \
+  --sdk_location container \
+  --experiments use_runner_v2 \
+  --experiments no_use_multiple_sdk_containers \
+  --machine_type "${MACHINE_TYPE}" \
+  --disk_size_gb 100 \
+  --dataflow_service_options "worker_accelerator=type:nvidia-l4;count:1;install-nvidia-driver" \
+  --number_of_worker_harness_threads 1 \
+  --max_num_workers "${MAX_WORKERS}" \
+  "$@"

@@ -1,0 +1,172 @@
+"""`eqinfo compress`: corpus -> documents -> examples -> method -> ArrayRecord shards.
+
+The graph (every step labelled):
+
+  ReadDocuments -> Screen -> GroupDocuments (128 docs per group, deterministic)
+  -> MakeExamples (10,240 symbols) -> Compress (packing into <= 512 tokens; Verify)
+  -> WriteShards (ArrayRecord, group_size:1) -> Accounting -> Finalize
+     (errors/errors.jsonl, config.json, stats.json, then COMPLETED)
+
+Locally (DirectRunner):
+
+  eqinfo compress --input 'data/c4/en/c4-validation.*.json.gz' \\
+      --method 'equal_info_ac[b=16,v=65k]' --m1 'context[order=3,fit=builtin:pydoc]' \\
+      --output /tmp/eqinfo-shards --num_shards 4 \\
+      --direct_num_workers=2 --direct_running_mode=multi_processing
+
+On Dataflow with GPU workers (the worker image is deploy/dataflow/Dockerfile; see
+deploy/dataflow/submit.sh):
+
+  eqinfo compress \\
+      --input 'gs://BUCKET/c4/en/3.1.0/c4-train.*.json.gz' \\
+      --method 'equal_info_ac[b=16,v=65k]' --m1 gs://BUCKET/m1/3m \\
+      --output gs://BUCKET/shards/eqinfo_b16_v65k/train --split train --num_shards 4096 \\
+      --packing continue --max_tokens 512 --batch_size 256 \\
+      --runner DataflowRunner --project PROJECT --region us-central1 \\
+      --temp_location gs://BUCKET/tmp --staging_location gs://BUCKET/staging \\
+      --job_name eqinfo-compress-b16-v65k \\
+      --setup_file ./setup.py --sdk_location container \\
+      --sdk_container_image REGION-docker.pkg.dev/PROJECT/eqinfo/worker:latest \\
+      --experiments use_runner_v2 --experiments no_use_multiple_sdk_containers \\
+      --machine_type g2-standard-8 --disk_size_gb 100 \\
+      --dataflow_service_options \\
+        'worker_accelerator=type:nvidia-l4;count:1;install-nvidia-driver' \\
+      --number_of_worker_harness_threads 1 --max_num_workers 64
+"""
+import json
+import os
+import sys
+
+import apache_beam as beam
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.options.pipeline_options import PipelineOptions
+
+from pipelines import models, options, sink, sources, transforms
+
+_OUTPUT_FILES = ("*.array_record", sink.STATS, sink.CONFIG, sink.COMPLETED,
+                 f"{sink.ERRORS_DIR}/*")
+
+
+def _matches(pattern: str) -> list[str]:
+  try:
+    return [m.path for m in FileSystems.match([pattern])[0].metadata_list]
+  except Exception:  # pylint: disable=broad-except  (Beam raises on a missing directory)
+    return []
+
+
+def prepare_output(output: str, overwrite: bool) -> None:
+  """Checks the output directory and clears what an earlier run wrote there.
+
+  Raises:
+    FileExistsError: if it holds files and `overwrite` is False.
+  """
+  existing = _matches(sink.join(output, "*"))
+  if existing and not overwrite:
+    raise FileExistsError(f"--output {output} already exists and is not empty; pass --overwrite "
+                          f"to replace its shards, or choose another --output")
+  old = [p for pattern in _OUTPUT_FILES for p in _matches(sink.join(output, pattern))]
+  if old:
+    FileSystems.delete(old)
+  if "://" not in output:
+    os.makedirs(output, exist_ok=True)
+
+
+def run_info(config: options.CompressConfig, method) -> dict:
+  """What stats.json records about the method and the run, besides the totals."""
+  return {
+      "method": method.spec,
+      "m1": config.m1 if models.needs_model(config.method) else None,
+      "m1_fingerprint": models.fingerprint(method),
+      "vocab_size": int(method.vocab_size),
+      "token_bits": getattr(method, "token_bits", None),
+      "window_bits": getattr(method, "window_bits", None),
+      "uses_model": bool(getattr(method, "uses_model", False)),
+      "input": config.input,
+      "split": config.split,
+      "packing": config.packing,
+      "max_tokens": config.max_tokens,
+      "docs_per_group": config.docs_per_group,
+      "example_symbols": config.example_symbols,
+      "verify": config.verify,
+      "num_shards": config.num_shards,
+  }
+
+
+def build_pipeline(p: beam.Pipeline, config: options.CompressConfig, spec: sources.InputSpec,
+                   info: dict):
+  """Adds the compression graph to `p`; returns the stats PCollection (one dict)."""
+  read = p | "ReadDocuments" >> sources.ReadDocuments(
+      spec, config.text_field, config.max_docs_per_file, config.tfds_data_dir,
+      config.tfds_split or config.split)
+  screened = read["documents"] | "Screen" >> beam.ParDo(
+      transforms.ScreenDocumentsFn(config.max_doc_bytes)).with_outputs(
+          sources.ERRORS, main="documents")
+  examples = (screened.documents
+              | "GroupDocuments" >> transforms.GroupDocuments(config.docs_per_group)
+              | "MakeExamples" >> beam.ParDo(transforms.MakeExamplesFn(config.example_symbols)))
+  coded = examples | "Compress" >> transforms.Compress(
+      config.method, config.m1, config.max_tokens, config.packing, config.batch_size,
+      config.verify)
+  errors = ((read["errors"], screened[sources.ERRORS], coded["errors"])
+            | "AllErrors" >> beam.Flatten())
+  shards = coded["records"] | "WriteShards" >> sink.WriteShards(
+      config.output, config.split, info["method"], config.num_shards)
+  accounting = ((read["documents"], coded["records"], errors)
+                | "Accounting" >> transforms.Accounting(info["vocab_size"]))
+  return ((accounting, shards, errors)
+          | "Finalize" >> sink.Finalize(config.output, info, config.to_json()))
+
+
+def summary(stats: dict) -> str:
+  """A few lines of totals from stats.json."""
+  ratio = stats["bytes"] / max(1, stats["tokens"] * (stats.get("token_bits") or 8) / 8)
+  dropped = ", ".join(f"{r}: {e['inputs']} ({e['bytes']} B)"
+                      for r, e in stats["dropped"].items()) or "none"
+  return "\n".join([
+      f"method {stats['method']}  m1 {stats['m1'] or '-'}  packing {stats['packing']}",
+      f"examples {stats['examples']}  tokens {stats['tokens']}  bytes {stats['bytes']}  "
+      f"windows {stats['windows']} (literal {stats['literal_windows']})",
+      f"compression ratio {ratio:.3f} (bytes / token bytes)  "
+      f"bytes per token {stats['bytes'] / max(1, stats['tokens']):.3f}",
+      f"bytes in {stats['bytes_in']} = in records {stats['bytes']} + dropped "
+      f"{stats['bytes_dropped']}  [{dropped}]",
+      f"verification failures {stats['verification_failures']}"
+      + ("" if stats["verify"] else " (verification off)"),
+  ])
+
+
+def make_pipeline(config: options.CompressConfig, beam_args: list[str]) -> beam.Pipeline:
+  """Checks the flags, the method, the input and the output, and builds the pipeline (not run).
+
+  Raises:
+    ValueError: on a bad method spec or a model-based method without --m1.
+    FileNotFoundError: on a missing input or M1.
+    FileExistsError: on a non-empty output directory without --overwrite.
+  """
+  method = models.build_method(config.method, config.m1)
+  spec = sources.resolve_input(config.input, config.tfds_split or config.split,
+                               config.tfds_data_dir, config.tfds_chunk_docs)
+  prepare_output(config.output, config.overwrite)
+  p = beam.Pipeline(options=PipelineOptions(beam_args))
+  build_pipeline(p, config, spec, run_info(config, method))
+  return p
+
+
+def compress(config: options.CompressConfig, beam_args: list[str]) -> dict | None:
+  """Runs the pipeline; returns stats.json's content, or None if the job is still running."""
+  make_pipeline(config, beam_args).run().wait_until_finish()
+  if not FileSystems.exists(sink.join(config.output, sink.COMPLETED)):
+    return None
+  with FileSystems.open(sink.join(config.output, sink.STATS)) as f:
+    return json.loads(f.read())
+
+
+def run(argv=None) -> int:
+  """`eqinfo compress` (see the module docstring). Returns the exit status."""
+  config, beam_args = options.parse(sys.argv[1:] if argv is None else argv)
+  stats = compress(config, beam_args)
+  if stats is None:
+    print(f"no {sink.COMPLETED} in {config.output} yet (a dry run, or a job still running)")
+  else:
+    print(f"wrote {config.output}\n{summary(stats)}")
+  return 0

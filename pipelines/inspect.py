@@ -1,0 +1,192 @@
+"""`eqinfo inspect DIR [--decode N]`: totals, compression ratio, token histogram, decoded records.
+
+Reads stats.json and every shard of an output directory of `eqinfo compress`,
+recounts records, tokens and bytes, and with `--decode N` prints record N (in
+shard order) decoded. For Equal-Info methods each window is decoded on its own
+and printed in brackets, like the paper's Table 7: `[The th][ree cu]...`.
+"""
+import argparse
+import json
+import sys
+
+import numpy as np
+from apache_beam.io.filesystems import FileSystems
+
+from compressor import constants
+from compressor.methods.base import bytes_to_tokens, tokens_to_bytes
+from pipelines import models, sink
+
+
+class CorruptShardError(ValueError):
+  """A shard or record that cannot be read; the message names both."""
+
+
+def shard_paths(directory: str) -> list[str]:
+  """The directory's shard files in name order.
+
+  Raises:
+    FileNotFoundError: if there are none.
+  """
+  try:
+    found = FileSystems.match([sink.join(directory, "*.array_record")])[0].metadata_list
+  except Exception:  # pylint: disable=broad-except
+    found = []
+  if not found:
+    raise FileNotFoundError(f"no *.array_record shards in {directory}; "
+                            f"is it an output directory of `eqinfo compress`?")
+  return sorted(m.path for m in found)
+
+
+def read_shard(path: str) -> list[dict]:
+  """Parses every record of one shard.
+
+  Raises:
+    CorruptShardError: naming the shard (and the record) that failed.
+  """
+  from array_record.python import array_record_module  # pylint: disable=import-outside-toplevel
+  if "://" in path:
+    raise ValueError(f"inspect reads local shards; copy {path} first (gsutil -m cp)")
+  out, index = [], None
+  try:
+    reader = array_record_module.ArrayRecordReader(path)
+    for index in range(reader.num_records()):
+      out.append(sink.parse_example(reader.read([index])[0]))
+    index = None
+    reader.close()
+  except Exception as e:  # pylint: disable=broad-except  (riegeli and parse errors)
+    where = "" if index is None else f" record {index}"
+    raise CorruptShardError(f"shard {path}{where} is corrupt: {e}") from None
+  return out
+
+
+def load_stats(directory: str) -> dict:
+  """Reads stats.json (and warns if COMPLETED is missing).
+
+  Raises:
+    FileNotFoundError: if there is no stats.json.
+  """
+  path = sink.join(directory, sink.STATS)
+  if not FileSystems.exists(path):
+    raise FileNotFoundError(f"{path} not found; the compress job did not finish "
+                            f"(no {sink.COMPLETED} either?)")
+  if not FileSystems.exists(sink.join(directory, sink.COMPLETED)):
+    print(f"warning: {directory} has no {sink.COMPLETED} marker", file=sys.stderr)
+  with FileSystems.open(path) as f:
+    return json.loads(f.read())
+
+
+def totals(records: list[dict], vocab_size: int) -> dict:
+  """Recounted totals and token histogram of parsed records."""
+  tokens = [r["targets"] for r in records]
+  hist = np.bincount(np.concatenate(tokens) if tokens else np.zeros(0, np.int64),
+                     minlength=vocab_size)
+  return {"examples": len(records), "tokens": int(sum(t.size for t in tokens)),
+          "bytes": int(sum(int(r["num_bytes"][0]) for r in records)),
+          "windows": int(sum(int(r["num_windows"][0]) for r in records)),
+          "histogram": hist}
+
+
+def histogram_summary(hist: np.ndarray, top: int = 10) -> str:
+  """Used ids, entropy in bits per token and the most frequent ids."""
+  total = hist.sum()
+  if not total:
+    return "no tokens"
+  p = hist[hist > 0] / total
+  order = np.argsort(-hist, kind="stable")[:top]
+  common = ", ".join(f"{i}:{hist[i] / total:.3%}" for i in order if hist[i])
+  return (f"{int((hist > 0).sum())} of {hist.size} ids used; unigram entropy "
+          f"{float(-(p * np.log2(p)).sum()):.3f} bits/token; most frequent {common}")
+
+
+def window_texts(method, tokens: np.ndarray) -> list[np.ndarray] | None:
+  """Each Equal-Info window of `tokens` decoded on its own, or None for other methods."""
+  window_bits = getattr(method, "window_bits", None)
+  token_bits = getattr(method, "token_bits", None)
+  if not window_bits or not token_bits or window_bits % 8:
+    return None
+  data = tokens_to_bytes(tokens, token_bits)
+  step = window_bits // 8
+  windows = [bytes_to_tokens(data[i:i + step], token_bits)
+             for i in range(0, len(data) - step + 1, step)]
+  return method.decode_batch(windows)
+
+
+def render(symbols: np.ndarray) -> str:
+  """Symbols as text: bytes decoded as UTF-8 (escaped where invalid), EOS as ⟨EOS⟩."""
+  parts = []
+  for chunk in np.split(symbols, np.flatnonzero(symbols == constants.EOS)):
+    if chunk.size and chunk[0] == constants.EOS:
+      parts.append("⟨EOS⟩")
+      chunk = chunk[1:]
+    parts.append(chunk.astype(np.uint8).tobytes().decode("utf-8", errors="backslashreplace"))
+  return "".join(parts)
+
+
+def describe_record(method, record: dict) -> str:
+  """Record text, split at windows for Equal-Info methods (paper Table 7)."""
+  tokens = record["targets"]
+  full = method.decode(tokens)
+  lines = [f"key {record.get('key', b'').decode()}  source {record['source'].decode()}",
+           f"{tokens.size} tokens, {int(record['num_bytes'][0])} bytes, "
+           f"{int(record['num_windows'][0])} windows; decoded {full.size} symbols"]
+  windows = window_texts(method, tokens)
+  if windows is not None and np.array_equal(np.concatenate(windows or [full[:0]]), full):
+    lines.append("".join(f"[{render(w)}]" for w in windows))
+  else:
+    lines.append(render(full))
+  return "\n".join(lines)
+
+
+def parser() -> argparse.ArgumentParser:
+  p = argparse.ArgumentParser(prog="eqinfo inspect", description=__doc__.splitlines()[0])
+  p.add_argument("directory", help="output directory of eqinfo compress")
+  p.add_argument("--decode", type=int, default=None, metavar="N",
+                 help="decode record N (0-based, shards in name order) and print its text")
+  return p
+
+
+def report(directory: str, decode: int | None = None) -> str:
+  """The text `eqinfo inspect` prints.
+
+  Raises:
+    FileNotFoundError: for a directory without stats.json or shards.
+    CorruptShardError: naming the corrupt shard and record.
+    ValueError: if --decode is out of range.
+  """
+  stats = load_stats(directory)
+  records = [r for path in shard_paths(directory) for r in read_shard(path)]
+  got = totals(records, stats["vocab_size"])
+  token_bits = stats.get("token_bits") or 8
+  lines = [
+      f"{directory}: method {stats['method']}, m1 {stats.get('m1') or '-'}, "
+      f"packing {stats['packing']}, {len(stats['shards'])} shards",
+      f"records {got['examples']}  tokens {got['tokens']}  bytes {got['bytes']}  "
+      f"windows {got['windows']}",
+      f"compression ratio {got['bytes'] / max(1, got['tokens'] * token_bits / 8):.3f} "
+      f"(bytes / token bytes, {token_bits}-bit tokens); "
+      f"{got['bytes'] / max(1, got['tokens']):.3f} bytes/token",
+      f"tokens/record mean {got['tokens'] / max(1, got['examples']):.1f} "
+      f"(max {stats['max_tokens']})",
+      f"histogram: {histogram_summary(got['histogram'])}",
+      f"bytes in {stats['bytes_in']}, dropped {stats['bytes_dropped']} "
+      f"{json.dumps({r: e['inputs'] for r, e in stats['dropped'].items()})}; "
+      f"verification failures {stats['verification_failures']}",
+  ]
+  for name in ("examples", "tokens", "bytes", "windows"):
+    if got[name] != stats[name]:
+      lines.append(f"MISMATCH: shards hold {name}={got[name]}, stats.json says {stats[name]}")
+  if decode is not None:
+    if not 0 <= decode < len(records):
+      raise ValueError(f"--decode {decode} is out of range: there are {len(records)} records")
+    method = models.build_method(stats["method"], stats.get("m1"))
+    if stats.get("m1_fingerprint") and models.fingerprint(method) != stats["m1_fingerprint"]:
+      lines.append("warning: the M1 fingerprint differs from stats.json; decoding may be wrong")
+    lines += [f"record {decode}:", describe_record(method, records[decode])]
+  return "\n".join(lines)
+
+
+def run(argv=None) -> int:
+  """`eqinfo inspect` (see the module docstring)."""
+  args = parser().parse_args(sys.argv[1:] if argv is None else argv)
+  print(report(args.directory, args.decode))
+  return 0

@@ -1,0 +1,135 @@
+"""The `--m1` flag: which probability model drives a method, loaded once per process.
+
+Forms:
+
+- a trained M1 directory (local or gs://): `training.m1.load(path)`;
+- `context[order=K,fit=SRC]` (optionally `min_count=N`, `docs=N`): an order-K
+  `ContextModel` fitted on the documents of input spec SRC (any `--input` form);
+- `unigram[fit=SRC]` (optionally `docs=N`): a byte `UnigramModel` for static_ac;
+- None / "none": no model (bytes, gzip, sentencepiece).
+
+Fitting is deterministic, so every Beam worker that fits the same spec gets the
+same tables; the fingerprint in stats.json lets a reader check it.
+"""
+import hashlib
+import re
+import threading
+
+from compressor.methods import registry
+
+MODEL_METHODS = ("ac", "static_ac", "equal_info_ac")
+_FIT_SPEC = re.compile(r"^(?P<name>context|unigram)\[(?P<args>.*)\]$", re.DOTALL)
+_FIT_KEYS = {"context": ("order", "fit", "min_count", "docs"), "unigram": ("fit", "docs")}
+_LOCK = threading.Lock()
+_METHODS = {}
+
+
+def needs_model(method_spec: str) -> bool:
+  """Whether the method named by `method_spec` codes with a probability model."""
+  return registry.parse_spec(method_spec)[0] in MODEL_METHODS
+
+
+def _parse_fit_args(spec: str, name: str, args: str) -> dict[str, str]:
+  """Splits "k=v,k=v" where the value of `fit` may itself hold commas."""
+  out, key = {}, None
+  for part in args.split(","):
+    k, sep, v = part.partition("=")
+    if sep and re.fullmatch(r"[a-z_]+", k):
+      if k not in _FIT_KEYS[name] or k in out:
+        raise ValueError(f"bad --m1 {spec!r}: argument {part!r}; expected keys "
+                         f"{_FIT_KEYS[name]}, each once")
+      key, out[k] = k, v
+    elif key == "fit":  # a comma inside the fit glob
+      out["fit"] += "," + part
+    else:
+      raise ValueError(f"bad --m1 {spec!r}: argument {part!r}; expected key=value")
+  if not out.get("fit"):
+    raise ValueError(f"bad --m1 {spec!r}: needs fit=SRC, e.g. {name}[order=3,fit=builtin:pydoc]"
+                     if name == "context" else f"bad --m1 {spec!r}: needs fit=SRC")
+  return out
+
+
+def _fit_documents(src: str, max_docs: int | None) -> list[bytes]:
+  from pipelines import sources  # pylint: disable=import-outside-toplevel
+  spec = sources.resolve_input(src)
+  docs = [d.data for d in sources.iter_documents(spec) if isinstance(d, sources.Document)]
+  return docs[:max_docs]
+
+
+def _fit_model(spec: str, name: str, args: dict[str, str]):
+  """Fits a ContextModel / UnigramModel on the documents of `fit=SRC`."""
+  try:
+    docs = int(args["docs"]) if "docs" in args else None
+    if name == "context":
+      from compressor.models.context import ContextModel  # pylint: disable=import-outside-toplevel
+      model = ContextModel(order=int(args.get("order", 3)),
+                           min_count=int(args.get("min_count", 2)))
+  except ValueError as e:
+    raise ValueError(f"bad --m1 {spec!r}: {e}") from None
+  data = _fit_documents(args["fit"], docs)
+  if name == "context":
+    model = model.fit(data)
+  else:
+    from compressor.models.unigram import UnigramModel  # pylint: disable=import-outside-toplevel
+    model = UnigramModel.fit(data)
+  if not getattr(model, "fingerprint", ""):
+    model.fingerprint = hashlib.sha256(spec.encode()).hexdigest()[:16]
+  return model
+
+
+def load_model(spec: str | None):
+  """Loads the probability model named by `spec`.
+
+  Args:
+    spec: see the module docstring.
+
+  Returns:
+    A `compressor.models.ProbabilityModel`, or None.
+
+  Raises:
+    ValueError: on a malformed spec.
+    FileNotFoundError: if the M1 directory or the fit corpus does not exist.
+  """
+  if spec is None or spec.strip().lower() in ("", "none"):
+    return None
+  match = _FIT_SPEC.match(spec.strip())
+  if match:
+    name = match.group("name")
+    return _fit_model(spec, name, _parse_fit_args(spec, name, match.group("args")))
+  from apache_beam.io.filesystems import FileSystems  # pylint: disable=import-outside-toplevel
+  if not FileSystems.exists(spec):
+    raise FileNotFoundError(
+        f"--m1 {spec!r} does not exist; pass a trained M1 directory (eqinfo train-m1) or "
+        f"context[order=3,fit=SRC]")
+  from training import m1  # pylint: disable=import-outside-toplevel
+  return m1.load(spec)
+
+
+def build_method(method_spec: str, m1_spec: str | None):
+  """Builds a method and its model, checking that they go together.
+
+  Raises:
+    ValueError: on a bad method spec, or a model-based method without --m1.
+    FileNotFoundError: if the M1 does not exist.
+  """
+  uses_model = needs_model(method_spec)
+  if uses_model and not m1_spec:
+    raise ValueError(f"method {method_spec!r} needs a probability model: pass --m1 "
+                     f"(a trained M1 directory or context[order=3,fit=SRC])")
+  from compressor.methods import get_method  # pylint: disable=import-outside-toplevel
+  return get_method(method_spec, load_model(m1_spec) if uses_model else None)
+
+
+def shared_method(method_spec: str, m1_spec: str | None):
+  """`build_method`, cached per process: DoFns of one worker share one M1."""
+  key = (method_spec, m1_spec if needs_model(method_spec) else None)
+  with _LOCK:
+    if key not in _METHODS:
+      _METHODS[key] = build_method(*key)
+    return _METHODS[key]
+
+
+def fingerprint(method) -> str:
+  """The M1 fingerprint of a method's model ("" for model-free methods)."""
+  model = getattr(method, "model", None) or getattr(method, "_model", None)
+  return str(getattr(model, "fingerprint", "") or "")

@@ -1,0 +1,137 @@
+"""Typed application flags of `eqinfo compress`; Beam's own flags pass through untouched."""
+import argparse
+import dataclasses
+import json
+from typing import Sequence
+
+from compressor import constants
+from compressor.packing import PACKING_POLICIES
+
+
+@dataclasses.dataclass(frozen=True)
+class CompressConfig:
+  """Everything that decides what `eqinfo compress` writes (saved as config.json)."""
+
+  # Corpus: builtin:pydoc | tfds:c4/en:3.1.0 | JSON-lines glob (*.json.gz, *.jsonl[.gz]) |
+  # text:GLOB (one document per file); local paths or gs://.
+  input: str
+  # Method spec in the paper's names, e.g. "equal_info_ac[b=16,v=65k]".
+  method: str
+  # Output directory (local or gs://) for shards, stats.json, config.json, errors/, COMPLETED.
+  output: str
+  # M1 for model-based methods: a trained M1 directory, context[order=K,fit=SRC] or
+  # unigram[fit=SRC]; None for methods that need no model.
+  m1: str | None = None
+  # "continue": code every symbol into consecutive M2 examples; "truncate": the paper's
+  # first max_tokens tokens per example, the rest dropped and counted.
+  packing: str = "continue"
+  # M2 sequence length in tokens.
+  max_tokens: int = constants.MAX_TOKENS
+  # Number of ArrayRecord shards (keep each under ~1 GB: a shard is sorted in memory).
+  num_shards: int = 16
+  # Split name used in shard file names (and the TFDS split read unless tfds_split is set).
+  split: str = "train"
+  # Decode every record and compare it with its symbols; failures are dropped and counted.
+  verify: bool = True
+  # Replace an existing output directory's shards and metadata.
+  overwrite: bool = False
+  # Consecutive documents concatenated before cutting into examples (paper: 128).
+  docs_per_group: int = constants.DOCS_PER_GROUP
+  # Symbols per M1-side example (paper: 10,240).
+  example_symbols: int = constants.EXAMPLE_SYMBOLS
+  # Examples per method.encode_batch call (lanes of the batched coder).
+  batch_size: int = 32
+  # Read only the first N documents of each input file (TFDS chunk); None reads all.
+  max_docs_per_file: int | None = None
+  # Documents with more bytes go to errors/ as "too_large"; None codes every document.
+  max_doc_bytes: int | None = None
+  # Field holding the document in JSON lines (C4: "text").
+  text_field: str = "text"
+  # TFDS data directory for tfds: inputs (None: TFDS's default).
+  tfds_data_dir: str | None = None
+  # TFDS split to read; None reads `split`.
+  tfds_split: str | None = None
+  # Documents per TFDS read task (a multiple of docs_per_group keeps groups whole).
+  tfds_chunk_docs: int = 128 * 1024
+
+  def __post_init__(self):
+    if self.packing not in PACKING_POLICIES:
+      raise ValueError(f"--packing must be one of {PACKING_POLICIES}, got {self.packing!r}")
+    for name in ("max_tokens", "num_shards", "docs_per_group", "example_symbols", "batch_size",
+                 "tfds_chunk_docs"):
+      value = getattr(self, name)
+      if not isinstance(value, int) or value < 1:
+        raise ValueError(f"--{name} must be an integer >= 1, got {value!r}")
+    for name in ("max_docs_per_file", "max_doc_bytes"):
+      value = getattr(self, name)
+      if value is not None and (not isinstance(value, int) or value < 0):
+        raise ValueError(f"--{name} must be an integer >= 0, got {value!r}")
+    if not self.split or any(c in self.split for c in "/-"):
+      raise ValueError(f"--split must be a non-empty name without '/' or '-', got {self.split!r}")
+    for name in ("input", "method", "output"):
+      if not getattr(self, name):
+        raise ValueError(f"--{name} is required")
+
+  def to_json(self) -> str:
+    """The resolved config as sorted, indented JSON."""
+    return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
+
+  @classmethod
+  def from_dict(cls, values: dict) -> "CompressConfig":
+    """Builds a config from a dict, rejecting unknown keys.
+
+    Raises:
+      ValueError: on keys that are not fields.
+    """
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - names)
+    if unknown:
+      raise ValueError(f"unknown config keys {unknown}; known: {sorted(names)}")
+    return cls(**values)
+
+
+def _optional_int(text: str) -> int | None:
+  return None if text.lower() in ("", "none") else int(text)
+
+
+def parser() -> argparse.ArgumentParser:
+  """The flags of `eqinfo compress`; defaults come from `CompressConfig`."""
+  d = CompressConfig(input="-", method="-", output="-")
+  p = argparse.ArgumentParser(
+      prog="eqinfo compress",
+      description="Beam pipeline: corpus -> M1 -> method -> ArrayRecord shards of M2 examples. "
+                  "Flags not listed here are passed to Beam (e.g. --runner DataflowRunner).")
+  p.add_argument("--input", required=True,
+                 help="builtin:pydoc | tfds:c4/en:3.1.0 | JSON lines glob | text:GLOB")
+  p.add_argument("--method", required=True, help="e.g. equal_info_ac[b=16,v=65k], gzip[v=256]")
+  p.add_argument("--output", required=True, help="output directory (local or gs://)")
+  p.add_argument("--m1", default=d.m1,
+                 help="trained M1 directory, context[order=K,fit=SRC] or unigram[fit=SRC]")
+  p.add_argument("--packing", default=d.packing, choices=PACKING_POLICIES)
+  p.add_argument("--max_tokens", type=int, default=d.max_tokens)
+  p.add_argument("--num_shards", type=int, default=d.num_shards)
+  p.add_argument("--split", default=d.split)
+  p.add_argument("--verify", dest="verify", action="store_true", default=d.verify,
+                 help="decode every record and compare (default)")
+  p.add_argument("--noverify", "--no-verify", dest="verify", action="store_false")
+  p.add_argument("--overwrite", action="store_true", default=d.overwrite)
+  p.add_argument("--docs_per_group", type=int, default=d.docs_per_group)
+  p.add_argument("--example_symbols", type=int, default=d.example_symbols)
+  p.add_argument("--batch_size", type=int, default=d.batch_size)
+  p.add_argument("--max_docs_per_file", type=_optional_int, default=d.max_docs_per_file)
+  p.add_argument("--max_doc_bytes", type=_optional_int, default=d.max_doc_bytes)
+  p.add_argument("--text_field", default=d.text_field)
+  p.add_argument("--tfds_data_dir", default=d.tfds_data_dir)
+  p.add_argument("--tfds_split", default=d.tfds_split)
+  p.add_argument("--tfds_chunk_docs", type=int, default=d.tfds_chunk_docs)
+  return p
+
+
+def parse(argv: Sequence[str] | None) -> tuple[CompressConfig, list[str]]:
+  """Splits argv into the app config and the remaining Beam flags.
+
+  Raises:
+    ValueError: on invalid values, naming the flag.
+  """
+  known, beam_args = parser().parse_known_args(list(argv or []))
+  return CompressConfig.from_dict(vars(known)), beam_args

@@ -1,0 +1,356 @@
+"""The record schema and the ArrayRecord sink: shards, errors/, stats.json, config.json, COMPLETED.
+
+Each record is a serialized `tf.train.Example` with the features
+
+  targets              int64 list  the M2 tokens
+  num_bytes            int64       raw symbols covered (EOS counted as one)
+  num_windows          int64       Equal-Info windows (0 for other methods)
+  num_literal_windows  int64       literal-escape windows among them
+  source               bytes       provenance of the first covered document
+  key                  bytes       the record's id, e.g. "f00003-g000012-e002-p001"
+
+The proto is written here directly (features sorted by name, as TensorFlow's
+deterministic serialization does), so workers need not import TensorFlow; any
+`tf.train.Example` parser reads it.
+
+A record goes to shard crc32(key) mod N; a shard holds its records sorted by
+key. Both depend only on the keys, so the same input and options give
+byte-identical shards on any number of workers. `COMPLETED` is written last.
+"""
+import json
+import os
+import re
+import tempfile
+import zlib
+
+import apache_beam as beam
+import numpy as np
+from apache_beam.io.filesystems import FileSystems
+
+from compressor import constants
+from pipelines.transforms import Record, error_lines, key_name
+
+STATS = "stats.json"
+CONFIG = "config.json"
+COMPLETED = "COMPLETED"
+ERRORS_DIR = "errors"
+ERRORS_FILE = "errors.jsonl"
+ARRAY_RECORD_OPTIONS = "group_size:1"
+_NAMESPACE = "eqinfo"
+DENSE_HISTOGRAM_MAX_VOCAB = 4096
+# errors/errors.jsonl keeps the first lines in sorted order; stats.json counts all.
+MAX_ERROR_LINES = 100_000
+
+# Protobuf encoding of tf.train.Example.
+
+
+def _varints(values: np.ndarray) -> bytes:
+  """Concatenated base-128 varints of non-negative integers."""
+  values = np.asarray(values, np.uint64)
+  if values.size == 0:
+    return b""
+  num = np.ones(values.shape, np.int64)
+  for k in range(1, 10):
+    num += values >= (np.uint64(1) << np.uint64(7 * k))
+  out = np.zeros((values.size, 10), np.uint8)
+  for k in range(10):
+    byte = (values >> np.uint64(7 * k)) & np.uint64(0x7F)
+    more = (num > k + 1).astype(np.uint8) << 7
+    out[:, k] = byte.astype(np.uint8) | more
+  mask = np.arange(10)[None, :] < num[:, None]
+  return out[mask].tobytes()
+
+
+def _field(number: int, payload: bytes) -> bytes:
+  return _varints(np.array([number << 3 | 2])) + _varints(np.array([len(payload)])) + payload
+
+
+def _int64_feature(values) -> bytes:
+  values = np.asarray(values, np.int64).ravel()
+  if values.size and values.min() < 0:
+    raise ValueError("only non-negative int64 features are written")
+  return _field(3, _field(1, _varints(values)))  # Feature.int64_list(packed value)
+
+
+def _bytes_feature(value: bytes) -> bytes:
+  return _field(1, _field(1, value))  # Feature.bytes_list(value)
+
+
+def encode_example(features: dict[str, bytes]) -> bytes:
+  """Serializes {name: encoded Feature} as a tf.train.Example, features sorted by name."""
+  entries = b"".join(_field(1, _field(1, name.encode()) + _field(2, features[name]))
+                     for name in sorted(features))
+  return _field(1, entries)
+
+
+def serialize_record(rec: Record) -> bytes:
+  """A Record as a serialized tf.train.Example (see the module docstring)."""
+  return encode_example({
+      "targets": _int64_feature(rec.tokens),
+      "num_bytes": _int64_feature([rec.num_bytes]),
+      "num_windows": _int64_feature([rec.num_windows]),
+      "num_literal_windows": _int64_feature([rec.num_literal_windows]),
+      "source": _bytes_feature(rec.source.encode("utf-8", errors="surrogateescape")),
+      "key": _bytes_feature(key_name(rec.key).encode()),
+  })
+
+
+def _read_varint(data: bytes, pos: int) -> tuple[int, int]:
+  value = shift = 0
+  while True:
+    if pos >= len(data):
+      raise ValueError("truncated varint")
+    byte = data[pos]
+    pos += 1
+    value |= (byte & 0x7F) << shift
+    shift += 7
+    if not byte & 0x80:
+      return value, pos
+    if shift > 63:
+      raise ValueError("varint too long")
+
+
+def _fields(data: bytes):
+  """Yields (field number, payload) of length-delimited fields; skips varint fields."""
+  pos = 0
+  while pos < len(data):
+    tag, pos = _read_varint(data, pos)
+    wire = tag & 7
+    if wire == 0:
+      value, pos = _read_varint(data, pos)
+      yield tag >> 3, value
+    elif wire == 2:
+      size, pos = _read_varint(data, pos)
+      if pos + size > len(data):
+        raise ValueError("truncated field")
+      yield tag >> 3, data[pos:pos + size]
+      pos += size
+    else:
+      raise ValueError(f"unexpected wire type {wire}")
+
+
+def _parse_feature(payload: bytes):
+  for number, body in _fields(payload):
+    if number == 1:  # bytes_list
+      return [v for n, v in _fields(body) if n == 1][0] if body else b""
+    if number == 3:  # int64_list, packed or not
+      out = []
+      for n, v in _fields(body):
+        if isinstance(v, int):
+          out.append(v)
+        else:
+          pos = 0
+          while pos < len(v):
+            x, pos = _read_varint(v, pos)
+            out.append(x)
+      return np.array(out, np.int64)
+  raise ValueError("unsupported feature kind")
+
+
+def parse_example(data: bytes) -> dict:
+  """Parses a record written by `serialize_record` into {name: array or bytes}.
+
+  Raises:
+    ValueError: if the bytes are not such a record.
+  """
+  out = {}
+  for number, features in _fields(data):
+    if number != 1:
+      continue
+    for _, entry in _fields(features):
+      parts = dict(_fields(entry))
+      out[parts[1].decode()] = _parse_feature(parts.get(2, b""))
+  if "targets" not in out:
+    raise ValueError("not an eqinfo record: no 'targets' feature")
+  return out
+
+
+# Shard files.
+
+
+def sanitize_spec(spec: str) -> str:
+  """A method spec as a file-name part.
+
+  "equal_info_ac[b=16,v=65k]" -> "equal_info_ac_b_16_v_65k".
+  """
+  return re.sub(r"_+", "_", re.sub(r"[^A-Za-z0-9.]", "_", spec)).strip("_")
+
+
+def shard_name(split: str, method_spec: str, index: int, num_shards: int) -> str:
+  return f"{split}-{sanitize_spec(method_spec)}-{index:05d}-of-{num_shards:05d}.array_record"
+
+
+def shard_index(key, num_shards: int) -> int:
+  """Stable shard of a record key (crc32 of its name)."""
+  return zlib.crc32(key_name(key).encode()) % num_shards
+
+
+def join(directory: str, *names: str) -> str:
+  return FileSystems.join(directory, *names)
+
+
+def write_bytes(path: str, data: bytes) -> None:
+  """Writes a whole file, local or gs://."""
+  with FileSystems.create(path) as f:
+    f.write(data)
+
+
+def _write_array_record(path: str, records: list[bytes]) -> None:
+  """Writes records as an ArrayRecord file (`group_size:1`), atomically.
+
+  Local paths get a temp file next to them and a rename; other file systems
+  (gs://) get a local temp file streamed into place.
+  """
+  from array_record.python import array_record_module  # pylint: disable=import-outside-toplevel
+  local_dir = os.path.dirname(path) if "://" not in path else None
+  with tempfile.TemporaryDirectory(dir=local_dir, prefix=".shard-") as tmp:
+    local = os.path.join(tmp, "shard.array_record")
+    writer = array_record_module.ArrayRecordWriter(local, ARRAY_RECORD_OPTIONS)
+    for data in records:
+      writer.write(data)
+    if not writer.ok():
+      raise IOError(f"ArrayRecord writer failed on {local} (for {path})")
+    writer.close()
+    if local_dir is not None:
+      os.replace(local, path)
+      return
+    with open(local, "rb") as src, FileSystems.create(path) as dst:
+      while chunk := src.read(1 << 24):
+        dst.write(chunk)
+
+
+class WriteShardFn(beam.DoFn):
+  """(index, {"ids", "records"}) -> writes one shard, sorted by key; yields (name, count)."""
+
+  def __init__(self, output: str, split: str, method_spec: str, num_shards: int):
+    super().__init__()
+    self._output = output
+    self._split = split
+    self._method_spec = method_spec
+    self._num_shards = num_shards
+    self._written = beam.metrics.Metrics.counter(_NAMESPACE, "records_written")
+
+  def process(self, item):
+    index, grouped = item
+    records = sorted(grouped["records"])  # (key, bytes): key order
+    name = shard_name(self._split, self._method_spec, index, self._num_shards)
+    _write_array_record(join(self._output, name), [data for _, data in records])
+    self._written.inc(len(records))
+    yield name, len(records)
+
+
+class WriteShards(beam.PTransform):
+  """Record -> ArrayRecord shards; outputs (shard name, record count) for every shard."""
+
+  def __init__(self, output: str, split: str, method_spec: str, num_shards: int):
+    super().__init__()
+    self._output = output
+    self._split = split
+    self._method_spec = method_spec
+    self._num_shards = num_shards
+
+  def expand(self, records):
+    n = self._num_shards
+    keyed = (records
+             | "Serialize" >> beam.Map(lambda r: (shard_index(r.key, n),
+                                                  (r.key, serialize_record(r)))))
+    ids = (records.pipeline
+           | "ShardIds" >> beam.Create([(i, None) for i in range(n)]))
+    return ({"ids": ids, "records": keyed}
+            | "GroupByShard" >> beam.CoGroupByKey()
+            | "WriteShard" >> beam.ParDo(WriteShardFn(self._output, self._split,
+                                                      self._method_spec, n)))
+
+
+def write_errors(lines: list[str], output: str) -> int:
+  """Writes errors/errors.jsonl (sorted JSON lines; empty when nothing was dropped).
+
+  Returns:
+    The number of lines written.
+  """
+  write_bytes(join(output, ERRORS_DIR, ERRORS_FILE),
+              "".join(line + "\n" for line in sorted(lines)).encode())
+  return len(lines)
+
+
+def histogram_json(histogram: list[int], vocab_size: int):
+  """Dense list for small vocabularies, {token: count} of non-zero counts for 65k."""
+  if vocab_size <= DENSE_HISTOGRAM_MAX_VOCAB:
+    return list(histogram)
+  return {str(i): int(c) for i, c in enumerate(histogram) if c}
+
+
+def build_stats(accounting: dict, shards: list, info: dict) -> dict:
+  """The stats.json dict from the accounting totals, written shards and run info."""
+  shards = sorted(shards)
+  return {
+      **info,
+      "wire_format": constants.wire_format(),
+      "coder_version": constants.CODER_VERSION,
+      "precision": constants.PRECISION,
+      "examples": accounting["records"],
+      "m1_examples": accounting["m1_examples"],
+      "tokens": accounting["tokens"],
+      "bytes": accounting["bytes"],
+      "windows": accounting["windows"],
+      "literal_windows": accounting["literal_windows"],
+      "verification_failures": accounting["dropped"].get("verification_failed", {}).get("inputs",
+                                                                                        0),
+      "bytes_in": accounting["bytes_in"],
+      "bytes_dropped": accounting["bytes_dropped"],
+      "dropped": accounting["dropped"],
+      "shards": [{"name": name, "records": count} for name, count in shards],
+      "token_histogram": histogram_json(accounting["histogram"], info["vocab_size"]),
+  }
+
+
+class FinalizeFn(beam.DoFn):
+  """Writes config.json and stats.json, checks the byte balance, then writes COMPLETED.
+
+  Raises (failing the pipeline, so no COMPLETED) if bytes in != bytes in
+  records + bytes dropped, or if a shard count does not match the totals.
+  """
+
+  def __init__(self, output: str, info: dict, config_json: str):
+    super().__init__()
+    self._output = output
+    self._info = info
+    self._config_json = config_json
+
+  def process(self, accounting: dict, shards: list, num_errors: int):
+    stats = build_stats(accounting, shards, self._info)
+    stats["error_lines_written"] = num_errors
+    if not accounting["balanced"]:
+      raise AssertionError(
+          f"bytes in ({accounting['bytes_in']}) != bytes in records ({accounting['bytes']}) + "
+          f"bytes dropped ({accounting['bytes_dropped']})")
+    if sum(count for _, count in shards) != accounting["records"]:
+      raise AssertionError(f"shards hold {sum(c for _, c in shards)} records, "
+                           f"expected {accounting['records']}")
+    write_bytes(join(self._output, CONFIG), (self._config_json + "\n").encode())
+    write_bytes(join(self._output, STATS), (json.dumps(stats, indent=1) + "\n").encode())
+    write_bytes(join(self._output, COMPLETED), b"")
+    yield stats
+
+
+class Finalize(beam.PTransform):
+  """(accounting, shard infos, error lines) -> stats.json, config.json, COMPLETED."""
+
+  def __init__(self, output: str, info: dict, config_json: str):
+    super().__init__()
+    self._output = output
+    self._info = info
+    self._config_json = config_json
+
+  def expand(self, pcolls):
+    accounting, shards, errors = pcolls
+    output = self._output
+    num_errors = (errors
+                  | "ErrorLines" >> beam.FlatMap(lambda d: error_lines([d]))
+                  | "FirstErrorLines" >> beam.combiners.Top.Smallest(MAX_ERROR_LINES)
+                  | "WriteErrors" >> beam.Map(write_errors, output))
+    return (accounting
+            | "WriteStats" >> beam.ParDo(FinalizeFn(output, self._info, self._config_json),
+                                         beam.pvalue.AsList(shards),
+                                         beam.pvalue.AsSingleton(num_errors)))
+

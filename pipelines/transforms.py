@@ -1,0 +1,436 @@
+"""Composite PTransforms: documents -> groups -> examples -> M2 records -> stats.
+
+Determinism: a document's id is (file index, line index); group g of file f
+holds the documents with line index in [128 g, 128 (g + 1)), sorted by line, so
+groups and examples do not depend on bundling or worker count. Records are
+keyed (file, group, example, piece). Batches of examples go through the method
+together only for speed: a method codes each example as if it were alone (the
+M1 inference contract), so batch composition never changes a token.
+"""
+import collections
+import dataclasses
+import logging
+from typing import NamedTuple
+
+import apache_beam as beam
+import numpy as np
+
+from compressor import examples as examples_lib
+from compressor import packing as packing_lib
+from pipelines import models
+from pipelines.sources import ERRORS, Document, Dropped
+
+_NAMESPACE = "eqinfo"
+# Drop reasons that are counted but not written to errors/ (they are not bad input).
+COUNT_ONLY_REASONS = ("truncated",)
+
+
+class DocGroup(NamedTuple):
+  """Up to `docs_per_group` consecutive documents of one file, in line order."""
+  file_index: int
+  group_index: int
+  sources: tuple[str, ...]
+  docs: tuple[bytes, ...]
+
+
+class Example(NamedTuple):
+  """One M1-side example (<= 10,240 symbols) and the documents it overlaps.
+
+  Attributes:
+    key: (file index, group index, example index within the group).
+    symbols: [S] int32.
+    doc_starts: [D] offsets of the overlapping documents, relative to symbols[0].
+    sources: [D] their provenance.
+  """
+  key: tuple[int, int, int]
+  symbols: np.ndarray
+  doc_starts: np.ndarray
+  sources: tuple[str, ...]
+
+  def source_at(self, offset: int) -> str:
+    """Provenance of the document holding symbols[offset]."""
+    return self.sources[int(np.searchsorted(self.doc_starts, offset, side="right")) - 1]
+
+  def __repr__(self):
+    return f"Example({key_name(self.key)}, <{self.symbols.size} symbols>)"
+
+
+class Record(NamedTuple):
+  """One M2 example before serialization.
+
+  Attributes:
+    key: (file, group, example, piece): the sort key of the output.
+    tokens: [<= max_tokens] int32 M2 tokens.
+    num_bytes: symbols covered, EOS counted as one.
+    num_windows: Equal-Info windows in `tokens`.
+    num_literal_windows: literal-escape windows among them.
+    source: provenance of the document holding the first covered symbol.
+    offset: first covered symbol within the example.
+    symbols: [num_bytes] the covered symbols, kept until verification (else None).
+  """
+  key: tuple[int, int, int, int]
+  tokens: np.ndarray
+  num_bytes: int
+  num_windows: int
+  num_literal_windows: int
+  source: str
+  offset: int
+  symbols: np.ndarray | None = None
+
+  def __repr__(self):
+    return (f"Record({key_name(self.key)}, <{self.tokens.size} tokens>, "
+            f"num_bytes={self.num_bytes}, source={self.source!r})")
+
+
+def key_name(key) -> str:
+  """A readable, sortable name of a record or example key, e.g. "f00003-g000012-e002-p001"."""
+  return "-".join(f"{tag}{v:0{w}d}" for tag, w, v in zip("fgep", (5, 6, 3, 3), key))
+
+
+def _counter(name: str):
+  return beam.metrics.Metrics.counter(_NAMESPACE, name)
+
+
+class ScreenDocumentsFn(beam.DoFn):
+  """Routes empty documents and documents over `max_doc_bytes` to the errors output."""
+
+  def __init__(self, max_doc_bytes: int | None = None):
+    super().__init__()
+    self._max_doc_bytes = max_doc_bytes
+    self._bytes_in = _counter("bytes_in")
+    self._dropped = _counter("documents_dropped")
+
+  def process(self, doc: Document):
+    size = len(doc.data) + 1  # EOS counts as one symbol
+    self._bytes_in.inc(size)
+    reason = None
+    if not doc.data:
+      reason, detail = "empty_document", "no bytes"
+    elif self._max_doc_bytes is not None and len(doc.data) > self._max_doc_bytes:
+      reason, detail = "too_large", f"{len(doc.data)} bytes > --max_doc_bytes {self._max_doc_bytes}"
+    if reason is None:
+      yield doc
+    else:
+      self._dropped.inc()
+      _counter(f"dropped_{reason}").inc()
+      yield beam.pvalue.TaggedOutput(ERRORS, Dropped(doc.source, reason, size, "screen", detail))
+
+
+def _to_group(item) -> DocGroup:
+  (file_index, group_index), docs = item
+  docs = sorted(docs, key=lambda d: d.doc_index)
+  return DocGroup(file_index, group_index, tuple(d.source for d in docs),
+                  tuple(d.data for d in docs))
+
+
+class GroupDocuments(beam.PTransform):
+  """Document -> DocGroup: groups of `docs_per_group` lines of one file, in line order."""
+
+  def __init__(self, docs_per_group: int):
+    super().__init__()
+    self._n = docs_per_group
+
+  def expand(self, docs):
+    n = self._n
+    return (docs
+            | "KeyByGroup" >> beam.Map(lambda d: ((d.file_index, d.doc_index // n), d))
+            | "GroupByKey" >> beam.GroupByKey()
+            | "SortGroup" >> beam.Map(_to_group))
+
+
+class MakeExamplesFn(beam.DoFn):
+  """DocGroup -> Examples of `example_symbols` symbols (the last one of a group shorter)."""
+
+  def __init__(self, example_symbols: int):
+    super().__init__()
+    self._example_symbols = example_symbols
+    self._examples = _counter("m1_examples")
+
+  def process(self, group: DocGroup):
+    for span in examples_lib.split_group(group.docs, self._example_symbols):
+      self._examples.inc()
+      docs = range(span.first_doc, span.first_doc + span.doc_starts.size)
+      yield Example((group.file_index, group.group_index, span.index), span.symbols,
+                    span.doc_starts, tuple(group.sources[i] for i in docs))
+
+
+class CompressFn(beam.DoFn):
+  """[Example] -> Records (and Dropped "truncated" counts) with packing.
+
+  The method (and its M1) is built once per worker process in `setup()`.
+  """
+
+  def __init__(self, method_spec: str, m1_spec: str | None, max_tokens: int, packing: str,
+               keep_symbols: bool):
+    super().__init__()
+    self._method_spec = method_spec
+    self._m1_spec = m1_spec
+    self._max_tokens = max_tokens
+    self._packing = packing
+    self._keep_symbols = keep_symbols
+    self._method = None
+    self._records = _counter("m2_examples")
+    self._tokens = _counter("tokens")
+    self._bytes = _counter("bytes_in_records")
+    self._windows = _counter("windows")
+    self._literal = _counter("literal_windows")
+    self._truncated = _counter("bytes_truncated")
+
+  def setup(self):
+    self._method = models.shared_method(self._method_spec, self._m1_spec)
+
+  def _pack(self, batch: list[Example]):
+    """Packs a batch; if that raises, packs example by example.
+
+    Returns:
+      (examples coded, their PackedRecords, [(example, error message)] that failed).
+    """
+    try:
+      return batch, packing_lib.pack(self._method, [e.symbols for e in batch], self._max_tokens,
+                                     self._packing), []
+    except Exception:  # pylint: disable=broad-except  (isolate the example that fails)
+      pass
+    coded, records, failed = [], [], []
+    for ex in batch:
+      try:
+        mine = packing_lib.pack(self._method, [ex.symbols], self._max_tokens, self._packing)
+      except Exception as e:  # pylint: disable=broad-except
+        logging.warning("coding %s failed: %s", key_name(ex.key), e)
+        failed.append((ex, f"{type(e).__name__}: {str(e)[:200]}"))
+        continue
+      records += [dataclasses.replace(r, example_index=len(coded)) for r in mine]
+      coded.append(ex)
+    return coded, records, failed
+
+  def process(self, batch: list[Example]):
+    batch, packed, failed = self._pack(sorted(batch, key=lambda e: e.key))
+    for rec in packed:
+      ex = batch[rec.example_index]
+      self._records.inc()
+      self._tokens.inc(int(rec.tokens.size))
+      self._bytes.inc(rec.num_bytes)
+      self._windows.inc(rec.num_windows)
+      self._literal.inc(rec.num_literal_windows)
+      symbols = ex.symbols[rec.offset:rec.offset + rec.num_bytes] if self._keep_symbols else None
+      yield Record(ex.key + (rec.piece,), rec.tokens, rec.num_bytes, rec.num_windows,
+                   rec.num_literal_windows, ex.source_at(rec.offset), rec.offset, symbols)
+    for ex, dropped in zip(batch, packing_lib.dropped_symbols([e.symbols for e in batch], packed)):
+      if dropped:
+        self._truncated.inc(dropped)
+        _counter("dropped_truncated").inc()
+        yield beam.pvalue.TaggedOutput(
+            ERRORS, Dropped(key_name(ex.key), "truncated", dropped, "pack",
+                            "--packing truncate keeps the first --max_tokens tokens"))
+    for ex, message in failed:
+      _counter("dropped_coding_failed").inc()
+      yield beam.pvalue.TaggedOutput(
+          ERRORS, Dropped(key_name(ex.key), "coding_failed", int(ex.symbols.size), "pack",
+                          f"{message} (first document {ex.sources[0]})"))
+
+
+class VerifyFn(beam.DoFn):
+  """[Record] -> Records that decode to their symbols; failures go to errors (and are counted)."""
+
+  def __init__(self, method_spec: str, m1_spec: str | None):
+    super().__init__()
+    self._method_spec = method_spec
+    self._m1_spec = m1_spec
+    self._method = None
+    self._verified = _counter("records_verified")
+    self._failed = _counter("verification_failures")
+
+  def setup(self):
+    self._method = models.shared_method(self._method_spec, self._m1_spec)
+
+  def process(self, batch: list[Record]):
+    batch = sorted(batch, key=lambda r: r.key)
+    try:
+      decoded = self._method.decode_batch([r.tokens for r in batch])
+    except Exception:  # pylint: disable=broad-except  (fall back to one at a time)
+      decoded = [self._decode_one(r.tokens) for r in batch]
+    for rec, got in zip(batch, decoded):
+      if got is not None and np.array_equal(got, rec.symbols):
+        self._verified.inc()
+        yield rec._replace(symbols=None)
+      else:
+        self._failed.inc()
+        _counter("dropped_verification_failed").inc()
+        detail = ("decode raised" if got is None else
+                  f"decoded {got.size} symbols, expected {rec.num_bytes}")
+        yield beam.pvalue.TaggedOutput(
+            ERRORS, Dropped(key_name(rec.key), "verification_failed", rec.num_bytes, "verify",
+                            f"{detail} (first document {rec.source})"))
+
+  def _decode_one(self, tokens):
+    try:
+      return self._method.decode(tokens)
+    except Exception:  # pylint: disable=broad-except
+      return None
+
+
+class Compress(beam.PTransform):
+  """Example -> {"records": Record, "errors": Dropped}: packing, then optional verification."""
+
+  def __init__(self, method_spec: str, m1_spec: str | None, max_tokens: int, packing: str,
+               batch_size: int, verify: bool):
+    """Raises ValueError on a bad packing policy, max_tokens or batch_size."""
+    super().__init__()
+    if packing not in packing_lib.PACKING_POLICIES:
+      raise ValueError(f"packing must be one of {packing_lib.PACKING_POLICIES}, got {packing!r}")
+    if max_tokens < 1 or batch_size < 1:
+      raise ValueError(f"max_tokens and batch_size must be >= 1, got {max_tokens}, {batch_size}")
+    self._method_spec = method_spec
+    self._m1_spec = m1_spec
+    self._max_tokens = max_tokens
+    self._packing = packing
+    self._batch_size = batch_size
+    self._verify = verify
+
+  def expand(self, examples):
+    coded = (
+        examples
+        | "BatchExamples" >> beam.BatchElements(min_batch_size=self._batch_size,
+                                                max_batch_size=self._batch_size)
+        | "Pack" >> beam.ParDo(CompressFn(self._method_spec, self._m1_spec, self._max_tokens,
+                                          self._packing, self._verify)
+                               ).with_outputs(ERRORS, main="records"))
+    if not self._verify:
+      return {"records": coded.records, "errors": coded[ERRORS]}
+    checked = (
+        coded.records
+        | "BatchRecords" >> beam.BatchElements(min_batch_size=4 * self._batch_size,
+                                               max_batch_size=4 * self._batch_size)
+        | "Verify" >> beam.ParDo(VerifyFn(self._method_spec, self._m1_spec)
+                                 ).with_outputs(ERRORS, main="records"))
+    errors = (coded[ERRORS], checked[ERRORS]) | "MergeErrors" >> beam.Flatten()
+    return {"records": checked.records, "errors": errors}
+
+
+class RecordStatsFn(beam.CombineFn):
+  """Record -> totals and the token unigram histogram ([vocab_size] counts)."""
+
+  _FLUSH = 1 << 20  # tokens buffered before a bincount
+
+  def __init__(self, vocab_size: int):
+    super().__init__()
+    self._vocab_size = vocab_size
+
+  def create_accumulator(self):
+    return {"records": 0, "m1_examples": 0, "tokens": 0, "bytes": 0, "windows": 0,
+            "literal_windows": 0,
+            "histogram": np.zeros(self._vocab_size, np.int64), "pending": [], "pending_size": 0}
+
+  def _flush(self, acc):
+    if acc["pending"]:
+      acc["histogram"] += np.bincount(np.concatenate(acc["pending"]), minlength=self._vocab_size)
+      acc["pending"], acc["pending_size"] = [], 0
+    return acc
+
+  def add_input(self, acc, rec: Record):
+    acc["records"] += 1
+    acc["m1_examples"] += int(rec.key[3] == 0)  # first piece of each M1 example
+    acc["tokens"] += int(rec.tokens.size)
+    acc["bytes"] += int(rec.num_bytes)
+    acc["windows"] += int(rec.num_windows)
+    acc["literal_windows"] += int(rec.num_literal_windows)
+    acc["pending"].append(np.asarray(rec.tokens, np.int64))
+    acc["pending_size"] += int(rec.tokens.size)
+    if acc["pending_size"] > self._FLUSH:
+      self._flush(acc)
+    return acc
+
+  def merge_accumulators(self, accs):
+    out = self.create_accumulator()
+    for acc in accs:
+      self._flush(acc)
+      for name in ("records", "m1_examples", "tokens", "bytes", "windows", "literal_windows",
+                   "histogram"):
+        out[name] = out[name] + acc[name]
+    return out
+
+  def compact(self, acc):
+    return self._flush(acc)
+
+  def extract_output(self, acc):
+    self._flush(acc)
+    out = {k: int(v) for k, v in acc.items() if k not in ("histogram", "pending", "pending_size")}
+    out["histogram"] = acc["histogram"].tolist()
+    return out
+
+
+class DropStatsFn(beam.CombineFn):
+  """Dropped -> {"by_reason": {reason: {"inputs", "bytes"}}, "read_bytes": int}.
+
+  `read_bytes` sums the drops of stage "read" (input that never became a document).
+  """
+
+  def create_accumulator(self):
+    return {"by_reason": {}, "read_bytes": 0}
+
+  def add_input(self, acc, drop: Dropped):
+    entry = acc["by_reason"].setdefault(drop.reason, {"inputs": 0, "bytes": 0})
+    entry["inputs"] += 1
+    entry["bytes"] += int(drop.num_bytes)
+    if drop.stage == "read":
+      acc["read_bytes"] += int(drop.num_bytes)
+    return acc
+
+  def merge_accumulators(self, accs):
+    out = self.create_accumulator()
+    for acc in accs:
+      for reason, entry in acc["by_reason"].items():
+        mine = out["by_reason"].setdefault(reason, {"inputs": 0, "bytes": 0})
+        mine["inputs"] += entry["inputs"]
+        mine["bytes"] += entry["bytes"]
+      out["read_bytes"] += acc["read_bytes"]
+    return out
+
+  def extract_output(self, acc):
+    return {"by_reason": dict(sorted(acc["by_reason"].items())), "read_bytes": acc["read_bytes"]}
+
+
+def document_symbols(doc: Document) -> int:
+  """Symbols a document brings in: its bytes plus EOS."""
+  return len(doc.data) + 1
+
+
+class Accounting(beam.PTransform):
+  """(documents, records, errors) -> one dict: record totals, drops, bytes in."""
+
+  def __init__(self, vocab_size: int):
+    super().__init__()
+    self._vocab_size = vocab_size
+
+  def expand(self, pcolls):
+    documents, records, errors = pcolls
+    doc_bytes = (documents
+                 | "DocumentSymbols" >> beam.Map(document_symbols)
+                 | "SumDocumentSymbols" >> beam.CombineGlobally(sum))
+    record_stats = records | "RecordStats" >> beam.CombineGlobally(
+        RecordStatsFn(self._vocab_size))
+    drop_stats = errors | "DropStats" >> beam.CombineGlobally(DropStatsFn())
+    return (
+        doc_bytes.pipeline
+        | "AccountingImpulse" >> beam.Create([None])
+        | "Combine" >> beam.Map(_accounting, beam.pvalue.AsSingleton(doc_bytes),
+                                beam.pvalue.AsSingleton(record_stats),
+                                beam.pvalue.AsSingleton(drop_stats)))
+
+
+def _accounting(_, doc_bytes: int, record_stats: dict, drop_stats: dict) -> dict:
+  """Merges the three totals and checks bytes in = bytes in records + bytes dropped."""
+  dropped = sum(e["bytes"] for e in drop_stats["by_reason"].values())
+  bytes_in = int(doc_bytes) + drop_stats["read_bytes"]
+  return {**record_stats, "bytes_in": bytes_in, "bytes_dropped": dropped,
+          "dropped": drop_stats["by_reason"],
+          "balanced": bytes_in == record_stats["bytes"] + dropped}
+
+
+def error_lines(drops) -> list[str]:
+  """Sorted JSON lines for errors/ (count-only reasons such as "truncated" left out)."""
+  return sorted(d.to_json() for d in drops if d.reason not in COUNT_ONLY_REASONS)
+
+
+def counts_by_reason(drops) -> dict:
+  """{reason: count} of Dropped records (for tests and logs)."""
+  return dict(collections.Counter(d.reason for d in drops))

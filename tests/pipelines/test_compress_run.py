@@ -1,0 +1,203 @@
+"""Real DirectRunner runs of `eqinfo compress`: round trip, accounting, determinism, bad input."""
+import collections
+import json
+import pathlib
+
+import pytest
+
+from compressor import symbols
+from pipelines import cli, compress, inspect, models, options, sink
+
+MULTI = ["--direct_num_workers=2", "--direct_running_mode=multi_processing"]
+SINGLE = ["--direct_num_workers=1", "--direct_running_mode=in_memory"]
+
+
+def _compress(output, beam_args, **flags):
+  config = options.CompressConfig(output=str(output), **flags)
+  return compress.compress(config, beam_args)
+
+
+def _shards(output: pathlib.Path) -> dict[str, bytes]:
+  return {p.name: p.read_bytes() for p in sorted(output.glob("*.array_record"))}
+
+
+def _records(output: pathlib.Path) -> list[dict]:
+  return [r for p in inspect.shard_paths(str(output)) for r in inspect.read_shard(p)]
+
+
+def _decoded_documents(method, records: list[dict]) -> list[bytes]:
+  """Decodes every record and reassembles the documents in id order."""
+  pieces = {}
+  for r in records:
+    f, g, e, p = (int(x[1:]) for x in r["key"].decode().split("-"))
+    pieces[(f, g, e, p)] = method.decode(r["targets"])
+    assert pieces[(f, g, e, p)].size == int(r["num_bytes"][0])
+  stream = symbols.concat(pieces[k] for k in sorted(pieces))
+  docs = symbols.split_documents(stream)
+  assert docs[-1] == b""  # the stream ends with an EOS
+  return docs[:-1]
+
+
+@pytest.fixture(scope="module")
+def context_runs(small_jsonl, tmp_path_factory):
+  """Two 2-worker runs and one 1-worker run of EqualInfoAC with an order-3 context model."""
+  flags = dict(input=str(small_jsonl), method="equal_info_ac[b=16,v=256]",
+               m1=f"context[order=3,fit={small_jsonl}]", num_shards=3, batch_size=8)
+  outs, stats = [], []
+  for name, args in (("multi_a", MULTI), ("multi_b", MULTI), ("single", SINGLE)):
+    out = tmp_path_factory.mktemp(name)
+    stats.append(_compress(out, args, **flags))
+    outs.append(out)
+  return flags, outs, stats
+
+
+def test_every_record_decodes_to_its_text(context_runs, validation_docs):
+  flags, (out, _, _), (stats, _, _) = context_runs
+  method = models.build_method(flags["method"], flags["m1"])
+  assert models.fingerprint(method) == stats["m1_fingerprint"]
+  records = _records(out)
+  assert all(0 < r["targets"].size <= 512 for r in records)
+  docs = _decoded_documents(method, records)
+  assert docs == [t.encode() for t in validation_docs[:50]]
+  sources = [r["source"].decode() for r in records]
+  assert all(s.startswith(str(flags["input"]) + ":") for s in sources)
+
+
+def test_stats_add_up(context_runs, validation_docs):
+  _, (out, _, _), (stats, _, _) = context_runs
+  records = _records(out)
+  total = sum(len(t.encode()) + 1 for t in validation_docs[:50])
+  assert stats["bytes_in"] == stats["bytes"] == total and stats["bytes_dropped"] == 0
+  assert stats["examples"] == len(records) == sum(s["records"] for s in stats["shards"])
+  assert stats["m1_examples"] == len({r["key"][:-5] for r in records}) < stats["examples"]
+  assert stats["tokens"] == sum(r["targets"].size for r in records)
+  assert stats["windows"] == sum(int(r["num_windows"][0]) for r in records)
+  assert stats["windows"] * 2 == stats["tokens"]  # b=16 bits = two 8-bit tokens
+  assert sum(stats["token_histogram"]) == stats["tokens"]
+  assert len(stats["token_histogram"]) == stats["vocab_size"] == 256
+  assert stats["verification_failures"] == 0 and stats["dropped"] == {}
+  assert stats["wire_format"]["coder_version"] == stats["coder_version"]
+  assert (out / sink.COMPLETED).exists()
+  assert json.loads((out / sink.CONFIG).read_text())["method"] == "equal_info_ac[b=16,v=256]"
+  assert [s["name"] for s in stats["shards"]] == [
+      f"train-equal_info_ac_b_16_v_256-{i:05d}-of-00003.array_record" for i in range(3)]
+  # Each shard is sorted by key.
+  for path in inspect.shard_paths(str(out)):
+    keys = [r["key"] for r in inspect.read_shard(path)]
+    assert keys == sorted(keys)
+
+
+def test_shards_are_byte_identical_across_runs_and_workers(context_runs):
+  _, (multi_a, multi_b, single), _ = context_runs
+  assert _shards(multi_a) and _shards(multi_a) == _shards(multi_b) == _shards(single)
+  for name in (sink.STATS, f"{sink.ERRORS_DIR}/{sink.ERRORS_FILE}"):
+    assert (multi_a / name).read_bytes() == (single / name).read_bytes()
+  configs = [json.loads((d / sink.CONFIG).read_text()) for d in (multi_a, single)]
+  assert configs[0].pop("output") != configs[1].pop("output") and configs[0] == configs[1]
+
+
+def test_inspect_reports_and_decodes_windows(context_runs, capsys):
+  _, (out, _, _), (stats, _, _) = context_runs
+  assert cli.main(["inspect", str(out), "--decode", "0"]) == 0
+  text = capsys.readouterr().out
+  assert f"records {stats['examples']}" in text and "compression ratio" in text
+  assert "MISMATCH" not in text
+  record = text.split("record 0:\n", 1)[1]
+  assert record.count("][") > 10  # windows shown as [..][..]
+
+
+def test_inspect_names_a_corrupt_shard(context_runs, tmp_path, capsys):
+  _, (out, _, _), _ = context_runs
+  broken = tmp_path / "broken"
+  broken.mkdir()
+  for f in (sink.STATS, sink.COMPLETED):
+    (broken / f).write_bytes((out / f).read_bytes())
+  name = sorted(_shards(out))[1]
+  data = bytearray((out / name).read_bytes())
+  (broken / name).write_bytes(bytes(data[:len(data) // 3]))
+  assert cli.main(["inspect", str(broken)]) == 1
+  err = capsys.readouterr().err
+  assert name in err and len(err.strip().splitlines()) == 1
+
+
+def test_bad_input_is_accounted_for(bad_jsonl, large_doc_bytes, tmp_path):
+  out = tmp_path / "out"
+  stats = _compress(out, MULTI, input=str(bad_jsonl), method="gzip[v=256]", num_shards=2)
+  assert stats["bytes_in"] == stats["bytes"] + stats["bytes_dropped"]
+  assert {r: e["inputs"] for r, e in stats["dropped"].items()} == {
+      "blank_line": 1, "empty_document": 1, "malformed_json": 1, "missing_text_field": 1}
+  assert stats["verification_failures"] == 0
+  errors = [json.loads(l) for l in (out / "errors" / "errors.jsonl").read_text().splitlines()]
+  assert sorted(e["source"].rsplit(":", 1)[1] for e in errors) == ["2", "3", "6", "7"]
+  assert all(e["source"].startswith(str(bad_jsonl)) for e in errors)
+  docs = _decoded_documents(models.build_method("gzip[v=256]", None), _records(out))
+  assert len(docs) == 6 and b"\x00" in docs[1] and b"\xff\xfe" in docs[2]
+  assert docs[4] == b"x" * large_doc_bytes
+
+
+def test_metrics_counters_match_stats(bad_jsonl, tmp_path):
+  from apache_beam.metrics.metric import MetricsFilter  # pylint: disable=import-outside-toplevel
+  config = options.CompressConfig(input=str(bad_jsonl), method="bytes", output=str(tmp_path),
+                                  overwrite=True, max_doc_bytes=1000)
+  result = compress.make_pipeline(config, SINGLE).run()
+  result.wait_until_finish()
+  stats = json.loads((tmp_path / sink.STATS).read_text())
+  counters = collections.Counter()
+  for c in result.metrics().query(MetricsFilter())["counters"]:
+    counters[c.key.metric.name] += c.committed  # summed over steps
+  assert counters["bytes_in"] == stats["bytes_in"]
+  assert counters["bytes_in_records"] == stats["bytes"]
+  assert counters["m2_examples"] == stats["examples"]
+  assert counters["tokens"] == stats["tokens"]
+  assert counters["dropped_too_large"] == stats["dropped"]["too_large"]["inputs"] == 1
+  assert counters["dropped_malformed_json"] == 1 and counters["dropped_empty_document"] == 1
+  assert counters["verification_failures"] == 0 < counters["records_verified"]
+
+
+def test_truncate_counts_what_it_drops(small_jsonl, validation_docs, tmp_path):
+  from compressor import examples  # pylint: disable=import-outside-toplevel
+  stats = _compress(tmp_path / "out", SINGLE, input=str(small_jsonl), method="bytes",
+                    packing="truncate", num_shards=1)
+  sizes = [x.size for x in examples.make_examples(t.encode() for t in validation_docs[:50])]
+  assert stats["examples"] == stats["m1_examples"] == len(sizes)
+  assert stats["tokens"] == stats["bytes"] == sum(min(s, 512) for s in sizes)
+  assert stats["dropped"]["truncated"]["bytes"] == stats["bytes_in"] - stats["bytes"] > 0
+  assert (tmp_path / "out" / "errors" / "errors.jsonl").read_text() == ""
+
+
+def test_cli_errors_are_one_line(small_jsonl, tmp_path, capsys):
+  out = tmp_path / "exists"
+  out.mkdir()
+  (out / "something").write_text("x")
+  base = ["compress", "--input", str(small_jsonl), "--output", str(out)]
+  cases = [
+      (base + ["--method", "gzip[v=256]"], "--overwrite"),
+      (base + ["--method", "zip[v=3]"], "valid forms"),
+      (base + ["--method", "equal_info_ac[b=16,v=256]"], "pass --m1"),
+      (base + ["--method", "ac[v=256]", "--m1", str(tmp_path / "no-m1")], "does not exist"),
+      (["compress", "--input", str(tmp_path / "none-*.json.gz"), "--output", str(tmp_path / "o"),
+        "--method", "bytes"], "matches no files"),
+  ]
+  for argv, expected in cases:
+    assert cli.main(argv) == 1, argv
+    err = capsys.readouterr().err.strip()
+    assert expected in err and len(err.splitlines()) == 1, err
+  assert (out / "something").exists()  # nothing was deleted
+
+
+def test_trained_m1_directory_drives_equal_info(tmp_path):
+  """--m1 DIR: a (random, tiny) M1 checkpoint loads in the driver and the workers."""
+  pytest.importorskip("jax")
+  from training import m1  # pylint: disable=import-outside-toplevel
+  model = m1.M1Model.random(m1.m1_config("tiny", max_len=96), seed=0)
+  m1.save(tmp_path / "m1", model.config, model.params)
+  corpus = tmp_path / "in.jsonl"
+  texts = ["Hello world. " * 20, "Second doc", "Third one here."]
+  corpus.write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
+  stats = _compress(tmp_path / "out", SINGLE, input=str(corpus), m1=str(tmp_path / "m1"),
+                    method="equal_info_ac[b=16,v=256]", num_shards=1)
+  assert stats["m1_fingerprint"] == model.fingerprint and stats["m1"] == str(tmp_path / "m1")
+  assert stats["verification_failures"] == 0
+  assert stats["bytes"] == stats["bytes_in"] == sum(len(t) + 1 for t in texts)
+  method = models.build_method(stats["method"], stats["m1"])
+  assert _decoded_documents(method, _records(tmp_path / "out")) == [t.encode() for t in texts]

@@ -1,0 +1,59 @@
+"""--m1 specs, the typed flags, and a smoke run of `eqinfo demo`."""
+import json
+
+import numpy as np
+import pytest
+
+from pipelines import cli, demo, models, options
+
+
+def test_context_and_unigram_specs_fit_deterministically(tmp_path):
+  (tmp_path / "a,b.txt").write_text("the quick brown fox " * 20)
+  spec = f"context[order=2,fit=text:{tmp_path}/a,b.txt,min_count=1]"  # a comma in fit=
+  first, second = models.load_model(spec), models.load_model(spec)
+  assert first.order == 2 and first.min_count == 1
+  assert first.fingerprint and first.fingerprint == second.fingerprint
+  unigram = models.load_model("unigram[fit=builtin:pydoc,docs=5]")
+  assert unigram.fingerprint
+  method = models.build_method("static_ac[v=256]", "unigram[fit=builtin:pydoc,docs=5]")
+  x = np.frombuffer(b"static arithmetic coding", np.uint8).astype(np.int32)
+  np.testing.assert_array_equal(method.decode(method.encode(x).tokens), x)
+  assert models.load_model(None) is None and models.load_model("none") is None
+
+
+@pytest.mark.parametrize("spec,message", [
+    ("context[order=3]", "needs fit=SRC"),
+    ("context[order=x,fit=builtin:pydoc]", "bad --m1"),
+    ("context[order=3,fit=builtin:pydoc,alpha=2]", "argument 'alpha=2'"),
+    ("/no/such/m1", "does not exist"),
+])
+def test_bad_m1_specs(spec, message):
+  with pytest.raises((ValueError, FileNotFoundError), match=message):
+    models.load_model(spec)
+
+
+def test_model_free_methods_ignore_m1():
+  assert not models.needs_model("gzip[v=65k]") and models.needs_model("ac[v=256]")
+  assert models.build_method("bytes", "context[order=3,fit=/missing]").spec == "bytes"
+
+
+def test_flags_split_app_and_beam():
+  config, beam_args = options.parse([
+      "--input", "builtin:pydoc", "--method", "bytes", "--output", "/tmp/x", "--noverify",
+      "--max_doc_bytes", "none", "--runner", "DirectRunner", "--direct_num_workers=2"])
+  assert not config.verify and config.max_doc_bytes is None and config.packing == "continue"
+  assert beam_args == ["--runner", "DirectRunner", "--direct_num_workers=2"]
+  assert json.loads(config.to_json())["max_tokens"] == 512
+  with pytest.raises(ValueError, match="--num_shards"):
+    options.parse(["--input", "a", "--method", "b", "--output", "c", "--num_shards", "0"])
+  with pytest.raises(ValueError, match="unknown config keys"):
+    options.CompressConfig.from_dict({"input": "a", "method": "b", "output": "c", "shards": 3})
+
+
+def test_demo_smoke(tmp_path, capsys):
+  assert cli.main(["demo", "--max_docs", "12", "--output", str(tmp_path / "demo")]) == 0
+  out = capsys.readouterr().out
+  method, _ = demo.demo_method()
+  assert method in out and "every record decodes to its text" in out
+  assert "compression ratio" in out and "record 1:" in out
+  assert (tmp_path / "demo" / "COMPLETED").exists()

@@ -1,0 +1,242 @@
+"""Sources, transforms and the record schema on tiny fixtures (TestPipeline + assert_that)."""
+import random
+
+import apache_beam as beam
+import numpy as np
+import pytest
+from apache_beam.testing.test_pipeline import TestPipeline as BeamTestPipeline
+from apache_beam.testing.util import assert_that, equal_to
+
+from compressor import EOS, get_method
+from pipelines import sink, sources, transforms
+from pipelines.sources import Document, Dropped
+
+
+def test_parse_json_line_keeps_bytes_exactly():
+  assert sources.parse_json_line(b'{"text": "caf\\u00e9 \\u0000"}') == "café \x00".encode()
+  assert sources.parse_json_line(b'{"text": "bad \xff\xc3("}') == b"bad \xff\xc3("
+  assert sources.parse_json_line(b'{"text": "\\ud800"}') == b"\xed\xa0\x80"
+  for line, reason in [(b"{", "malformed_json"), (b"  \r", "blank_line"),
+                       (b'{"body": "x"}', "missing_text_field"), (b"[1]", "missing_text_field"),
+                       (b'{"text": 3}', "missing_text_field")]:
+    with pytest.raises(sources.BadInput) as e:
+      sources.parse_json_line(line)
+    assert e.value.reason == reason
+
+
+def test_resolve_input_errors(tmp_path):
+  with pytest.raises(FileNotFoundError, match="matches no files"):
+    sources.resolve_input(str(tmp_path / "missing-*.json.gz"))
+  with pytest.raises(ValueError, match="builtin:pydoc"):
+    sources.resolve_input("builtin:nope")
+  for name in ("b.jsonl", "a.json.gz", "c.txt"):
+    (tmp_path / name).write_text("{}")
+  spec = sources.resolve_input(str(tmp_path / "*.js*"))
+  assert spec.kind == "jsonl" and [t[1].rsplit("/", 1)[1] for t in spec.tasks] == [
+      "a.json.gz", "b.jsonl"]
+  assert sources.resolve_input("text:" + str(tmp_path / "*.txt")).kind == "text"
+
+
+def test_read_documents_routes_bad_lines(bad_jsonl, large_doc_bytes):
+  spec = sources.resolve_input(str(bad_jsonl))
+  with BeamTestPipeline() as p:
+    out = p | sources.ReadDocuments(spec)
+    docs = out["documents"] | beam.Map(lambda d: (d.doc_index, len(d.data)))
+    errors = out["errors"] | beam.Map(lambda e: (e.source.rsplit(":", 1)[1], e.reason, e.stage))
+    sizes = [(0, 38), (2, 0), (3, len(b"NUL \x00 inside")),
+             (4, len(b"invalid UTF-8: \xff\xfe and \xc3(")),
+             (7, len(b"lone surrogate \xed\xa0\x80 escape")), (8, large_doc_bytes), (9, 18)]
+    assert_that(docs, equal_to(sizes), label="docs")
+    assert_that(errors, equal_to([("2", "malformed_json", "read"), ("6", "blank_line", "read"),
+                                  ("7", "missing_text_field", "read")]), label="errors")
+
+
+def test_unreadable_gzip_is_counted_not_raised(tmp_path):
+  path = tmp_path / "broken.json.gz"
+  path.write_bytes(b"\x1f\x8b\x08\x00 not really gzip")
+  items = list(sources.read_jsonl_file(0, str(path)))
+  assert [type(i).__name__ for i in items] == ["Dropped"]
+  assert items[0].reason == "corrupt_file"
+  (missing,) = sources.read_jsonl_file(0, str(tmp_path / "gone.jsonl"))
+  assert missing.reason == "missing_file" and missing.source.endswith("gone.jsonl:1")
+
+
+def test_screen_documents():
+  docs = [Document(0, 0, "a:1", b"ok"), Document(0, 1, "a:2", b""),
+          Document(0, 2, "a:3", b"x" * 11)]
+  with BeamTestPipeline() as p:
+    out = (p | beam.Create(docs)
+           | beam.ParDo(transforms.ScreenDocumentsFn(max_doc_bytes=10)).with_outputs(
+               sources.ERRORS, main="documents"))
+    assert_that(out.documents | beam.Map(lambda d: d.source), equal_to(["a:1"]), label="kept")
+    assert_that(out[sources.ERRORS] | beam.Map(lambda e: (e.source, e.reason, e.num_bytes)),
+                equal_to([("a:2", "empty_document", 1), ("a:3", "too_large", 12)]),
+                label="dropped")
+
+
+def test_group_documents_is_order_independent():
+  docs = [Document(f, i, f"f{f}:{i}", b"d%d" % i) for f in range(2) for i in range(7)]
+  random.Random(0).shuffle(docs)
+  with BeamTestPipeline() as p:
+    groups = (p | beam.Create(docs) | transforms.GroupDocuments(docs_per_group=3)
+              | beam.Map(lambda g: (g.file_index, g.group_index, g.docs)))
+    expected = [(f, g, tuple(b"d%d" % i for i in range(3 * g, min(3 * g + 3, 7))))
+                for f in range(2) for g in range(3)]
+    assert_that(groups, equal_to(expected))
+
+
+def test_examples_compress_and_verify_round_trip(validation_docs):
+  method = get_method("gzip[v=256]")
+  docs = [Document(0, i, f"v:{i + 1}", t.encode()) for i, t in enumerate(validation_docs[:20])]
+
+  def check(records):
+    records = sorted(records, key=lambda r: r.key)
+    assert records, "no records"
+    by_example = {}
+    for r in records:
+      by_example.setdefault(r.key[:3], []).append(r)
+      assert r.tokens.size <= 200 and r.symbols is None
+      assert r.source.startswith("v:")
+    for rs in by_example.values():
+      assert [r.key[3] for r in rs] == list(range(len(rs)))
+    assert sum(r.num_bytes for r in records) == sum(len(d.data) + 1 for d in docs)
+    np.testing.assert_array_equal(method.decode(records[0].tokens)[:5],
+                                  np.frombuffer(docs[0].data[:5], np.uint8))
+
+  with BeamTestPipeline() as p:
+    out = (p | beam.Create(docs) | transforms.GroupDocuments(8)
+           | beam.ParDo(transforms.MakeExamplesFn(3000))
+           | transforms.Compress("gzip[v=256]", None, max_tokens=200, packing="continue",
+                                 batch_size=4, verify=True))
+    assert_that(out["records"], check, label="records")
+    assert_that(out["errors"], equal_to([]), label="no_errors")
+
+
+def test_truncate_counts_dropped_symbols(validation_docs):
+  docs = [Document(0, i, f"v:{i}", t.encode()) for i, t in enumerate(validation_docs[:4])]
+  total = sum(len(d.data) + 1 for d in docs)
+  with BeamTestPipeline() as p:
+    out = (p | beam.Create(docs) | transforms.GroupDocuments(128)
+           | beam.ParDo(transforms.MakeExamplesFn(2000))
+           | transforms.Compress("bytes", None, max_tokens=100, packing="truncate",
+                                 batch_size=2, verify=False))
+    kept = out["records"] | "KeptBytes" >> beam.Map(lambda r: r.num_bytes)
+    dropped = out["errors"] | "DroppedBytes" >> beam.Map(lambda e: e.num_bytes)
+    both = ((kept, dropped) | beam.Flatten() | beam.CombineGlobally(sum))
+    assert_that(both, equal_to([total]), label="balance")
+    assert_that(out["errors"] | beam.Map(lambda e: e.reason) | beam.Distinct(),
+                equal_to(["truncated"]), label="reason")
+
+
+def test_verify_drops_and_counts_a_corrupt_record():
+  method = get_method("bytes")
+  good = transforms.Record((0, 0, 0, 0), np.array([104, 105], np.int32), 2, 0, 0, "s", 0,
+                           np.array([104, 105], np.int32))
+  bad = good._replace(key=(0, 0, 0, 1), symbols=np.array([104, EOS], np.int32))
+  with BeamTestPipeline() as p:
+    out = (p | beam.Create([[good, bad]])
+           | beam.ParDo(transforms.VerifyFn(method.spec, None)).with_outputs(
+               sources.ERRORS, main="records"))
+    assert_that(out.records | beam.Map(lambda r: r.key), equal_to([(0, 0, 0, 0)]), label="ok")
+    assert_that(out[sources.ERRORS] | beam.Map(lambda e: (e.source, e.reason)),
+                equal_to([("f00000-g000000-e000-p001", "verification_failed")]), label="bad")
+
+
+def test_accounting_balances():
+  docs = [Document(0, 0, "a", b"abc"), Document(0, 1, "b", b"")]
+  records = [transforms.Record((0, 0, 0, 0), np.array([1, 2, 2], np.int32), 4, 1, 0, "a", 0)]
+  drops = [Dropped("b", "empty_document", 1, "screen"), Dropped("c:9", "malformed_json", 17)]
+  with BeamTestPipeline() as p:
+    acc = ((p | "Docs" >> beam.Create(docs), p | "Records" >> beam.Create(records),
+            p | "Drops" >> beam.Create(drops)) | transforms.Accounting(vocab_size=4))
+
+    def check(out):
+      (a,) = out
+      assert a["bytes_in"] == 4 + 1 + 17 and a["balanced"]
+      assert a["histogram"] == [0, 1, 2, 0] and a["windows"] == 1
+      assert a["dropped"] == {"empty_document": {"inputs": 1, "bytes": 1},
+                              "malformed_json": {"inputs": 1, "bytes": 17}}
+
+    assert_that(acc, check)
+
+
+def test_serialized_record_is_a_tf_example():
+  tf = pytest.importorskip("tensorflow")
+  tokens = np.array([0, 1, 127, 128, 255, 16383, 16384, 65535], np.int32)
+  rec = transforms.Record((3, 12, 2, 1), tokens, 1234, 9, 1, "gs://b/c4.json.gz:7", 0)
+  data = sink.serialize_record(rec)
+  ex = tf.train.Example.FromString(data)
+  f = ex.features.feature
+  assert list(f["targets"].int64_list.value) == tokens.tolist()
+  assert f["num_bytes"].int64_list.value[0] == 1234
+  assert f["num_windows"].int64_list.value[0] == 9
+  assert f["num_literal_windows"].int64_list.value[0] == 1
+  assert f["source"].bytes_list.value[0] == b"gs://b/c4.json.gz:7"
+  assert f["key"].bytes_list.value[0] == b"f00003-g000012-e002-p001"
+  assert data == ex.SerializeToString(deterministic=True)
+  parsed = sink.parse_example(data)
+  np.testing.assert_array_equal(parsed["targets"], tokens)
+  assert parsed["source"] == b"gs://b/c4.json.gz:7" and int(parsed["num_bytes"][0]) == 1234
+
+
+def test_shard_names_and_assignment_are_stable():
+  assert sink.sanitize_spec("equal_info_ac[b=16,v=65k]") == "equal_info_ac_b_16_v_65k"
+  assert (sink.shard_name("train", "gzip[v=256]", 3, 16)
+          == "train-gzip_v_256-00003-of-00016.array_record")
+  keys = [(0, g, e, 0) for g in range(20) for e in range(5)]
+  shards = [sink.shard_index(k, 4) for k in keys]
+  assert shards == [sink.shard_index(k, 4) for k in keys]
+  assert sorted(set(shards)) == [0, 1, 2, 3]
+
+
+def test_tfds_source_reads_chunks_in_order():
+  tfds = pytest.importorskip("tensorflow_datasets")
+  with pytest.raises(FileNotFoundError, match="tfds build"):
+    sources.resolve_input("tfds:c4/en:3.1.0", "validation", "/nonexistent-tfds-dir")
+  with tfds.testing.mock_data(num_examples=50):
+    builder = tfds.builder("c4/en:3.1.0", data_dir="/nonexistent-tfds-dir")
+    items = list(sources.read_tfds_chunk(builder, "c4/en:3.1.0", "validation", 2, "256:266"))
+  assert [(d.file_index, d.doc_index) for d in items] == [(2, i) for i in range(10)]
+  assert items[3].source == "tfds:c4/en:3.1.0/validation[259]"
+  assert all(isinstance(d.data, bytes) for d in items)
+
+
+def test_finalize_refuses_an_unbalanced_run(tmp_path):
+  accounting = {"records": 1, "m1_examples": 1, "tokens": 3, "bytes": 4, "windows": 0,
+                "literal_windows": 0, "histogram": [0, 1, 2, 0], "bytes_in": 9,
+                "bytes_dropped": 1, "dropped": {}, "balanced": False}
+  fn = sink.FinalizeFn(str(tmp_path), {"vocab_size": 4}, "{}")
+  with pytest.raises(AssertionError, match="bytes in"):
+    list(fn.process(accounting, [("s-00000-of-00001.array_record", 1)], 0))
+  assert not (tmp_path / sink.COMPLETED).exists()
+  (stats,) = fn.process({**accounting, "bytes_in": 5, "balanced": True},
+                        [("s-00000-of-00001.array_record", 1)], 0)
+  assert stats["m1_examples"] == 1 and (tmp_path / sink.COMPLETED).exists()
+
+
+class _FragileBytes:
+  """The bytes method, except that it raises on any example holding "~"."""
+  spec = "fragile"
+
+  def __init__(self):
+    self._bytes = get_method("bytes")
+
+  def encode_batch(self, examples, max_tokens=None):
+    if any((np.asarray(x) == ord("~")).any() for x in examples):
+      raise RuntimeError("cannot code '~'")
+    return self._bytes.encode_batch(examples, max_tokens)
+
+
+def test_compress_isolates_an_example_that_fails_to_code():
+  fn = transforms.CompressFn("bytes", None, max_tokens=4, packing="continue", keep_symbols=False)
+  fn._method = _FragileBytes()  # pylint: disable=protected-access
+  batch = [transforms.Example((0, 0, i, ), np.frombuffer(t, np.uint8).astype(np.int32),
+                              np.array([0]), (f"s:{i}",))
+           for i, t in enumerate([b"abcdefg", b"x~y", b"hi"])]
+  out = list(fn.process(batch))
+  records = [o for o in out if isinstance(o, transforms.Record)]
+  drops = [o.value for o in out if not isinstance(o, transforms.Record)]
+  assert [r.key for r in records] == [(0, 0, 0, 0), (0, 0, 0, 1), (0, 0, 2, 0)]
+  assert [(d.source, d.reason, d.num_bytes) for d in drops] == [
+      ("f00000-g000000-e001", "coding_failed", 3)]
+  assert "cannot code" in drops[0].detail and "s:1" in drops[0].detail
