@@ -1,0 +1,215 @@
+"""Corpus reading and the M1 / M2 input pipelines."""
+import collections
+import gzip
+import json
+import logging
+
+import jax
+import numpy as np
+import pytest
+
+from compressor import symbols as symbols_lib
+from training import corpus
+from training import data
+
+M2_VOCAB = 256  # as written by conftest.write_m2_shards
+M2_SEQ_LEN = 32
+
+# First batch of record ids of the fixture's 96 train records, seed 0, batch 8
+# (grain 0.2.18 global shuffle). A change here changes every training run's order.
+GOLDEN_FIRST_IDS = [49, 83, 10, 87, 39, 69, 95, 9]
+GOLDEN_SECOND_IDS = [62, 20, 54, 7, 23, 13, 28, 35]
+
+
+# ----------------------------------------------------------------------------
+# corpus
+
+
+def test_malformed_json_lines_are_skipped_and_counted(tmp_path, caplog):
+  path = tmp_path / "docs.jsonl.gz"
+  lines = [json.dumps({"text": "first"}).encode(), b"{not json", b"[1, 2]",
+           json.dumps({"url": "no text"}).encode(), b"\xff\xfe{\"text\": 1}", b"",
+           json.dumps({"text": "last", "url": "u"}).encode()]
+  path.write_bytes(gzip.compress(b"\n".join(lines) + b"\n"))
+  counts = collections.Counter()
+  with caplog.at_level(logging.WARNING):
+    docs = list(corpus.read_documents(str(tmp_path / "*.jsonl.gz"), counts=counts))
+  assert docs == [(f"{path}:1", "first"), (f"{path}:7", "last")]
+  assert counts == {"documents": 2, "malformed_lines": 4}
+  assert f"{path}:2" in caplog.text and f"{path}:5" in caplog.text
+
+
+def test_files_are_read_in_sorted_order_text_and_json(tmp_path):
+  (tmp_path / "b.txt").write_text("plain document\nline two")
+  (tmp_path / "a.jsonl").write_text('{"text": "x"}\n{"text": "y"}\n')
+  (tmp_path / "c.json.gz").write_bytes(gzip.compress(b'{"text": "z"}\n'))
+  got = [(s.rsplit("/", 1)[-1], t) for s, t in corpus.read_documents(str(tmp_path / "*"))]
+  assert got == [("a.jsonl:1", "x"), ("a.jsonl:2", "y"), ("b.txt", "plain document\nline two"),
+                 ("c.json.gz:1", "z")]
+
+
+def test_missing_glob_says_what_to_pass(tmp_path):
+  with pytest.raises(FileNotFoundError, match="builtin:pydoc"):
+    list(corpus.read_documents(str(tmp_path / "nothing-*.jsonl")))
+
+
+def test_builtin_and_tfds_specs():
+  docs = list(corpus.read_documents("builtin:pydoc"))
+  assert len(docs) > 50 and docs[0][0].startswith("builtin:pydoc/")
+  assert corpus.parse_tfds_spec("tfds:c4/en:3.1.0:validation") == ("c4/en:3.1.0", "validation")
+  assert corpus.parse_tfds_spec("tfds:c4/en:3.1.0") == ("c4/en:3.1.0", "train")
+
+
+def test_tfds_spec_reads_a_prepared_build_and_never_downloads(tmp_path):
+  tfds = pytest.importorskip("tensorflow_datasets")
+  with pytest.raises(FileNotFoundError, match="not prepared"):
+    list(corpus.read_documents("tfds:c4/en:3.1.0:validation", data_dir=str(tmp_path)))
+  with tfds.testing.mock_data(num_examples=3):
+    docs = list(corpus.read_documents("tfds:c4/en:3.1.0:validation", data_dir=str(tmp_path)))
+  assert [s for s, _ in docs] == [f"tfds:c4/en:3.1.0:validation:{i}" for i in range(3)]
+  assert all(isinstance(t, str) and t for _, t in docs)
+
+
+def test_real_webtext_reads_every_line(webtext_dir):
+  counts = collections.Counter()
+  docs = list(corpus.read_documents(str(webtext_dir / "validation" / "*.jsonl.gz"),
+                                    counts=counts))
+  assert counts["malformed_lines"] == 0 and len(docs) == counts["documents"] > 1000
+
+
+# ----------------------------------------------------------------------------
+# packing convention
+
+
+def test_pack_sequence_bos_shift_and_mask():
+  out = data.pack_sequence(np.array([5, 6, 7]), 5, bos=9)
+  np.testing.assert_array_equal(out["inputs"], [9, 5, 6, 0, 0])
+  np.testing.assert_array_equal(out["targets"], [5, 6, 7, 0, 0])
+  np.testing.assert_array_equal(out["weights"], [1, 1, 1, 0, 0])
+  with pytest.raises(ValueError, match="seq_len"):
+    data.pack_sequence(np.arange(6), 5, bos=9)
+
+
+# ----------------------------------------------------------------------------
+# M1
+
+
+def _m1_config(**kw):
+  values = dict(spec="builtin:pydoc", seq_len=64, batch_size=4, docs_per_group=16,
+                shuffle_buffer=64)
+  return data.M1DataConfig(**{**values, **kw})
+
+
+def test_m1_unshuffled_stream_is_documents_plus_eos_in_groups():
+  cfg = _m1_config(shuffle=False, repeat=False)
+  texts = [t for _, t in corpus.read_documents("builtin:pydoc")][:16]
+  group = symbols_lib.concat(symbols_lib.symbols_from_text(t) for t in texts)
+  got = []
+  for batch in data.M1Batches(cfg):
+    assert np.all(batch["inputs"][:, 0] == data.M1_BOS)
+    for targets, weights in zip(batch["targets"], batch["weights"]):
+      got.append(targets[weights > 0])
+    if sum(map(len, got)) >= len(group):
+      break
+  stream = np.concatenate(got)
+  # The first group of 16 documents, cut into 64-symbol sequences (the last one short).
+  np.testing.assert_array_equal(stream[:len(group)], group)
+  assert (len(group) % 64 == 0) or len(got[len(group) // 64]) == len(group) % 64
+
+
+def test_m1_order_is_a_function_of_the_seed_and_resumes():
+  first = [b["ids"].tolist() for b, _ in zip(data.M1Batches(_m1_config(seed=1)), range(6))]
+  again = [b["ids"].tolist() for b, _ in zip(data.M1Batches(_m1_config(seed=1)), range(6))]
+  other = [b["ids"].tolist() for b, _ in zip(data.M1Batches(_m1_config(seed=2)), range(6))]
+  assert first == again and first != other
+  batches = data.M1Batches(_m1_config(seed=1))
+  for _ in range(3):
+    next(batches)
+  state = json.loads(json.dumps(batches.get_state()))
+  resumed = data.M1Batches(_m1_config(seed=1))
+  resumed.set_state(state)
+  assert [next(resumed)["ids"].tolist() for _ in range(3)] == first[3:]
+
+
+def test_m1_processes_read_disjoint_groups_with_global_ids():
+  cfg = _m1_config(docs_per_group=7, seq_len=100)
+  full = dict(data.m1_sequences(cfg))
+  parts = [list(data.m1_sequences(cfg, shard=(i, 2))) for i in (0, 1)]
+  assert parts[0] and parts[1]
+  assert sorted(i for part in parts for i, _ in part) == sorted(full)
+  for part in parts:
+    for seq_id, chunk in part:
+      np.testing.assert_array_equal(chunk, full[seq_id])
+
+
+def test_prefetch_state_counts_only_batches_handed_out():
+  expected = [b["ids"].tolist() for b, _ in zip(data.M1Batches(_m1_config(seed=4)), range(8))]
+  batches = data.Prefetch(data.M1Batches(_m1_config(seed=4)), depth=3)
+  assert [next(batches)["ids"].tolist() for _ in range(2)] == expected[:2]
+  state = batches.get_state()
+  assert state == {"epoch": 0, "batches": 2}  # not the batches already queued
+  batches.set_state({"epoch": 0, "batches": 5})
+  assert [next(batches)["ids"].tolist() for _ in range(3)] == expected[5:]
+  resumed = data.Prefetch(data.M1Batches(_m1_config(seed=4)))
+  resumed.set_state(state)
+  assert next(resumed)["ids"].tolist() == expected[2]
+
+
+# ----------------------------------------------------------------------------
+# M2 (grain over ArrayRecord)
+
+
+def _m2_config(m2_shards, **kw):
+  values = dict(pattern=str(m2_shards / "train-*.array_record"), token_vocab=M2_VOCAB,
+                seq_len=M2_SEQ_LEN, batch_size=8, seed=0)
+  return data.M2DataConfig(**{**values, **kw})
+
+
+def test_m2_grain_order_is_golden(m2_shards):
+  batches = data.m2_batches(_m2_config(m2_shards))
+  assert next(batches)["ids"].tolist() == GOLDEN_FIRST_IDS
+  assert next(batches)["ids"].tolist() == GOLDEN_SECOND_IDS
+
+
+def test_m2_epoch_sees_each_record_once_and_reshuffles(m2_shards):
+  batches = data.m2_batches(_m2_config(m2_shards))
+  epoch1 = np.concatenate([next(batches)["ids"] for _ in range(12)])
+  epoch2 = np.concatenate([next(batches)["ids"] for _ in range(12)])
+  assert sorted(epoch1) == list(range(96)) == sorted(epoch2)
+  assert epoch1.tolist() != epoch2.tolist()
+
+
+def test_m2_batch_layout_matches_records(m2_shards):
+  batch = next(data.m2_batches(_m2_config(m2_shards, shuffle=False)))
+  assert batch["ids"].tolist() == list(range(8))
+  assert batch["inputs"].shape == (8, M2_SEQ_LEN) and batch["num_bytes"].shape == (8,)
+  lengths = batch["weights"].sum(axis=1).astype(int)
+  assert np.all(batch["inputs"][:, 0] == M2_VOCAB)  # BOS = token vocab
+  for row, n in enumerate(lengths):
+    np.testing.assert_array_equal(batch["inputs"][row, 1:n], batch["targets"][row, :n - 1])
+    assert 3 * n <= batch["num_bytes"][row] <= 3 * n + 2
+  assert batch["targets"].max() < M2_VOCAB
+
+
+def test_m2_iterator_state_resumes_exactly(m2_shards):
+  reference = data.m2_batches(_m2_config(m2_shards, seed=3))
+  expected = [next(reference)["ids"].tolist() for _ in range(20)]
+  batches = data.m2_batches(_m2_config(m2_shards, seed=3))
+  for _ in range(7):
+    next(batches)
+  state = json.loads(json.dumps(batches.get_state()))
+  resumed = data.m2_batches(_m2_config(m2_shards, seed=3))
+  resumed.set_state(state)
+  assert [next(resumed)["ids"].tolist() for _ in range(13)] == expected[7:]
+
+
+def test_m2_processes_read_disjoint_halves(m2_shards, monkeypatch):
+  monkeypatch.setattr(jax, "process_count", lambda: 2)
+  seen = []
+  for index in (0, 1):
+    monkeypatch.setattr(jax, "process_index", lambda index=index: index)
+    batches = data.m2_batches(_m2_config(m2_shards, batch_size=16))
+    ids = np.concatenate([next(batches)["ids"] for _ in range(6)])  # 6 x 8 local = one epoch
+    assert all(i % 2 == index for i in ids)
+    seen.append(ids)
+  assert sorted(np.concatenate(seen).tolist()) == list(range(96))

@@ -1,0 +1,234 @@
+"""Training M1 and M2: loss, learning, resumption, data parallelism, checkpoints, eval."""
+import json
+import math
+import os
+import pathlib
+import shutil
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+from pipelines import cli
+from training import checkpoint as checkpoint_lib
+from training import configs
+from training import evaluate
+from training import m1 as m1_lib
+from training import model as model_lib
+from training import optim
+from training import train
+from training import train_m1
+from training import train_m2
+
+REPO = pathlib.Path(__file__).resolve().parents[2]
+QUIET = ["--no_progress", "--peak_flops", "1e12"]
+
+
+def m2_flags(m2_shards, out, steps, *extra):
+  return ["--train", str(m2_shards / "train-*.array_record"),
+          "--validation", str(m2_shards / "validation" / "*.array_record"),
+          "--size", "tiny", "--steps", str(steps), "--batch_size", "8", "--seq_len", "32",
+          "--warmup", "10", "--log_every", "2", "--eval_batches", "2", "--out", str(out),
+          *QUIET, *extra]
+
+
+def restore_params(run_dir) -> dict:
+  """The latest checkpoint's params of a run directory, as numpy."""
+  loaded = evaluate.load(str(run_dir), train.make_mesh())
+  return jax.device_get(loaded.params)
+
+
+def ids_by_step(run_dir) -> dict[int, list[int]]:
+  """example_ids.jsonl as {step: ids}; a step replayed after a resume keeps its last entry."""
+  out = {}
+  for line in (pathlib.Path(run_dir) / "example_ids.jsonl").read_text().splitlines():
+    record = json.loads(line)
+    out[record["step"]] = record["ids"]
+  return out
+
+
+def run_cli(args, env=None) -> subprocess.CompletedProcess:
+  return subprocess.run([sys.executable, "-m", "pipelines.cli", *args], cwd=REPO, env=env,
+                        capture_output=True, text=True, timeout=300, check=False)
+
+
+# ----------------------------------------------------------------------------
+# objective and schedule
+
+
+def test_rsqrt_schedule_and_masked_loss():
+  schedule = optim.rsqrt_schedule(100)
+  assert float(schedule(0)) == pytest.approx(0.1) and float(schedule(400)) == pytest.approx(0.05)
+  logits = np.log(np.array([[[0.5, 0.25, 0.25], [0.1, 0.1, 0.8]]], np.float32))  # [1, 2, 3]
+  loss, sums = optim.masked_loss(logits, np.array([[0, 2]]), np.array([[1.0, 0.0]]), z_loss=0.5)
+  assert float(sums["xent"]) == pytest.approx(math.log(2), rel=1e-6)  # masked token ignored
+  assert float(sums["tokens"]) == 1.0
+  assert float(loss) == pytest.approx(math.log(2), rel=1e-5)  # logsumexp = 0: no z-loss
+  _, sums = optim.masked_loss(logits + 1.0, np.array([[0, 2]]), np.array([[1.0, 1.0]]), 1e-4)
+  assert float(sums["z_loss"]) == pytest.approx(2e-4, rel=1e-5)  # 1e-4 * 1**2 per token
+
+
+def test_configs_are_strict():
+  config = train.TrainConfig(out="x", steps=3)
+  with pytest.raises(ValueError, match="unknown TrainConfig key 'stepz'"):
+    train.override(config, stepz=4)
+  with pytest.raises(ValueError, match="must be int"):
+    train.override(config, steps="4")
+  with pytest.raises(ValueError, match="warmup must be >= 1"):
+    train.TrainConfig(out="x", steps=3, warmup=0)
+  args = train_m2.parse_flags(["--train", "x", "--out", "y", "--steps", "1",
+                               "--model", "num_layerz=2"])
+  with pytest.raises(ValueError, match="unknown model config key"):
+    train.model_config_from_flags(args, 257)
+
+
+# ----------------------------------------------------------------------------
+# M1 learns
+
+
+def test_tiny_m1_beats_the_unigram_baseline(webtext_dir, tmp_path, capsys):
+  out = tmp_path / "m1"
+  assert train_m1.run([
+      "--train", str(webtext_dir / "train" / "*.jsonl.gz"),
+      "--validation", str(webtext_dir / "validation" / "*.jsonl.gz"),
+      "--size", "tiny", "--steps", "200", "--batch_size", "16", "--seq_len", "128",
+      "--warmup", "100", "--log_every", "100", "--checkpoint_every", "200",
+      "--eval_batches", "8", "--shuffle_buffer", "2048", "--out", str(out), *QUIET]) == 0
+  assert isinstance(m1_lib.load(out), m1_lib.M1Model)  # the M1 directory the coders read
+  capsys.readouterr()
+  assert evaluate.run(["--checkpoint", str(out), "--data",
+                       str(webtext_dir / "validation" / "*.jsonl.gz"), "--num_batches", "8"]) == 0
+  result = json.loads(capsys.readouterr().out)
+  assert result["kind"] == "m1" and result["tokens_per_byte"] == 1.0
+  assert result["baselines"]["uniform"] == pytest.approx(math.log2(257))
+  assert result["bits_per_byte"] < result["baselines"]["unigram"] - 0.3, result
+  metrics = [json.loads(l) for l in (out / "train" / "metrics.jsonl").read_text().splitlines()]
+  train_bpb = [m["bits_per_byte"] for m in metrics if m["split"] == "train"]
+  assert train_bpb[-1] < train_bpb[0]
+  assert {"flops_per_byte", "tokens_per_s", "mfu", "loss"} <= set(metrics[0])
+  assert list((out / "train" / "tensorboard" / "train").glob("events.out.tfevents.*"))
+
+
+# ----------------------------------------------------------------------------
+# M2: resume, data parallelism, checkpoints
+
+
+def test_killed_then_resumed_m2_equals_uninterrupted(m2_shards, tmp_path):
+  steps = 12  # 12 x 8 = the 96 training records: one epoch
+  whole = tmp_path / "whole"
+  assert train_m2.run(m2_flags(m2_shards, whole, steps, "--checkpoint_every", "4",
+                               "--log_example_ids")) == 0
+  killed = tmp_path / "killed"
+  flags = m2_flags(m2_shards, killed, steps, "--checkpoint_every", "4", "--log_example_ids")
+  proc = run_cli(["train-m2", *flags, "--stop_after", "10"])
+  assert proc.returncode == 3, proc.stderr[-2000:]  # os._exit(3): died without cleaning up
+  assert max(ids_by_step(killed)) == 10
+  # Step 8's asynchronous save may have been cut short by the kill: then 4 is the latest.
+  assert checkpoint_lib.Checkpointer(str(killed)).latest_step() in (4, 8)
+  assert train_m2.run(flags) == 0  # resumes from there and replays the lost steps
+  expected, got = restore_params(whole), restore_params(killed)
+  for (path, a), b in zip(jax.tree_util.tree_leaves_with_path(expected), jax.tree.leaves(got)):
+    np.testing.assert_array_equal(a, b, err_msg=jax.tree_util.keystr(path))
+  ids_whole, ids_killed = ids_by_step(whole), ids_by_step(killed)
+  assert ids_killed == ids_whole and sorted(ids_whole) == list(range(1, steps + 1))
+  assert sorted(i for ids in ids_whole.values() for i in ids) == list(range(96))
+
+
+def test_killed_then_resumed_m1_equals_uninterrupted(train_docs, tmp_path):
+  corpus_path = tmp_path / "docs.jsonl"
+  corpus_path.write_text("".join(json.dumps({"text": t}) + "\n" for t in train_docs[:12]))
+  def flags(out):
+    return ["--train", str(corpus_path), "--size", "tiny", "--steps", "9", "--batch_size", "4",
+            "--seq_len", "32", "--docs_per_group", "4", "--shuffle_buffer", "32",
+            "--warmup", "10", "--checkpoint_every", "3", "--log_example_ids", "--out", str(out),
+            *QUIET]
+  assert train_m1.run(flags(tmp_path / "whole")) == 0
+  proc = run_cli(["train-m1", *flags(tmp_path / "killed"), "--stop_after", "7"])
+  assert proc.returncode == 3, proc.stderr[-2000:]
+  assert train_m1.run(flags(tmp_path / "killed")) == 0
+  whole, killed = m1_lib.load(tmp_path / "whole"), m1_lib.load(tmp_path / "killed")
+  assert whole.fingerprint == killed.fingerprint  # bit-identical parameters
+  ids_whole = ids_by_step(tmp_path / "whole" / "train")
+  assert ids_by_step(tmp_path / "killed" / "train") == ids_whole
+  seen = [i for ids in ids_whole.values() for i in ids]
+  assert len(seen) == len(set(seen)) == 36  # no sequence twice within the epoch
+
+
+def test_four_device_step_equals_one_device_step(m2_shards, tmp_path):
+  one = tmp_path / "one"
+  assert train_m2.run(m2_flags(m2_shards, one, 4)) == 0
+  assert jax.device_count() == 1
+  four = tmp_path / "four"
+  env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4",
+         "JAX_PLATFORMS": "cpu"}
+  code = ("import sys, jax; assert jax.device_count() == 4, jax.devices(); "
+          "from pipelines import cli; sys.exit(cli.main(sys.argv[1:]))")
+  proc = subprocess.run([sys.executable, "-c", code, "train-m2",
+                         *m2_flags(m2_shards, four, 4)], cwd=REPO, env=env,
+                        capture_output=True, text=True, timeout=300, check=False)
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  expected, got = restore_params(one), restore_params(four)
+  init = train.init_state(configs.from_dict(checkpoint_lib.load_config(str(one))["model"]),
+                          optim.adafactor(10), 0, train.make_mesh())["params"]
+  leaves = zip(jax.tree_util.tree_leaves_with_path(expected), jax.tree.leaves(got),
+               jax.tree.leaves(jax.device_get(init)))
+  for (path, a), b, a0 in leaves:
+    # Only the order of the cross-device sums differs: float32 rounding, far below
+    # how far 4 steps moved the parameters (diff ~1e-5, moved ~0.1 to 1.5).
+    diff, moved = float(np.abs(a - b).max()), float(np.abs(a - a0).max())
+    assert moved > 0.05 and diff < 1e-3 * moved, (jax.tree_util.keystr(path), diff, moved)
+    np.testing.assert_allclose(a, b, rtol=1e-3, atol=2e-4)
+
+
+
+def test_missing_or_corrupt_checkpoint_gives_a_one_line_error(m2_shards, tmp_path, capsys):
+  assert cli.main(["eval", "--checkpoint", str(tmp_path / "absent"), "--data", "x"]) == 1
+  err = capsys.readouterr().err.strip()
+  assert len(err.splitlines()) == 1 and "eqinfo train-m2" in err
+  unfinished = tmp_path / "empty" / "checkpoints" / "7.orbax-checkpoint-tmp-1234"
+  unfinished.mkdir(parents=True)
+  ckpt = checkpoint_lib.Checkpointer(str(tmp_path / "empty"))
+  assert not unfinished.exists()  # what a killed run left behind is not a checkpoint
+  with pytest.raises(FileNotFoundError, match="train one first"):
+    ckpt.restore({"x": np.zeros(2)})
+  run_dir = tmp_path / "run"
+  assert train_m2.run(m2_flags(m2_shards, run_dir, 2, "--checkpoint_every", "2")) == 0
+  with pytest.raises(ValueError, match="different data"):  # another order would break resume
+    train_m2.run(m2_flags(m2_shards, run_dir, 4, "--seed", "5"))
+  state_dir = run_dir / "checkpoints" / "2" / "state"
+  for path in state_dir.rglob("*"):
+    if path.is_file() and path.stat().st_size > 0:
+      path.write_bytes(b"garbage")
+  data = str(m2_shards / "validation" / "*.array_record")
+  assert cli.main(["eval", "--checkpoint", str(run_dir), "--data", data]) == 1
+  err = capsys.readouterr().err.strip()
+  assert len(err.splitlines()) == 1 and "unreadable" in err and "delete" in err
+
+
+def test_eval_of_m2_reports_table3_baselines(m2_shards, tmp_path, capsys):
+  run_dir = tmp_path / "run"
+  assert train_m2.run(m2_flags(m2_shards, run_dir, 2)) == 0
+  shutil.copy(m2_shards / "stats.json", m2_shards / "validation" / "stats.json")
+  capsys.readouterr()
+  data = str(m2_shards / "validation" / "*.array_record")
+  assert evaluate.run(["--checkpoint", str(run_dir), "--data", data, "--num_batches", "4"]) == 0
+  result = json.loads(capsys.readouterr().out)
+  ratio = result["tokens"] / result["bytes"]
+  assert 0.3 < ratio < 0.34 and result["examples"] == 32
+  assert result["baselines"]["uniform"] == pytest.approx(8 * ratio)
+  assert result["unigram_histogram"] == "stats.json"
+  assert result["baselines"]["unigram"] < result["baselines"]["uniform"]
+  # Random tokens: an untrained M2 cannot beat the uniform baseline by much.
+  assert result["bits_per_byte"] > 0.9 * result["baselines"]["uniform"]
+
+
+def test_flops_per_byte_adds_m1_share_and_mfu_can_be_measured(tmp_path):
+  m1_config = m1_lib.m1_config("tiny", max_len=64)
+  m1_lib.M1Model.random(m1_config).save(tmp_path / "m1")
+  n = model_lib.count_params(model_lib.param_shapes(m1_config))
+  assert train.m1_flops_per_byte({"m1": str(tmp_path / "m1")}) == 2.0 * n
+  assert train.m1_flops_per_byte({"m1_flops_per_byte": 5.0, "m1": "x"}) == 5.0
+  assert train.m1_flops_per_byte({"m1": None}) == 0.0
+  assert train.measure_peak_flops(size=128, reps=2) > 1e6

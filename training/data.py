@@ -1,0 +1,379 @@
+"""Input pipelines of M1 (bytes) and M2 (ArrayRecord shards of M2 tokens).
+
+Both yield the same batch layout, a dict of numpy arrays:
+
+  inputs     [B, T] int32    token fed at each position (BOS first)
+  targets    [B, T] int32    token to predict at each position
+  weights    [B, T] float32  loss mask: 1 on real targets, 0 on padding
+  num_bytes  [B]    int64    raw symbols covered by the example (bits/byte denominator)
+  ids        [B]    int64    example id (sequence index for M1, record index for M2)
+
+BOS / pad convention (M1 and M2 alike): the model vocabulary is the token
+vocabulary plus one id, BOS = token_vocab, which only ever appears as the
+first input. A sequence of n <= T tokens t[0..n) becomes
+
+  inputs  = [BOS, t0, ..., t(n-2), 0, ..., 0]
+  targets = [t0,  t1, ..., t(n-1), 0, ..., 0]
+  weights = [1,   1,  ..., 1,      0, ..., 0]
+
+so every token of the record is predicted exactly once, the padding id 0 is
+never scored, and causal attention keeps padding out of the real positions.
+For M1 the token vocabulary is the 257 symbols (bytes + EOS), so BOS = 257
+and num_bytes = n (every symbol counts as one byte, EOS included).
+"""
+import dataclasses
+import json
+import logging
+import posixpath
+import queue
+import threading
+from typing import Iterator
+
+import grain
+import jax
+import numpy as np
+from etils import epath
+
+from compressor import constants
+from compressor import symbols as symbols_lib
+from training import corpus
+
+M1_TOKEN_VOCAB = constants.ALPHABET_SIZE  # 257 output symbols
+M1_BOS = M1_TOKEN_VOCAB                   # 257, input only
+PAD = 0
+
+
+def model_vocab_size(token_vocab: int) -> int:
+  """Vocabulary of the model's embedding and output: the tokens plus BOS."""
+  return token_vocab + 1
+
+
+def pack_sequence(tokens: np.ndarray, seq_len: int, bos: int) -> dict[str, np.ndarray]:
+  """Lays one token sequence out as inputs/targets/weights (see module doc).
+
+  Args:
+    tokens: [n] ints, n <= seq_len.
+    seq_len: T.
+    bos: the BOS id.
+
+  Returns:
+    dict with inputs [T] int32, targets [T] int32, weights [T] float32.
+
+  Raises:
+    ValueError: if n > seq_len.
+  """
+  n = len(tokens)
+  if n > seq_len:
+    raise ValueError(f"sequence of {n} tokens does not fit seq_len={seq_len}; "
+                     "raise --seq_len or write shorter records")
+  inputs = np.full(seq_len, PAD, np.int32)
+  targets = np.full(seq_len, PAD, np.int32)
+  weights = np.zeros(seq_len, np.float32)
+  inputs[0] = bos
+  inputs[1:n] = tokens[:n - 1]
+  targets[:n] = tokens
+  weights[:n] = 1.0
+  return {"inputs": inputs, "targets": targets, "weights": weights}
+
+
+def stack(examples: list[dict]) -> dict[str, np.ndarray]:
+  """Stacks a list of per-example dicts into a batch dict."""
+  return {k: np.stack([e[k] for e in examples]) for k in examples[0]}
+
+
+# ----------------------------------------------------------------------------
+# M1: documents -> bytes + EOS -> groups of 128 documents -> sequences.
+
+
+@dataclasses.dataclass(frozen=True)
+class M1DataConfig:
+  """What M1 reads and how it is cut into sequences."""
+  spec: str                      # corpus spec (see training.corpus), e.g. a jsonl.gz glob
+  seq_len: int = 1024            # T: symbols per sequence (paper §3.2: 1024)
+  batch_size: int = 128          # global batch size B (paper: 128)
+  seed: int = 0                  # shuffle seed; the order is a function of it alone
+  shuffle: bool = True           # shuffle sequences (buffered); False for evaluation
+  shuffle_buffer: int = 8192     # sequences held by the shuffle buffer
+  docs_per_group: int = constants.DOCS_PER_GROUP  # documents concatenated (paper §3.1)
+  repeat: bool = True            # loop over the corpus forever (training)
+  data_dir: str | None = None    # TFDS data_dir for `tfds:` specs
+
+  def __post_init__(self):
+    for name in ("seq_len", "batch_size", "shuffle_buffer", "docs_per_group"):
+      if getattr(self, name) < 1:
+        raise ValueError(f"M1DataConfig.{name} must be >= 1, got {getattr(self, name)}")
+
+
+def group_sequences(stream: np.ndarray, seq_len: int) -> list[np.ndarray]:
+  """Cuts one group's symbol stream into chunks of seq_len (the last may be shorter)."""
+  return [stream[i:i + seq_len] for i in range(0, len(stream), seq_len)]
+
+
+def document_groups(config: M1DataConfig) -> Iterator[list[str]]:
+  """Yields the corpus's documents in order, `docs_per_group` at a time (the last may be short)."""
+  group = []
+  for _, text in corpus.read_documents(config.spec, config.data_dir):
+    group.append(text)
+    if len(group) == config.docs_per_group:
+      yield group
+      group = []
+  if group:
+    yield group
+
+
+def m1_sequences(config: M1DataConfig, shard: tuple[int, int] = (0, 1)
+                 ) -> Iterator[tuple[int, np.ndarray]]:
+  """Yields (sequence id, [<=T] symbols) for one pass over the corpus, unshuffled.
+
+  Each group of 128 documents becomes one symbol stream (bytes + EOS per
+  document), cut into sequences of T symbols. Group g goes to process
+  g % num_processes; ids count the sequences of the whole corpus.
+  """
+  index, count = shard
+  seq_id = 0
+  for g, group in enumerate(document_groups(config)):
+    if g % count != index:
+      num_symbols = sum(len(t.encode("utf-8", errors="surrogateescape")) + 1 for t in group)
+      seq_id += -(-num_symbols // config.seq_len)
+      continue
+    stream = symbols_lib.concat(symbols_lib.symbols_from_text(t) for t in group)
+    for chunk in group_sequences(stream, config.seq_len):
+      yield seq_id, chunk
+      seq_id += 1
+
+
+def buffered_shuffle(items: Iterator, buffer_size: int, rng: np.random.Generator) -> Iterator:
+  """Shuffles a stream with a fixed-size buffer, deterministically given `rng`."""
+  buffer = []
+  for item in items:
+    if len(buffer) < buffer_size:
+      buffer.append(item)
+      continue
+    j = int(rng.integers(buffer_size))
+    yield buffer[j]
+    buffer[j] = item
+  for j in rng.permutation(len(buffer)):
+    yield buffer[j]
+
+
+class M1Batches:
+  """Seeded, resumable batches of M1 sequences for this process.
+
+  The state is (epoch, batches taken in the epoch); `set_state` replays the
+  epoch's deterministic stream up to that point, so a resumed run continues
+  with exactly the batches an uninterrupted run would see. A batch never
+  spans two epochs; the last partial batch of an epoch is dropped.
+  """
+
+  def __init__(self, config: M1DataConfig):
+    count = jax.process_count()
+    if config.batch_size % count:
+      raise ValueError(f"batch_size={config.batch_size} must divide by the "
+                       f"{count} processes")
+    self.config = config
+    self.local_batch = config.batch_size // count
+    self.shard = (jax.process_index(), count)
+    self._epoch, self._taken = 0, 0
+    self._it = self._epoch_batches(0)
+
+  def __repr__(self):
+    return (f"M1Batches(spec={self.config.spec!r}, seq_len={self.config.seq_len}, "
+            f"local_batch={self.local_batch}, seed={self.config.seed}, state={self.get_state()})")
+
+  def _epoch_batches(self, epoch: int) -> Iterator[dict[str, np.ndarray]]:
+    cfg = self.config
+    items = m1_sequences(cfg, self.shard)
+    if cfg.shuffle:
+      rng = np.random.default_rng([cfg.seed, epoch])
+      items = buffered_shuffle(items, cfg.shuffle_buffer, rng)
+    batch = []
+    for seq_id, chunk in items:
+      example = pack_sequence(chunk, cfg.seq_len, M1_BOS)
+      example["num_bytes"] = np.int64(len(chunk))
+      example["ids"] = np.int64(seq_id)
+      batch.append(example)
+      if len(batch) == self.local_batch:
+        yield stack(batch)
+        batch = []
+
+  def __iter__(self):
+    return self
+
+  def __next__(self) -> dict[str, np.ndarray]:
+    for _ in range(2):
+      try:
+        batch = next(self._it)
+        self._taken += 1
+        return batch
+      except StopIteration:
+        if not self.config.repeat:
+          raise
+        if self._taken == 0:
+          break
+        self._epoch, self._taken = self._epoch + 1, 0
+        self._it = self._epoch_batches(self._epoch)
+    raise ValueError(f"corpus {self.config.spec!r} holds fewer than one batch of "
+                     f"{self.local_batch} sequences of {self.config.seq_len} symbols")
+
+  def get_state(self) -> dict:
+    """Returns the JSON-able position of the iterator."""
+    return {"epoch": self._epoch, "batches": self._taken}
+
+  def set_state(self, state: dict) -> None:
+    """Moves the iterator to a position returned by `get_state`."""
+    self._epoch, self._taken = int(state["epoch"]), 0
+    self._it = self._epoch_batches(self._epoch)
+    for _ in range(int(state["batches"])):
+      next(self._it)
+      self._taken += 1
+    logging.info("M1 data resumed at epoch %d, batch %d", self._epoch, self._taken)
+
+
+class Prefetch:
+  """Builds batches of a resumable iterator in a background thread.
+
+  `get_state` is the inner state after the last batch *handed out*, so
+  batches waiting in the queue are not counted as seen.
+
+  Args:
+    inner: an iterator with get_state/set_state (e.g. M1Batches).
+    depth: batches built ahead.
+  """
+
+  def __init__(self, inner, depth: int = 4):
+    if depth < 1:
+      raise ValueError(f"prefetch depth must be >= 1, got {depth}")
+    self.inner, self.depth = inner, depth
+    self._state = inner.get_state()
+    self._start()
+
+  def __repr__(self):
+    return f"Prefetch({self.inner!r}, depth={self.depth})"
+
+  def _start(self) -> None:
+    self._queue = queue.Queue(self.depth)
+    self._stop = threading.Event()
+    self._thread = threading.Thread(target=self._fill, args=(self._queue, self._stop),
+                                    daemon=True)
+    self._thread.start()
+
+  def _fill(self, out: queue.Queue, stop: threading.Event) -> None:
+    try:
+      for batch in self.inner:
+        item = (batch, self.inner.get_state())
+        while not stop.is_set():
+          try:
+            out.put(item, timeout=0.1)
+            break
+          except queue.Full:
+            continue
+        if stop.is_set():
+          return
+      out.put(StopIteration())
+    except Exception as e:  # handed to the consumer  # pylint: disable=broad-except
+      out.put(e)
+
+  def __iter__(self):
+    return self
+
+  def __next__(self) -> dict[str, np.ndarray]:
+    item = self._queue.get()
+    if isinstance(item, BaseException):
+      self._queue.put(item)  # every later call raises it too
+      raise item
+    batch, self._state = item
+    return batch
+
+  def get_state(self) -> dict:
+    return self._state
+
+  def set_state(self, state: dict) -> None:
+    self._stop.set()
+    self._thread.join()
+    self.inner.set_state(state)
+    self._state = self.inner.get_state()
+    self._start()
+
+
+# ----------------------------------------------------------------------------
+# M2: ArrayRecord shards of tf.train.Example -> grain.
+
+
+@dataclasses.dataclass(frozen=True)
+class M2DataConfig:
+  """What M2 reads and how it is batched."""
+  pattern: str                   # glob of ArrayRecord shards (local or gs://)
+  token_vocab: int               # M2 token vocabulary (256 or 65536); BOS = token_vocab
+  seq_len: int = constants.MAX_TOKENS  # T: records hold at most 512 tokens (paper §3.5)
+  batch_size: int = 256          # global batch size B (paper: 256)
+  seed: int = 0                  # shuffle seed; epoch e is shuffled with (seed, e)
+  shuffle: bool = True           # global shuffle; False keeps file/record order
+  repeat: bool = True            # loop over the shards forever (training)
+  num_threads: int = 2           # grain read threads (the order does not depend on it)
+
+  def __post_init__(self):
+    for name in ("token_vocab", "seq_len", "batch_size"):
+      if getattr(self, name) < 1:
+        raise ValueError(f"M2DataConfig.{name} must be >= 1, got {getattr(self, name)}")
+
+
+def parse_m2_record(record: bytes, seq_len: int, bos: int) -> dict[str, np.ndarray]:
+  """Parses one serialized tf.train.Example (`targets`, `num_bytes`) to a packed example."""
+  from tensorflow.core.example import example_pb2  # pylint: disable=import-outside-toplevel
+  example = example_pb2.Example.FromString(record)
+  features = example.features.feature
+  tokens = np.asarray(features["targets"].int64_list.value, np.int64)
+  out = pack_sequence(tokens, seq_len, bos)
+  out["num_bytes"] = np.int64(features["num_bytes"].int64_list.value[0])
+  return out
+
+
+class _ParseRecord(grain.transforms.Map):
+  """grain Map: (record id, serialized Example) -> packed example with its id."""
+
+  def __init__(self, seq_len: int, bos: int):
+    self.seq_len, self.bos = seq_len, bos
+
+  def map(self, element):
+    record_id, record = element
+    out = parse_m2_record(record, self.seq_len, self.bos)
+    out["ids"] = np.int64(record_id)
+    return out
+
+
+def m2_dataset(config: M2DataConfig) -> grain.MapDataset:
+  """Returns the batched grain MapDataset of this process's M2 examples.
+
+  Order: all shards in sorted name order form one record list; process p of
+  P takes records p, p+P, ...; each epoch is a global shuffle of those with
+  the config seed (grain reseeds every epoch); batches of B/P examples
+  (drop_remainder=True).
+  """
+  count = jax.process_count()
+  if config.batch_size % count:
+    raise ValueError(f"batch_size={config.batch_size} must divide by the {count} processes")
+  paths = corpus.list_files(config.pattern)
+  source = grain.sources.ArrayRecordDataSource(paths)
+  total = len(source)
+  ds = grain.MapDataset.source(source).map_with_index(lambda i, rec: (i % total, rec))
+  ds = ds[jax.process_index()::count]
+  if config.shuffle:
+    ds = ds.shuffle(seed=config.seed)
+  if config.repeat:
+    ds = ds.repeat(None)
+  ds = ds.map(_ParseRecord(config.seq_len, config.token_vocab))
+  return ds.batch(config.batch_size // count, drop_remainder=True, batch_fn=stack)
+
+
+def m2_batches(config: M2DataConfig) -> grain.DatasetIterator:
+  """Returns a checkpointable iterator (get_state/set_state) over M2 batches."""
+  read = grain.ReadOptions(num_threads=config.num_threads, prefetch_buffer_size=4)
+  return iter(m2_dataset(config).to_iter_dataset(read))
+
+
+def read_stats(pattern: str) -> dict:
+  """Returns stats.json of the shard directory of `pattern`, or {} if there is none."""
+  path = epath.Path(posixpath.dirname(pattern) or ".") / "stats.json"
+  if not path.exists():
+    return {}
+  return json.loads(path.read_text())

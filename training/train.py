@@ -1,0 +1,507 @@
+"""The training loop shared by M1 and M2: train state, jitted data-parallel step, metrics.
+
+Data parallelism: one mesh axis "data" over every device of every process;
+each batch array is sharded along its first axis, parameters and optimiser
+state are replicated. On a CPU host, `XLA_FLAGS=--xla_force_host_platform_device_count=N`
+gives N devices. Multi-host runs call `jax.distributed.initialize()` first
+(`--multihost`); every process then reads its own slice of the data
+(`training.data`).
+"""
+import dataclasses
+import itertools
+import json
+import logging
+import math
+import os
+import time
+from typing import Any, Callable, Iterator, Protocol
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import tqdm
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+from training import checkpoint as checkpoint_lib
+from training import configs
+from training import model as model_lib
+from training import optim
+
+State = dict[str, Any]  # {"params", "opt_state", "step"}
+DEVICE_KEYS = ("inputs", "targets", "weights", "num_bytes")  # batch arrays sent to devices
+LN2 = math.log(2.0)
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+  """How long and how M1 or M2 trains, and what it records."""
+  out: str                        # run directory: config.json, checkpoints/, metrics, TensorBoard
+  steps: int                      # total optimiser steps (paper: M2 200,000)
+  warmup: int = optim.WARMUP_STEPS  # rsqrt schedule: lr = 1/sqrt(max(step, warmup))
+  z_loss: float = optim.Z_LOSS    # weight of logsumexp**2
+  seed: int = 0                   # parameter initialisation seed
+  log_every: int = 100            # steps between metric records
+  checkpoint_every: int = 1000    # steps between checkpoints (the last step is always saved)
+  keep_checkpoints: int = 3       # checkpoints kept on disk
+  async_checkpoint: bool = True   # write checkpoints in the background
+  eval_every: int = 0             # steps between validation passes; 0: only at the end
+  eval_batches: int = 8           # validation batches per pass (a fixed sample)
+  peak_flops: float = 0.0         # peak FLOP/s of all devices for MFU; 0 measures a matmul
+  stop_after: int = 0             # testing: exit hard (os._exit) after this step; 0: never
+  log_example_ids: bool = False   # write the ids of every batch to example_ids.jsonl
+  progress: bool = True           # tqdm progress bar
+
+  def __post_init__(self):
+    for name in ("steps", "warmup", "log_every", "checkpoint_every", "keep_checkpoints",
+                 "eval_batches"):
+      if getattr(self, name) < 1:
+        raise ValueError(f"TrainConfig.{name} must be >= 1, got {getattr(self, name)}")
+    for name in ("eval_every", "stop_after"):
+      if getattr(self, name) < 0:
+        raise ValueError(f"TrainConfig.{name} must be >= 0, got {getattr(self, name)}")
+
+
+def override(config, **changes):
+  """dataclasses.replace that rejects unknown keys and values of the wrong type."""
+  fields = {f.name: f for f in dataclasses.fields(config)}
+  for key, value in changes.items():
+    if key not in fields:
+      raise ValueError(f"unknown {type(config).__name__} key {key!r}; valid: {', '.join(fields)}")
+    current = getattr(config, key)
+    if current is not None and value is not None and not isinstance(value, type(current)):
+      if not (isinstance(current, float) and isinstance(value, int)):
+        raise ValueError(f"{type(config).__name__}.{key} must be {type(current).__name__}, "
+                         f"got {type(value).__name__} {value!r}")
+  return dataclasses.replace(config, **changes)
+
+
+class BatchIterator(Protocol):
+  """What the loop needs from an input pipeline (M1Batches, grain iterators)."""
+
+  def __next__(self) -> dict[str, np.ndarray]: ...
+  def get_state(self) -> Any: ...
+  def set_state(self, state: Any) -> None: ...
+
+
+@dataclasses.dataclass
+class Task:
+  """What differs between M1 and M2 training."""
+  kind: str                          # "m1" or "m2"
+  model_config: configs.ModelConfig  # the transformer
+  train_batches: BatchIterator       # seeded, resumable training batches
+  validation: Callable[[], Iterator[dict]] | None  # fresh pass over a fixed validation sample
+  extra_flops_per_byte: float = 0.0  # M1's FLOPs/byte for M1-based M2 methods (paper §3.8)
+  run_config: dict = dataclasses.field(default_factory=dict)  # saved as config.json
+
+
+def m1_flops_per_byte(stats: dict) -> float:
+  """M1's FLOPs/byte for an M2 shard directory's stats.json (0 for methods without M1).
+
+  Uses "m1_flops_per_byte" if stats.json has it, else 2 * the non-embedding
+  parameters of the M1 checkpoint named by "m1" (M1 runs once per byte).
+  """
+  if "m1_flops_per_byte" in stats:
+    return float(stats["m1_flops_per_byte"])
+  path = stats.get("m1")
+  if not path:
+    return 0.0
+  config_path = checkpoint_lib.as_path(path) / "config.json"
+  if not config_path.exists():
+    logging.warning("M1 checkpoint %s not found; FLOPs/byte leaves out M1's share", path)
+    return 0.0
+  m1_config = configs.from_dict(json.loads(config_path.read_text())["model"])
+  return 2.0 * model_lib.count_params(model_lib.param_shapes(m1_config))
+
+
+def check_batch_size(batch_size: int) -> None:
+  """Raises ValueError unless the global batch splits evenly over all devices."""
+  if batch_size < 1 or batch_size % jax.device_count():
+    raise ValueError(f"--batch_size {batch_size} must be a positive multiple of the "
+                     f"{jax.device_count()} devices")
+
+
+def maybe_initialize_distributed(multihost: bool) -> None:
+  """Calls jax.distributed.initialize() for multi-host launches (cluster env detected)."""
+  if multihost:
+    jax.distributed.initialize()
+    logging.info("process %d of %d, %d local devices", jax.process_index(),
+                 jax.process_count(), jax.local_device_count())
+
+
+def make_mesh() -> Mesh:
+  """A one-axis ("data") mesh over all devices."""
+  return Mesh(np.asarray(jax.devices()), ("data",))
+
+
+def init_state(model_config: configs.ModelConfig, optimizer: optax.GradientTransformation,
+               seed: int, mesh: Mesh) -> State:
+  """Initialises params and optimiser state, replicated over the mesh."""
+  init = _state_initializer(model_config, optimizer, seed)
+  return jax.jit(init, out_shardings=NamedSharding(mesh, P()))()
+
+
+def _state_initializer(model_config: configs.ModelConfig,
+                       optimizer: optax.GradientTransformation, seed: int) -> Callable[[], State]:
+  def init():
+    tokens = jnp.zeros((1, 1), jnp.int32)
+    params = model_lib.Transformer(model_config).init(jax.random.PRNGKey(seed), tokens)["params"]
+    return {"params": params, "opt_state": optimizer.init(params), "step": jnp.int32(0)}
+
+  return init
+
+
+def abstract_state(model_config: configs.ModelConfig, optimizer: optax.GradientTransformation,
+                   mesh: Mesh) -> State:
+  """Shapes, dtypes and (replicated) shardings of the train state, allocating nothing."""
+  replicated = NamedSharding(mesh, P())
+  shapes = jax.eval_shape(_state_initializer(model_config, optimizer, 0))
+  return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=replicated),
+                      shapes)
+
+
+def make_train_step(model_config: configs.ModelConfig, optimizer: optax.GradientTransformation,
+                    z_loss: float, mesh: Mesh) -> Callable:
+  """Returns step(state, batch) -> (state, sums), jitted with replicated outputs.
+
+  `batch` holds inputs/targets/weights [B, T] sharded over "data"; `sums` are
+  the batch's summed xent (nats), z-loss, weighted tokens and bytes.
+  """
+  model = model_lib.Transformer(model_config)
+
+  def loss_fn(params, batch):
+    logits = model.apply({"params": params}, batch["inputs"])  # [B, T, V]
+    loss, sums = optim.masked_loss(logits, batch["targets"], batch["weights"], z_loss)
+    return loss, {**sums, "bytes": jnp.sum(batch["num_bytes"].astype(jnp.float32))}
+
+  def step(state, batch):
+    grads, sums = jax.grad(loss_fn, has_aux=True)(state["params"], batch)
+    updates, opt_state = optimizer.update(grads, state["opt_state"], state["params"])
+    params = optax.apply_updates(state["params"], updates)
+    return {"params": params, "opt_state": opt_state, "step": state["step"] + 1}, sums
+
+  replicated = NamedSharding(mesh, P())
+  return jax.jit(step, out_shardings=(replicated, replicated), donate_argnums=0)
+
+
+def make_eval_step(model_config: configs.ModelConfig, mesh: Mesh) -> Callable:
+  """Returns eval(params, batch) -> {"xent", "z_loss", "tokens", "bytes"} sums (z-loss 0)."""
+  model = model_lib.Transformer(model_config)
+
+  def step(params, batch):
+    logits = model.apply({"params": params}, batch["inputs"])
+    sums = optim.masked_loss(logits, batch["targets"], batch["weights"], 0.0)[1]
+    return {**sums, "bytes": jnp.sum(batch["num_bytes"].astype(jnp.float32))}
+
+  return jax.jit(step, out_shardings=NamedSharding(mesh, P()))
+
+
+def shard_batch(batch: dict[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Array]:
+  """Places this process's slice of a batch on the mesh, sharded over "data"."""
+  sharding = NamedSharding(mesh, P("data"))
+  return {k: jax.make_array_from_process_local_data(sharding, _to_32(batch[k]))
+          for k in DEVICE_KEYS}
+
+
+def _to_32(x: np.ndarray) -> np.ndarray:
+  return x.astype(np.int32) if x.dtype == np.int64 else x
+
+
+def evaluate(eval_step: Callable, params: Any, batches: Iterator[dict], mesh: Mesh,
+             max_batches: int) -> dict[str, float]:
+  """Bits/byte and loss over up to `max_batches` batches.
+
+  Returns:
+    {"loss": mean xent in nats per token, "bits_per_byte", "tokens", "bytes"}.
+  """
+  xent = tokens = num_bytes = 0.0
+  for batch in itertools.islice(batches, max_batches):
+    sums = jax.device_get(eval_step(params, shard_batch(batch, mesh)))
+    xent += float(sums["xent"])
+    tokens += float(sums["tokens"])
+    num_bytes += float(sums["bytes"])
+  if tokens == 0:
+    raise ValueError("the validation data holds no complete batch; lower --batch_size")
+  return {"loss": xent / tokens, "bits_per_byte": xent / num_bytes / LN2,
+          "tokens": tokens, "bytes": num_bytes}
+
+
+def measure_peak_flops(size: int = 1024, reps: int = 5) -> float:
+  """Measured float32 matmul FLOP/s of one device times the device count."""
+  x = jax.device_put(jnp.ones((size, size), jnp.float32), jax.local_devices()[0])
+  f = jax.jit(lambda a: a @ a)
+  f(x).block_until_ready()
+  start = time.perf_counter()
+  for _ in range(reps):
+    y = f(x)
+  y.block_until_ready()
+  elapsed = max(time.perf_counter() - start, 1e-9)
+  return 2.0 * size ** 3 * reps / elapsed * jax.device_count()
+
+
+class MetricsWriter:
+  """Writes metric records to DIR/metrics.jsonl and TensorBoard (process 0 only).
+
+  The JSON-lines file is rewritten whole at every record, so it also works
+  on object stores (gs://) that cannot append; a resumed run keeps the lines
+  already there (steps replayed after a kill appear twice).
+  """
+
+  def __init__(self, directory: str):
+    self.enabled = jax.process_index() == 0
+    self.path = checkpoint_lib.as_path(directory) / "metrics.jsonl"
+    self._lines = self.path.read_text().splitlines() if self.path.exists() else []
+    self._tb = {}
+    self._tb_dir = os.path.join(directory, "tensorboard")
+
+  def write(self, split: str, step: int, metrics: dict[str, float]) -> None:
+    """Appends {"split", "step", **metrics} and the TensorBoard scalars."""
+    if not self.enabled:
+      return
+    self._lines.append(json.dumps({"split": split, "step": step, **metrics}))
+    self.path.write_text("\n".join(self._lines) + "\n")
+    tf = _tensorflow()
+    if split not in self._tb:
+      self._tb[split] = tf.summary.create_file_writer(os.path.join(self._tb_dir, split))
+    with self._tb[split].as_default():
+      for name, value in metrics.items():
+        # tf.summary.write with the "scalars" plugin tag: no tensorboard package needed.
+        tf.summary.write(name, tf.constant(value, tf.float32), step=step,
+                         metadata=_scalar_metadata())
+    self._tb[split].flush()
+
+
+def _tensorflow():
+  """Imports TensorFlow (for tf.summary) with accelerators hidden, so it leaves them to JAX."""
+  import tensorflow as tf  # pylint: disable=import-outside-toplevel
+  try:
+    tf.config.set_visible_devices([], "GPU")
+    tf.config.set_visible_devices([], "TPU")
+  except (RuntimeError, ValueError):  # already initialised, or no such device type
+    pass
+  return tf
+
+
+def _scalar_metadata() -> bytes:
+  """SummaryMetadata that TensorBoard's scalars dashboard recognises."""
+  from tensorflow.core.framework import summary_pb2  # pylint: disable=import-outside-toplevel
+  plugin = summary_pb2.SummaryMetadata.PluginData(plugin_name="scalars")
+  return summary_pb2.SummaryMetadata(plugin_data=plugin).SerializeToString()
+
+
+class ExampleIdLog:
+  """Appends {"step", "ids"} per step to DIR/example_ids.jsonl (testing, audits)."""
+
+  def __init__(self, directory: str, enabled: bool):
+    self.enabled = enabled and jax.process_index() == 0
+    self.path = os.path.join(directory, "example_ids.jsonl")  # local run directories only
+
+  def write(self, step: int, batch: dict) -> None:
+    if self.enabled:
+      with open(self.path, "a", encoding="utf-8") as f:
+        f.write(json.dumps({"step": step, "ids": [int(i) for i in batch["ids"]]}) + "\n")
+
+
+@dataclasses.dataclass
+class Meter:
+  """Accumulates training sums (on device, without blocking) between two records."""
+  sums: dict | None = None
+  positions: int = 0
+  steps: int = 0
+  start: float = dataclasses.field(default_factory=time.perf_counter)
+
+  def add(self, sums: dict, batch: dict) -> None:
+    self.sums = sums if self.sums is None else jax.tree.map(jnp.add, self.sums, sums)
+    self.positions += batch["inputs"].size * jax.process_count()
+    self.steps += 1
+
+
+class Throughput:
+  """Turns meter sums into bits/byte, FLOPs/byte, tokens/s and MFU."""
+
+  def __init__(self, task: Task, seq_len: int, peak_flops: float):
+    n = model_lib.count_params(model_lib.param_shapes(task.model_config))
+    self.non_embedding_params = n
+    self.extra = task.extra_flops_per_byte
+    self.train_flops_per_token = 3.0 * model_lib.flops_per_token(task.model_config, seq_len, n)
+    self.peak_flops = peak_flops
+
+  def metrics(self, m: Meter) -> dict[str, float]:
+    s = {k: float(v) for k, v in jax.device_get(m.sums).items()}
+    elapsed = max(time.perf_counter() - m.start, 1e-9)
+    tokens_per_s = m.positions / elapsed
+    tokens, num_bytes = max(s["tokens"], 1.0), max(s["bytes"], 1.0)
+    return {
+        "loss": s["xent"] / tokens,
+        "z_loss": s["z_loss"] / tokens,
+        "bits_per_byte": s["xent"] / num_bytes / LN2,
+        "flops_per_byte": 2.0 * self.non_embedding_params * tokens / num_bytes + self.extra,
+        "tokens_per_s": tokens_per_s,
+        "steps_per_s": m.steps / elapsed,
+        "mfu": self.train_flops_per_token * tokens_per_s / self.peak_flops,
+    }
+
+
+def run_config(task: Task, config: TrainConfig) -> dict:
+  """The resolved config saved as config.json."""
+  return {"kind": task.kind, "model": configs.to_dict(task.model_config),
+          "train": dataclasses.asdict(config), **task.run_config}
+
+
+def check_resume_config(directory: str, resolved: dict) -> None:
+  """Refuses to resume a run directory whose kind, model or data differ from this run's.
+
+  Raises:
+    ValueError: on a mismatch, saying what to do.
+  """
+  if not (checkpoint_lib.as_path(directory) / checkpoint_lib.CONFIG_FILE).exists():
+    return
+  saved = checkpoint_lib.load_config(directory)
+  for key in ("kind", "model", "data"):
+    if saved.get(key) != resolved[key]:
+      raise ValueError(f"{directory} holds a run with a different {key} ({saved.get(key)}); "
+                       "pass a new --out or the same flags as that run")
+
+
+def restore_or_start(ckpt: checkpoint_lib.Checkpointer, state: State,
+                     batches: BatchIterator) -> tuple[int, State]:
+  """Restores the latest checkpoint (state and data position) if there is one."""
+  if ckpt.latest_step() is None:
+    return 0, state
+  step, state, data_state = ckpt.restore(state)
+  batches.set_state(data_state)
+  logging.info("resuming at step %d", step)
+  return step, state
+
+
+def run_validation(task: Task, config: TrainConfig, eval_step, params, mesh) -> dict | None:
+  if task.validation is None:
+    return None
+  return evaluate(eval_step, params, task.validation(), mesh, config.eval_batches)
+
+
+def train(task: Task, config: TrainConfig) -> State:
+  """Trains (or resumes training of) M1 or M2 into `config.out`.
+
+  Returns:
+    The final train state (replicated arrays).
+  """
+  mesh = make_mesh()
+  optimizer = optim.adafactor(config.warmup)
+  resolved = run_config(task, config)
+  check_resume_config(config.out, resolved)
+  if jax.process_index() == 0:
+    checkpoint_lib.save_config(config.out, resolved)
+  ckpt = checkpoint_lib.Checkpointer(config.out, config.checkpoint_every,
+                                     config.keep_checkpoints, config.async_checkpoint)
+  state = init_state(task.model_config, optimizer, config.seed, mesh)
+  start, state = restore_or_start(ckpt, state, task.train_batches)
+  loop = _Loop(task, config, mesh, optimizer)
+  state = loop.run(state, start, ckpt)
+  ckpt.close()
+  return state
+
+
+class _Loop:
+  """The step loop: train, log, checkpoint, validate."""
+
+  def __init__(self, task: Task, config: TrainConfig, mesh: Mesh, optimizer):
+    self.task, self.config, self.mesh = task, config, mesh
+    self.train_step = make_train_step(task.model_config, optimizer, config.z_loss, mesh)
+    self.eval_step = make_eval_step(task.model_config, mesh)
+    self.writer = MetricsWriter(config.out)
+    self.ids = ExampleIdLog(config.out, config.log_example_ids)
+
+  def run(self, state: State, start: int, ckpt: checkpoint_lib.Checkpointer) -> State:
+    cfg, batches = self.config, self.task.train_batches
+    bar = tqdm.tqdm(total=cfg.steps, initial=start, unit="step", dynamic_ncols=True,
+                    disable=not cfg.progress or jax.process_index() != 0)
+    rates = Throughput(self.task, self.task.model_config.max_len, self._peak_flops())
+    meter = Meter()
+    for done in range(start + 1, cfg.steps + 1):
+      batch = next(batches)
+      self.ids.write(done, batch)
+      state, sums = self.train_step(state, shard_batch(batch, self.mesh))
+      meter.add(sums, batch)
+      bar.update(1)
+      if done % cfg.log_every == 0 or done == cfg.steps:
+        metrics = rates.metrics(meter)
+        self.writer.write("train", done, metrics)
+        bar.set_postfix(loss=f"{metrics['loss']:.3f}", bpb=f"{metrics['bits_per_byte']:.3f}")
+        meter = Meter()
+      if done % cfg.checkpoint_every == 0 or done == cfg.steps:
+        ckpt.save(done, state, batches.get_state(), force=True)
+      if (cfg.eval_every and done % cfg.eval_every == 0) or done == cfg.steps:
+        self._validate(state, done)
+      if done == cfg.stop_after:
+        os._exit(3)  # a hard kill for resume tests: no flush, no pending checkpoint wait
+    bar.close()
+    return state
+
+  def _validate(self, state: State, step: int) -> None:
+    try:
+      metrics = run_validation(self.task, self.config, self.eval_step, state["params"],
+                               self.mesh)
+    except ValueError as e:  # e.g. fewer validation examples than one batch
+      logging.warning("validation at step %d skipped: %s", step, e)
+      return
+    if metrics is not None:
+      self.writer.write("validation", step, metrics)
+      logging.info("step %d validation %s", step, metrics)
+
+  def _peak_flops(self) -> float:
+    return self.config.peak_flops or measure_peak_flops()
+
+
+# ----------------------------------------------------------------------------
+# Command-line flags shared by train-m1 and train-m2.
+
+
+def add_train_flags(parser, batch_size: int, seq_len: int) -> None:
+  """Adds the flags of `TrainConfig`, the model size and overrides to an argparse parser."""
+  d = TrainConfig(out="", steps=1)
+  parser.add_argument("--out", required=True, help="run directory (resumed if it has checkpoints)")
+  parser.add_argument("--steps", type=int, required=True, help="total optimiser steps")
+  parser.add_argument("--size", default="3m", choices=list(configs.SIZES), help="Table 4 size")
+  parser.add_argument("--model", action="append", default=[], metavar="KEY=VALUE",
+                      help="ModelConfig override, e.g. --model dtype=bfloat16 (repeatable)")
+  parser.add_argument("--batch_size", type=int, default=batch_size, help="global batch size")
+  parser.add_argument("--seq_len", type=int, default=seq_len, help="tokens per sequence")
+  parser.add_argument("--warmup", type=int, default=d.warmup, help="rsqrt warm-up steps")
+  parser.add_argument("--z_loss", type=float, default=d.z_loss, help="z-loss weight")
+  parser.add_argument("--seed", type=int, default=d.seed, help="init and data-order seed")
+  parser.add_argument("--log_every", type=int, default=d.log_every)
+  parser.add_argument("--checkpoint_every", type=int, default=d.checkpoint_every)
+  parser.add_argument("--keep_checkpoints", type=int, default=d.keep_checkpoints)
+  parser.add_argument("--sync_checkpoint", action="store_true", help="save checkpoints in-line")
+  parser.add_argument("--eval_every", type=int, default=d.eval_every, help="0: only at the end")
+  parser.add_argument("--eval_batches", type=int, default=d.eval_batches)
+  parser.add_argument("--peak_flops", type=float, default=d.peak_flops,
+                      help="peak FLOP/s of all devices for MFU (0: measure a matmul)")
+  parser.add_argument("--stop_after", type=int, default=0, help="testing: exit hard after step N")
+  parser.add_argument("--log_example_ids", action="store_true",
+                      help="write every batch's example ids to example_ids.jsonl")
+  parser.add_argument("--no_progress", action="store_true", help="no tqdm bar")
+  parser.add_argument("--multihost", action="store_true", help="call jax.distributed.initialize()")
+
+
+def train_config_from_flags(args) -> TrainConfig:
+  """Builds the TrainConfig of parsed `add_train_flags` flags."""
+  return TrainConfig(
+      out=args.out, steps=args.steps, warmup=args.warmup, z_loss=args.z_loss, seed=args.seed,
+      log_every=args.log_every, checkpoint_every=args.checkpoint_every,
+      keep_checkpoints=args.keep_checkpoints, async_checkpoint=not args.sync_checkpoint,
+      eval_every=args.eval_every, eval_batches=args.eval_batches, peak_flops=args.peak_flops,
+      stop_after=args.stop_after, log_example_ids=args.log_example_ids,
+      progress=not args.no_progress)
+
+
+def model_config_from_flags(args, vocab_size: int) -> configs.ModelConfig:
+  """The model of `--size` with `--model KEY=VALUE` overrides (strict)."""
+  overrides = {}
+  for item in args.model:
+    key, sep, value = item.partition("=")
+    if not sep:
+      raise ValueError(f"--model expects KEY=VALUE, got {item!r}")
+    overrides[key] = configs.parse_override(key, value)
+  return configs.model_config(args.size, vocab_size=vocab_size, max_len=args.seq_len, **overrides)

@@ -1,0 +1,94 @@
+"""`eqinfo train-m1`: train the byte-level M1 (paper §3.2).
+
+Example (the paper's M1: size 3m, context 1024, batch 128):
+
+  eqinfo train-m1 --train 'c4/en/3.1.0/c4-train.*.json.gz' --validation \\
+      'c4/en/3.1.0/c4-validation.00000-*.json.gz' --size 3m --steps 100000 --out runs/m1
+
+Output: `--out DIR` is an M1 directory that `training.m1.load(DIR)` reads
+(config.json, params.npz), written when training ends; the training run
+itself (config.json, checkpoints/, metrics.jsonl, tensorboard/) lives in
+DIR/train and is resumed when it holds checkpoints.
+"""
+import argparse
+import dataclasses
+import logging
+import os
+import tempfile
+
+import jax
+from etils import epath
+
+from compressor import constants
+from training import data
+from training import m1 as m1_lib
+from training import train
+
+RUN_SUBDIR = "train"
+
+
+def parse_flags(argv) -> argparse.Namespace:
+  parser = argparse.ArgumentParser(prog="eqinfo train-m1", description=__doc__,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument("--train", required=True,
+                      help="corpus: jsonl[.gz] or text glob, tfds:c4/en:3.1.0, builtin:pydoc")
+  parser.add_argument("--validation", help="validation corpus spec (same forms)")
+  parser.add_argument("--data_dir", help="TFDS data_dir for tfds: specs")
+  parser.add_argument("--docs_per_group", type=int, default=constants.DOCS_PER_GROUP,
+                      help="documents concatenated before cutting sequences (paper: 128)")
+  parser.add_argument("--shuffle_buffer", type=int, default=8192, help="sequences in the buffer")
+  train.add_train_flags(parser, batch_size=128, seq_len=1024)
+  return parser.parse_args(argv)
+
+
+def data_configs(args) -> tuple[data.M1DataConfig, data.M1DataConfig | None]:
+  """Training and validation input configs of parsed flags."""
+  common = dict(seq_len=args.seq_len, batch_size=args.batch_size,
+                docs_per_group=args.docs_per_group, data_dir=args.data_dir)
+  train_cfg = data.M1DataConfig(args.train, seed=args.seed, shuffle_buffer=args.shuffle_buffer,
+                                **common)
+  val_cfg = None
+  if args.validation:
+    val_cfg = data.M1DataConfig(args.validation, shuffle=False, repeat=False, **common)
+  return train_cfg, val_cfg
+
+
+def build_task(args) -> tuple[train.Task, train.TrainConfig]:
+  """The M1 Task and TrainConfig of parsed flags (the run lives in OUT/train)."""
+  model_config = train.model_config_from_flags(args, m1_lib.VOCAB_SIZE)
+  train_cfg, val_cfg = data_configs(args)
+  validation = (lambda: data.M1Batches(val_cfg)) if val_cfg else None
+  task = train.Task(kind="m1", model_config=model_config,
+                    train_batches=data.Prefetch(data.M1Batches(train_cfg)),
+                    validation=validation,
+                    run_config={"data": {
+                        "train": dataclasses.asdict(train_cfg),
+                        "validation": dataclasses.asdict(val_cfg) if val_cfg else None}})
+  config = train.train_config_from_flags(args)
+  config = train.override(config, out=os.path.join(args.out, RUN_SUBDIR))
+  return task, config
+
+
+def run(argv=None) -> int:
+  """Entry point of `eqinfo train-m1`."""
+  logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+  args = parse_flags(argv)
+  train.maybe_initialize_distributed(args.multihost)
+  train.check_batch_size(args.batch_size)
+  task, config = build_task(args)
+  state = train.train(task, config)
+  if jax.process_index() == 0:
+    digest = export_m1(args.out, task.model_config, jax.device_get(state["params"]))
+    logging.info("M1 written to %s (fingerprint %s)", args.out, digest)
+  return 0
+
+
+def export_m1(out: str, model_config, params) -> str:
+  """Writes the M1 directory (training.m1.save) to a local or gs:// `out`; returns its hash."""
+  if "://" not in out:
+    return m1_lib.save(out, model_config, {"params": params})
+  with tempfile.TemporaryDirectory() as local:
+    digest = m1_lib.save(local, model_config, {"params": params})
+    for name in (m1_lib.CONFIG_FILE, m1_lib.PARAMS_FILE):
+      (epath.Path(out) / name).write_bytes((epath.Path(local) / name).read_bytes())
+  return digest

@@ -1,0 +1,81 @@
+"""`eqinfo train-m2`: train M2 on ArrayRecord shards of compressed text (paper §3.5).
+
+Example (the paper's M2 on EqualInfoAC[b=16, v=65k] shards, 25m size):
+
+  eqinfo train-m2 --train 'shards/train-*.array_record' \\
+      --validation 'shards/validation-*.array_record' \\
+      --size 25m --steps 200000 --batch_size 256 --out runs/m2-eqinfo16-65k
+
+The token vocabulary comes from the shard directory's stats.json
+("vocab_size") unless --vocab_size is given; the model's vocabulary is one
+larger (BOS, see training.data).
+"""
+import argparse
+import logging
+
+from compressor import constants
+from training import data
+from training import train
+
+
+def parse_flags(argv) -> argparse.Namespace:
+  parser = argparse.ArgumentParser(prog="eqinfo train-m2", description=__doc__,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument("--train", required=True, help="glob of training ArrayRecord shards")
+  parser.add_argument("--validation", help="glob of validation ArrayRecord shards")
+  parser.add_argument("--vocab_size", type=int, default=0,
+                      help="M2 token vocabulary (default: stats.json 'vocab_size')")
+  parser.add_argument("--m1_flops_per_byte", type=float, default=-1.0,
+                      help="M1's FLOPs/byte added to FLOPs/byte (default: from stats.json: "
+                           "'m1_flops_per_byte' or 2 * params of its 'm1' checkpoint)")
+  train.add_train_flags(parser, batch_size=256, seq_len=constants.MAX_TOKENS)
+  return parser.parse_args(argv)
+
+
+def token_vocab(args, stats: dict) -> int:
+  """The M2 token vocabulary from the flag or stats.json.
+
+  Raises:
+    ValueError: if neither gives one.
+  """
+  vocab = args.vocab_size or stats.get("vocab_size", 0)
+  if not vocab:
+    raise ValueError(f"no vocab_size in the stats.json next to {args.train!r}; "
+                     "pass --vocab_size (256 or 65536)")
+  return int(vocab)
+
+
+def build_task(args) -> tuple[train.Task, train.TrainConfig]:
+  """The M2 Task and TrainConfig of parsed flags."""
+  stats = data.read_stats(args.train)
+  vocab = token_vocab(args, stats)
+  model_config = train.model_config_from_flags(args, data.model_vocab_size(vocab))
+  train_data = data.M2DataConfig(args.train, vocab, seq_len=args.seq_len,
+                                 batch_size=args.batch_size, seed=args.seed)
+  validation = None
+  if args.validation:
+    val_data = data.M2DataConfig(args.validation, vocab, seq_len=args.seq_len,
+                                 batch_size=args.batch_size, shuffle=False, repeat=False)
+    validation = lambda: data.m2_batches(val_data)
+  extra = args.m1_flops_per_byte
+  if extra < 0:
+    extra = train.m1_flops_per_byte(stats)
+  task = train.Task(
+      kind="m2", model_config=model_config, train_batches=data.m2_batches(train_data),
+      validation=validation, extra_flops_per_byte=extra,
+      run_config={"data": {"train": args.train, "validation": args.validation,
+                           "token_vocab": vocab, "seq_len": args.seq_len,
+                           "batch_size": args.batch_size, "seed": args.seed},
+                  "method": stats.get("method")})
+  return task, train.train_config_from_flags(args)
+
+
+def run(argv=None) -> int:
+  """Entry point of `eqinfo train-m2`."""
+  logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+  args = parse_flags(argv)
+  train.maybe_initialize_distributed(args.multihost)
+  train.check_batch_size(args.batch_size)
+  task, config = build_task(args)
+  train.train(task, config)
+  return 0
