@@ -13,7 +13,7 @@ COMMANDS = {
     "train-m1": ("training.train_m1", "train the byte-level M1"),
     "train-m2": ("training.train_m2", "train M2 on ArrayRecord shards"),
     "eval": ("training.evaluate", "bits/byte of a checkpoint, with Table 3 baselines"),
-    "generate": ("training.generate", "sample M2 tokens and decode them through M1"),
+    "generate": ("pipelines.generate", "sample M2 tokens and decode them through M1"),
 }
 
 

@@ -6,7 +6,6 @@ as a stand-in M1, then prints the totals, the compression ratio, the
 round-trip verification result and one record split at its windows.
 """
 import argparse
-import importlib
 import sys
 import tempfile
 
@@ -14,16 +13,6 @@ from pipelines import compress, inspect, options
 
 DEMO_METHOD = "equal_info_ac[b=16,v=256]"
 DEMO_M1 = "context[order=3,fit=builtin:pydoc]"
-FALLBACK_METHOD = "gzip[v=256]"
-
-
-def demo_method() -> tuple[str, str | None]:
-  """The demo's (method, m1): EqualInfoAC if the arithmetic coders import, else GZip."""
-  try:
-    importlib.import_module("compressor.methods.equal_info")
-    return DEMO_METHOD, DEMO_M1
-  except ImportError:
-    return FALLBACK_METHOD, None
 
 
 def parser() -> argparse.ArgumentParser:
@@ -38,7 +27,7 @@ def parser() -> argparse.ArgumentParser:
 def run(argv=None) -> int:
   """`eqinfo demo` (see the module docstring)."""
   args, beam_args = parser().parse_known_args(sys.argv[1:] if argv is None else argv)
-  method, m1 = demo_method()
+  method, m1 = DEMO_METHOD, DEMO_M1
   with tempfile.TemporaryDirectory(prefix="eqinfo-demo-") as tmp:
     output = args.output or tmp
     config = options.CompressConfig(input="builtin:pydoc", method=method, m1=m1, output=output,
