@@ -16,6 +16,7 @@ import numpy as np
 
 from compressor import arith
 from compressor import window_arith
+from compressor.methods.base import CodingError
 from compressor.models.base import ProbabilityModel
 
 HISTORY = 64  # positions of a code the encoder can back off over
@@ -297,7 +298,7 @@ class _StreamBatch(_Batch):
         self.out[lane] += arith.code_bytes(digits, state["low"][i] + point, t, n_bits // 8)
         chosen[idx[i]] = self.k[lane] - back
     if (chosen < 0).any():
-      raise RuntimeError(f"AC could not end a stream within {HISTORY} symbols of its end; "
+      raise CodingError(f"AC could not end a stream within {HISTORY} symbols of its end; "
                          "this input hits a degenerate alignment: please report it")
     return chosen
 

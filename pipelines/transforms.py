@@ -16,6 +16,7 @@ import apache_beam as beam
 import numpy as np
 
 from compressor import examples as examples_lib
+from compressor.methods import CodingError
 from compressor import packing as packing_lib
 from pipelines import models
 from pipelines.sources import ERRORS, Document, Dropped
@@ -182,6 +183,10 @@ class CompressFn(beam.DoFn):
   def _pack(self, batch: list[Example]):
     """Packs a batch; if that raises, packs example by example.
 
+    An example whose coding raises CodingError or ValueError (a property of the
+    input) is dropped and counted; any other error propagates, so the runner
+    retries the bundle instead of writing different shards.
+
     Returns:
       (examples coded, their PackedRecords, [(example, error message)] that failed).
     """
@@ -194,7 +199,7 @@ class CompressFn(beam.DoFn):
     for ex in batch:
       try:
         mine = packing_lib.pack(self._method, [ex.symbols], self._max_tokens, self._packing)
-      except Exception as e:  # pylint: disable=broad-except
+      except (CodingError, ValueError) as e:  # this input; anything else goes to the runner
         logging.warning("coding %s failed: %s", key_name(ex.key), e)
         failed.append((ex, f"{type(e).__name__}: {str(e)[:200]}"))
         continue

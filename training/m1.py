@@ -15,7 +15,12 @@ one compiled function, `decode_step` on a block of `BLOCK_LANES` lanes:
 * lanes always run in blocks of exactly `BLOCK_LANES` rows (padded), so a
   lane's result cannot depend on how many lanes exist;
 * rows of a block do not mix (tests check every row position), and attention
-  chunks past a lane's context add exact zeros.
+  chunks past a lane's context add exact zeros, so a lane may sit in any row
+  of any block: `M1Lanes` gives a lane a free row each time its context
+  restarts, packing the lanes that need a step into as few blocks as possible;
+* the BOS-only context is the same for every lane: its table and its keys and
+  values are computed once by that step and copied, instead of one step per
+  restart (most steps of short Equal-Info windows).
 
 Results are therefore identical integers on one machine and backend; across
 devices they are not promised (`exact=False`); integer-exact inference is a
@@ -26,7 +31,6 @@ Checkpoint directory (`save`/`load`): `config.json` (the resolved
 by "/"-joined parameter paths). npz rather than orbax: one small file, stable
 bytes, and nothing to restore asynchronously in Beam workers.
 """
-import collections
 import hashlib
 import io
 import json
@@ -86,6 +90,7 @@ class M1Model(base.ProbabilityModel):
     self.params = jax.device_put(jax.tree_util.tree_map(jnp.asarray, params))
     self.fingerprint = fingerprint(params)
     self._step = jax.jit(self._probs_step, donate_argnums=(1,))
+    self._bos = None  # (probs, keys and values) of the BOS-only context, see `_bos_state`
 
   @classmethod
   def random(cls, config: configs.ModelConfig, seed: int = 0) -> "M1Model":
@@ -99,10 +104,35 @@ class M1Model(base.ProbabilityModel):
             f"max_len={self.config.max_len}, non_embedding_params={n}, "
             f"fingerprint={self.fingerprint!r})")
 
-  def _probs_step(self, params, cache, tokens, positions, active):
-    """[B] tokens -> ([B, 257] float32 next-symbol probabilities, cache)."""
+  def _probs_step(self, params, cache, bos_kv, tokens, positions, active):
+    """[B] tokens -> ([B, 257] float32 next-symbol probabilities, cache).
+
+    Position 0 of every context is BOS, so slot 0 of an active lane at a
+    position in [1, max_len) is first set to BOS's keys and values `bos_kv`
+    (per layer {"k", "v"}: [H, D]): a lane can then start in any row.
+    """
+    start = active & (positions > 0) & (positions < self.config.max_len)
+    cache = _put_bos(cache, bos_kv, start)
     logits, cache = model.decode_step(self.config, params, cache, tokens, positions, active)
     return jax.nn.softmax(logits[:, :constants.ALPHABET_SIZE], axis=-1), cache
+
+  def _bos_state(self) -> tuple[np.ndarray, list[dict[str, jax.Array]]]:
+    """([257] float32 probabilities, per-layer BOS keys and values) of the empty context.
+
+    Computed once, by the same step as every other table (BOS at position 0 in
+    row 0 of a block), and reused for every lane that restarts.
+    """
+    if self._bos is None:
+      block = _Block(self.config)
+      zeros = [{name: jnp.zeros_like(x[0, :, 0]) for name, x in layer.items()}
+               for layer in block.cache]
+      active = np.arange(BLOCK_LANES) == 0
+      probs, cache = self._step(self.params, block.cache, zeros,
+                                np.full(BLOCK_LANES, BOS, np.int32),
+                                np.zeros(BLOCK_LANES, np.int32), active)
+      kv = [{name: layer[name][0, :, 0] for name in ("k", "v")} for layer in cache]
+      self._bos = (np.asarray(probs)[0].copy(), kv)
+    return self._bos
 
   def freqs(self, contexts: Sequence[np.ndarray | bytes]) -> np.ndarray:
     """[len(contexts), 257] int32 tables, computed by replaying each context."""
@@ -129,32 +159,55 @@ class M1Model(base.ProbabilityModel):
 
 
 class _Block:
-  """KV cache of BLOCK_LANES lanes; grows in whole chunks as contexts lengthen."""
+  """KV cache of BLOCK_LANES lanes, sized in whole chunks to the contexts it holds."""
 
   def __init__(self, config: configs.ModelConfig):
     self.config = config
     self.slots = min(model.DECODE_CHUNK, model.cache_slots(config))
     self.cache = model.init_cache(config, BLOCK_LANES, self.slots)
 
-  def ensure(self, max_position: int) -> None:
-    """Grows the cache (doubling, whole chunks) to hold positions up to `max_position`."""
+  def fit(self, max_position: int) -> None:
+    """Sizes the cache for positions up to `max_position` in each of its rows.
+
+    Grows by doubling; once the need falls to a quarter of the slots, shrinks
+    to twice the need, dropping only slots that no lane attends to (a lane at
+    position p < max_len attends to slots 0..p).
+    """
     full = model.cache_slots(self.config)
     need = min(-(-(max_position + 1) // model.DECODE_CHUNK) * model.DECODE_CHUNK, full)
     if need > self.slots:
       self.slots = min(max(need, 2 * self.slots), full)
       self.cache = model.grow_cache(self.config, self.cache, self.slots)
+    elif 4 * need <= self.slots:
+      self.slots = 2 * need
+      self.cache = [{name: x[:, :, :self.slots] for name, x in layer.items()}
+                    for layer in self.cache]
 
 
 class M1Lanes(base.Lanes):
-  """Lanes with a KV cache each; a reset lane's next table is the BOS-only context."""
+  """Lanes with a KV cache each; a reset lane's next table is the BOS-only context.
+
+  A lane's inputs not yet fed to M1 wait in its row of one queue array, so a
+  round of steps is assembled with array operations. BOS costs no step: its
+  table and its keys and values are computed once (`M1Model._bos_state`). A
+  lane holding only BOS has no cache to keep, so it is free to take any cache
+  row when its first symbol comes; rows are handed out lowest block first,
+  filling blocks that step anyway, so the lanes that need a step gather in as
+  few blocks as possible. Every block with work is dispatched before any result
+  is read back.
+  """
 
   def __init__(self, m1: M1Model, num_lanes: int):
     super().__init__(num_lanes)
     self._m1 = m1
     num_blocks = -(-num_lanes // BLOCK_LANES)
     self._blocks = [_Block(m1.config) for _ in range(num_blocks)]
-    self._queues = [collections.deque([BOS]) for _ in range(num_lanes)]
-    self._positions = np.zeros(num_blocks * BLOCK_LANES, np.int32)  # of each lane's next input
+    self._queue = np.full((num_lanes, 4), BOS, np.int32)  # [lanes, capacity] queued inputs
+    self._head = np.zeros(num_lanes, np.int64)  # index of each lane's next queued input
+    self._tail = np.ones(num_lanes, np.int64)  # one past its last
+    self._positions = np.zeros(num_lanes, np.int32)  # of each lane's next input
+    self._row = np.full(num_lanes, -1, np.int64)  # cache row of each lane, -1 for none
+    self._lane_of_row = np.full(num_blocks * BLOCK_LANES, -1, np.int64)  # -1 for a free row
     self._probs = np.zeros((num_lanes, constants.ALPHABET_SIZE), np.float32)
     self._freqs = np.zeros((num_lanes, constants.ALPHABET_SIZE), np.int32)
     self._cdf = np.zeros((num_lanes, base.CDF_WIDTH), np.int32)
@@ -165,7 +218,11 @@ class M1Lanes(base.Lanes):
 
   def push_context(self, lane: int, symbols: np.ndarray) -> None:
     """Queues many symbols on one lane (as repeated `update` pushes would)."""
-    self._queues[lane].extend(int(s) for s in symbols)
+    symbols = np.asarray(symbols).reshape(-1)
+    end = int(self._tail[lane]) + symbols.size
+    self._reserve(end)
+    self._queue[lane, self._tail[lane]:end] = symbols
+    self._tail[lane] = end
 
   def update(self, symbols, push, reset):
     symbols, push, reset = (np.asarray(a) for a in (symbols, push, reset))
@@ -174,12 +231,30 @@ class M1Lanes(base.Lanes):
         raise ValueError(f"{name} must have shape ({self.num_lanes},), got {a.shape}")
     pushed = np.flatnonzero(push)
     if pushed.size:
-      _check_symbols(symbols[pushed])
-    for i in pushed:
-      self._queues[i].append(int(symbols[i]))
-    for i in np.flatnonzero(reset):
-      self._queues[i] = collections.deque([BOS])
-      self._positions[i] = 0
+      values = _check_symbols(symbols[pushed])
+      self._reserve(int(self._tail[pushed].max()) + 1)
+      self._queue[pushed, self._tail[pushed]] = values
+      self._tail[pushed] += 1
+    cleared = np.flatnonzero(reset)
+    if cleared.size:
+      self._queue[cleared, 0] = BOS
+      self._head[cleared] = 0
+      self._tail[cleared] = 1
+      self._positions[cleared] = 0
+      self._release(cleared)
+
+  def _reserve(self, capacity: int) -> None:
+    """Widens the queue array (doubling) to hold `capacity` inputs per lane."""
+    if capacity > self._queue.shape[1]:
+      wider = np.zeros((self.num_lanes, max(capacity, 2 * self._queue.shape[1])), np.int32)
+      wider[:, :self._queue.shape[1]] = self._queue
+      self._queue = wider
+
+  def _release(self, lanes: np.ndarray) -> None:
+    """Frees the cache rows of `lanes` (their contexts restart)."""
+    held = lanes[self._row[lanes] >= 0]
+    self._lane_of_row[self._row[held]] = -1
+    self._row[held] = -1
 
   def tables(self):
     """Returns (cdf [num_lanes, 258] int32, rows = arange(num_lanes)).
@@ -188,7 +263,7 @@ class M1Lanes(base.Lanes):
     never modified afterwards: changed tables come in a new array.
     """
     changed = np.zeros(self.num_lanes, bool)
-    while any(self._queues):
+    while (self._head < self._tail).any():
       changed |= self._run_round()
     if changed.any():
       rows = np.flatnonzero(changed)
@@ -207,28 +282,89 @@ class M1Lanes(base.Lanes):
     return self._probs
 
   def _run_round(self) -> np.ndarray:
-    """Feeds the next queued input of every lane; returns [num_lanes] bool lanes fed."""
-    fed = np.zeros(self.num_lanes, bool)
-    for b, block in enumerate(self._blocks):
-      lo, hi = b * BLOCK_LANES, min((b + 1) * BLOCK_LANES, self.num_lanes)
-      lanes = [i for i in range(lo, hi) if self._queues[i]]
-      if lanes:
-        self._run_block(block, lo, lanes)
-        fed[lanes] = True
-    return fed
+    """Feeds the next queued input of every lane (and a leading BOS for free).
 
-  def _run_block(self, block: _Block, lo: int, lanes: list[int]) -> None:
-    tokens = np.zeros(BLOCK_LANES, np.int32)
-    positions = np.zeros(BLOCK_LANES, np.int32)
-    active = np.zeros(BLOCK_LANES, bool)
-    for i in lanes:
-      tokens[i - lo] = self._queues[i].popleft()
-      positions[i - lo] = self._positions[i]
-      active[i - lo] = True
-    block.ensure(int(positions.max()))
-    probs, block.cache = self._m1._step(self._m1.params, block.cache, tokens, positions, active)
-    self._probs[lanes] = np.asarray(probs)[np.asarray(lanes) - lo]
-    self._positions[lanes] += 1
+    Returns:
+      [num_lanes] bool, lanes whose table changed.
+    """
+    bos = (self._head < self._tail) & (self._positions == 0)  # BOS is always at position 0
+    if bos.any():
+      bos_probs, _ = self._m1._bos_state()
+      self._probs[bos] = bos_probs
+      self._head[bos] += 1
+      self._positions[bos] = 1
+    lanes = np.flatnonzero(self._head < self._tail)
+    if lanes.size:
+      self._place(lanes[self._row[lanes] < 0])
+      self._step_rows(lanes)
+      self._head[lanes] += 1
+      self._positions[lanes] += 1
+    drained = self._head == self._tail
+    self._head[drained] = 0
+    self._tail[drained] = 0
+    changed = bos
+    changed[lanes] = True
+    return changed
+
+  def _place(self, lanes: np.ndarray) -> None:
+    """Gives each of `lanes` (holding only BOS) a free cache row.
+
+    Free rows of blocks that step this round come first, then those of the
+    lowest blocks.
+    """
+    if not lanes.size:
+      return
+    busy = np.zeros(len(self._blocks), bool)
+    held = self._row[self._head < self._tail]
+    busy[held[held >= 0] // BLOCK_LANES] = True
+    free = np.flatnonzero(self._lane_of_row < 0)
+    free = free[np.argsort(~busy[free // BLOCK_LANES], kind="stable")][:lanes.size]
+    self._row[lanes] = free
+    self._lane_of_row[free] = lanes
+
+  def _step_rows(self, lanes: np.ndarray) -> None:
+    """One step for each of `lanes` (all placed), block by block; stores their probs."""
+    rows = self._row[lanes]
+    size = self._lane_of_row.size
+    tokens = np.zeros(size, np.int32)
+    positions = np.zeros(size, np.int32)
+    active = np.zeros(size, bool)
+    tokens[rows] = self._queue[lanes, self._head[lanes]]
+    positions[rows] = self._positions[lanes]
+    active[rows] = True
+    held = np.flatnonzero(self._row >= 0)
+    reach = np.zeros(size, np.int32)  # next position of the lane in each row, stepped or not
+    reach[self._row[held]] = self._positions[held]
+    _, bos_kv = self._m1._bos_state()
+    pending = []
+    for b in np.flatnonzero(active.reshape(-1, BLOCK_LANES).any(axis=1)):
+      block, part = self._blocks[b], slice(b * BLOCK_LANES, (b + 1) * BLOCK_LANES)
+      block.fit(int(reach[part].max()))
+      probs, block.cache = self._m1._step(self._m1.params, block.cache, bos_kv, tokens[part],
+                                          positions[part], active[part])
+      pending.append((b, probs))  # dispatched; read back below
+    out = np.zeros((size, constants.ALPHABET_SIZE), np.float32)
+    for b, probs in pending:
+      out[b * BLOCK_LANES:(b + 1) * BLOCK_LANES] = np.asarray(probs)
+    self._probs[lanes] = out[rows]
+
+
+def _put_bos(cache: model.Cache, bos_kv: list[dict[str, jax.Array]],
+             lanes: jax.Array) -> model.Cache:
+  """Writes BOS's keys and values [H, D] into slot 0 of the lanes [B] bool of `cache`.
+
+  Other rows get an out-of-range index, whose update is dropped, so the cache
+  is written in place and never read.
+  """
+  rows = jnp.where(lanes, jnp.arange(lanes.shape[0]), lanes.shape[0])  # [B]
+  out = []
+  for layer, bos in zip(cache, bos_kv):
+    new = {}
+    for name, x in layer.items():  # [B, H, S, D]
+      values = jnp.broadcast_to(bos[name].astype(x.dtype), (lanes.shape[0],) + bos[name].shape)
+      new[name] = x.at[rows, :, 0].set(values, mode="drop")
+    out.append(new)
+  return out
 
 
 def save(path: str | os.PathLike, config: configs.ModelConfig, params: Any) -> str:

@@ -8,7 +8,8 @@ import numpy as np
 
 from compressor.lane_decoder import StreamDecoder
 from compressor.lane_encoder import CodeSpec, LaneEncoder
-from compressor.methods.base import Encoded, Method, bytes_to_tokens, tokens_to_bytes
+from compressor.methods.base import (CodingError, Encoded, Method, bytes_to_tokens,
+                                     tokens_to_bytes)
 from compressor.symbols import SYMBOL_DTYPE, as_symbols
 
 _V_NAME = {8: "256", 16: "65k"}
@@ -50,7 +51,7 @@ class ACMethod(Method):
     out = []
     for x, r in zip(examples, lanes):
       if max_tokens is None and r.num_symbols != x.size:
-        raise RuntimeError(f"{self.spec} covered {r.num_symbols} of {x.size} symbols; "
+        raise CodingError(f"{self.spec} covered {r.num_symbols} of {x.size} symbols; "
                            "encode with max_tokens to code the rest separately")
       out.append(Encoded(bytes_to_tokens(r.data, self.token_bits), r.num_symbols))
     return out

@@ -10,6 +10,10 @@ from compressor import symbols as symbols_lib
 TOKEN_DTYPE = np.int32
 
 
+class CodingError(RuntimeError):
+  """An example the method cannot code; deterministic, so retrying cannot help."""
+
+
 @dataclasses.dataclass(frozen=True)
 class Encoded:
   """The result of coding one example.
