@@ -77,6 +77,8 @@ def run_info(config: options.CompressConfig, method) -> dict:
       "method": method.spec,
       "m1": config.m1 if models.needs_model(config.method) else None,
       "m1_fingerprint": models.fingerprint(method),
+      "m1_inference": models.inference(method),
+      "m1_flops_per_byte": models.flops_per_byte(method),
       "vocab_size": int(method.vocab_size),
       "token_bits": getattr(method, "token_bits", None),
       "window_bits": getattr(method, "window_bits", None),

@@ -133,3 +133,31 @@ def fingerprint(method) -> str:
   """The M1 fingerprint of a method's model ("" for model-free methods)."""
   model = getattr(method, "model", None) or getattr(method, "_model", None)
   return str(getattr(model, "fingerprint", "") or "")
+
+
+def inference(method) -> str | None:
+  """How the method's model computes its tables, for stats.json.
+
+  "exact" (integer-exact M1: the same integers on every device), "float" (float
+  M1: identical on one machine and backend), "table" (a fitted ContextModel or
+  UnigramModel), or None for model-free methods.
+  """
+  model = getattr(method, "model", None) or getattr(method, "_model", None)
+  if model is None:
+    return None
+  if hasattr(model, "exact"):
+    return "exact" if model.exact else "float"
+  return "table"
+
+
+def flops_per_byte(method) -> float:
+  """M1's FLOPs per coded symbol, 2 x its non-embedding parameters (paper §3.8).
+
+  0 for model-free methods and for table models (ContextModel, UnigramModel).
+  """
+  model = getattr(method, "model", None) or getattr(method, "_model", None)
+  config = getattr(model, "config", None)
+  if config is None:
+    return 0.0
+  from training import model as model_lib  # pylint: disable=import-outside-toplevel
+  return 2.0 * model_lib.count_params(model_lib.param_shapes(config))

@@ -83,7 +83,7 @@ def load(path: str, mesh) -> Loaded:
                             "`eqinfo train-m1` or `eqinfo train-m2`")
   run_dir = run_directory(path)
   if run_dir is None:
-    m1 = m1_lib.load(path)  # raises FileNotFoundError / ValueError with what to do
+    m1 = m1_lib.load(path, exact=False)  # raises FileNotFoundError / ValueError with what to do
     params = jax.device_put(m1.params["params"], NamedSharding(mesh, PartitionSpec()))
     return Loaded("m1", m1.config, params, None, {})
   run_config = checkpoint_lib.load_config(run_dir)

@@ -23,8 +23,9 @@ one compiled function, `decode_step` on a block of `BLOCK_LANES` lanes:
   restart (most steps of short Equal-Info windows).
 
 Results are therefore identical integers on one machine and backend; across
-devices they are not promised (`exact=False`); integer-exact inference is a
-later addition.
+devices they are not promised. `training.exact` holds the integer-exact M1
+(the same integers on every device), converted from this one by
+`training.quantize_m1` into `DIR/exact`; `load(DIR)` returns it when present.
 
 Checkpoint directory (`save`/`load`): `config.json` (the resolved
 `ModelConfig`, format tag and fingerprint) and `params.npz` (numpy arrays keyed
@@ -46,6 +47,7 @@ import numpy as np
 from compressor import constants
 from compressor.models import base
 from training import configs, model
+from training import exact as exact_lib
 
 BOS = constants.ALPHABET_SIZE  # 257: input token that starts every context
 VOCAB_SIZE = constants.ALPHABET_SIZE + 1  # 258: 257 symbols + BOS
@@ -389,23 +391,34 @@ def save(path: str | os.PathLike, config: configs.ModelConfig, params: Any) -> s
   return meta["fingerprint"]
 
 
-def load(path: str | os.PathLike, exact: bool | None = None) -> M1Model:
-  """Loads an M1 checkpoint directory written by `save`.
+def load(path: str | os.PathLike,
+         exact: bool | None = None) -> "M1Model | exact_lib.ExactM1Model":
+  """Loads an M1 directory written by `save` (and `training.quantize_m1`).
 
   Args:
-    path: the directory holding config.json and params.npz (local or gs://).
-    exact: None for the best available inference; False for float inference
-      (identical integers on one machine); True for integer-exact inference,
-      which is not available yet.
+    path: the directory holding config.json and params.npz (local or gs://),
+      and, once converted, the integer-exact M1 in `path/exact`.
+    exact: None for the integer-exact M1 if the directory has one, else the
+      float M1; True for the exact M1 only; False for the float M1 (identical
+      integers on one machine and backend only).
 
   Raises:
-    FileNotFoundError: the directory or one of its files is missing.
+    FileNotFoundError: the directory or one of its files is missing, or
+      exact=True and no exact M1 was converted.
     ValueError: the files are corrupt or do not match each other.
-    NotImplementedError: exact=True.
   """
-  if exact:
-    raise NotImplementedError("integer-exact M1 inference is not available yet; "
-                              "load with exact=None or exact=False")
+  path = epath.Path(path)
+  if exact is not False:
+    found = exact_lib.find(path)  # path itself or path/exact; ValueError if stale
+    if found is not None:
+      return exact_lib.load(found)
+    if exact:
+      raise FileNotFoundError(
+          f"no integer-exact M1 at {path} or {path / exact_lib.SUBDIR}; convert the float M1 "
+          f"with `python -m training.quantize_m1 --m1 {path} --calibration GLOB`")
+  elif exact_lib.is_exact_dir(path):
+    raise ValueError(f"{path} holds an integer-exact M1 only; pass the float M1 directory it "
+                     "was converted from")
   path = epath.Path(path)
   for name in (CONFIG_FILE, PARAMS_FILE):
     if not (path / name).exists():

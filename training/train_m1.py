@@ -6,12 +6,15 @@ Example (the paper's M1: size 3m, context 1024, batch 128):
       'c4/en/3.1.0/c4-validation.00000-*.json.gz' --size 3m --steps 100000 --out runs/m1
 
 Output: `--out DIR` is an M1 directory that `training.m1.load(DIR)` reads
-(config.json, params.npz), written when training ends; the training run
-itself (config.json, checkpoints/, metrics.jsonl, tensorboard/) lives in
-DIR/train and is resumed when it holds checkpoints.
+(config.json, params.npz, and DIR/exact: the integer-exact M1 converted from
+it, calibrated on the first documents of --train; `--noexact` skips it),
+written when training ends; the training run itself (config.json,
+checkpoints/, metrics.jsonl, tensorboard/) lives in DIR/train and is resumed
+when it holds checkpoints.
 """
 import argparse
 import dataclasses
+import itertools
 import logging
 import os
 import tempfile
@@ -20,6 +23,7 @@ import jax
 from etils import epath
 
 from compressor import constants
+from training import corpus
 from training import data
 from training import m1 as m1_lib
 from training import train
@@ -34,6 +38,10 @@ def parse_flags(argv) -> argparse.Namespace:
                       help="corpus: jsonl[.gz] or text glob, tfds:c4/en:3.1.0, builtin:pydoc")
   parser.add_argument("--validation", help="validation corpus spec (same forms)")
   parser.add_argument("--data_dir", help="TFDS data_dir for tfds: specs")
+  parser.add_argument("--exact", action=argparse.BooleanOptionalAction, default=True,
+                      help="also write the integer-exact M1 to OUT/exact")
+  parser.add_argument("--calibration_docs", type=int, default=200,
+                      help="documents of --train that calibrate the integer-exact M1")
   parser.add_argument("--docs_per_group", type=int, default=constants.DOCS_PER_GROUP,
                       help="documents concatenated before cutting sequences (paper: 128)")
   parser.add_argument("--shuffle_buffer", type=int, default=8192, help="sequences in the buffer")
@@ -78,9 +86,23 @@ def run(argv=None) -> int:
   task, config = build_task(args)
   state = train.train(task, config)
   if jax.process_index() == 0:
-    digest = export_m1(args.out, task.model_config, jax.device_get(state["params"]))
+    params = jax.device_get(state["params"])
+    digest = export_m1(args.out, task.model_config, params)
     logging.info("M1 written to %s (fingerprint %s)", args.out, digest)
+    if args.exact:
+      digest = export_exact(args, task.model_config, params)
+      logging.info("integer-exact M1 written to %s/exact (fingerprint %s)", args.out, digest)
   return 0
+
+
+def export_exact(args, model_config, params) -> str:
+  """Converts the trained float M1 into the integer-exact M1 in OUT/exact."""
+  from training import exact, quantize_m1  # pylint: disable=import-outside-toplevel
+  docs = corpus.read_documents(args.train, args.data_dir)
+  texts = [text for _, text in itertools.islice(docs, args.calibration_docs)]
+  float_m1 = m1_lib.M1Model(model_config, {"params": params})
+  exact_m1 = quantize_m1.convert(float_m1, texts)
+  return exact_m1.save(os.path.join(args.out, exact.SUBDIR))
 
 
 def export_m1(out: str, model_config, params) -> str:

@@ -197,6 +197,7 @@ def test_trained_m1_directory_drives_equal_info(small_jsonl, webtext_dir, valida
   stats = _compress(tmp_path / "out", MULTI, input=str(small_jsonl), m1=str(tmp_path / "m1"),
                     method="equal_info_ac[b=16,v=256]", num_shards=2, batch_size=8)
   assert stats["m1_fingerprint"] == model.fingerprint and stats["m1"] == str(tmp_path / "m1")
+  assert stats["m1_inference"] == "exact"  # train-m1 wrote DIR/exact; load prefers it
   assert stats["verification_failures"] == 0
   assert stats["bytes"] == stats["bytes_in"]
   assert stats["bytes"] / stats["tokens"] > 1.0  # a trained M1 compresses

@@ -8,6 +8,7 @@ from apache_beam.testing.test_pipeline import TestPipeline as BeamTestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
 from compressor import EOS, get_method
+from compressor.methods import CodingError
 from pipelines import sink, sources, transforms
 from pipelines.sources import Document, Dropped
 
@@ -223,7 +224,7 @@ class _FragileBytes:
 
   def encode_batch(self, examples, max_tokens=None):
     if any((np.asarray(x) == ord("~")).any() for x in examples):
-      raise RuntimeError("cannot code '~'")
+      raise CodingError("cannot code '~'")
     return self._bytes.encode_batch(examples, max_tokens)
 
 

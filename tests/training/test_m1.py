@@ -182,8 +182,18 @@ def test_save_load_round_trip(model, contexts, reference, tmp_path):
     loaded = m1.load(tmp_path / "m1", exact=exact)
     assert loaded.fingerprint == model.fingerprint and loaded.config == model.config
   np.testing.assert_array_equal(loaded.probs(contexts[:8]), reference[:8])
-  with pytest.raises(NotImplementedError, match="exact"):
+  with pytest.raises(FileNotFoundError, match="quantize_m1"):
     m1.load(tmp_path / "m1", exact=True)
+
+
+def test_load_prefers_the_integer_exact_m1(model, contexts, tmp_path):
+  from training import exact, quantize_m1  # pylint: disable=import-outside-toplevel
+  m1.save(tmp_path / "m1", model.config, model.params)
+  converted = quantize_m1.convert(model, contexts[:8], seq_len=64, max_sequences=4)
+  converted.save(tmp_path / "m1" / exact.SUBDIR)
+  assert isinstance(m1.load(tmp_path / "m1"), exact.ExactM1Model)
+  assert isinstance(m1.load(tmp_path / "m1", exact=True), exact.ExactM1Model)
+  assert m1.load(tmp_path / "m1", exact=False).fingerprint == model.fingerprint
 
 
 def test_missing_and_corrupt_checkpoints(model, tmp_path):

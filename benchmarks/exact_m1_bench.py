@@ -1,0 +1,97 @@
+"""Coding throughput of the integer-exact M1 against the float M1, as JSON.
+
+Usage:
+  python benchmarks/exact_m1_bench.py [--size 3m] [--lanes 512] [--symbols 256]
+
+Encodes the same validation examples with equal_info_ac[b=16,v=65k] in
+`--lanes` lanes, once with a float M1 of `--size` (random weights, context
+1024) and once with its integer-exact conversion (calibrated on train text),
+and prints symbols/s of each and their ratio (`exact_over_float`). A warm-up
+encode of short prefixes compiles both models' steps first. Random weights
+code about one window per two symbols, which is the most model work per
+symbol that Equal-Info coding does.
+"""
+import argparse
+import gzip
+import json
+import os
+import pathlib
+import time
+
+import jax
+import numpy as np
+
+from compressor import get_method
+from compressor.symbols import symbols_from_text
+from training import m1 as m1_lib
+from training import quantize_m1
+
+DEFAULT_DATA = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data" / "webtext"
+SPEC = "equal_info_ac[b=16,v=65k]"
+
+
+def read_texts(split_dir: pathlib.Path, limit: int) -> list[str]:
+  """Up to `limit` documents of a split, files in name order."""
+  texts = []
+  for path in sorted(split_dir.glob("*.jsonl.gz")):
+    with gzip.open(path, "rt", encoding="utf-8") as f:
+      for line in f:
+        texts.append(json.loads(line)["text"])
+        if len(texts) >= limit:
+          return texts
+  return texts
+
+
+def make_examples(texts: list[str], count: int, length: int) -> list[np.ndarray]:
+  """`count` examples of `length` symbols cut from the documents' symbol stream."""
+  stream = np.concatenate([symbols_from_text(t) for t in texts])
+  if stream.size < count * length:
+    raise ValueError(f"need {count * length} symbols of text, have {stream.size}")
+  return [stream[i * length:(i + 1) * length] for i in range(count)]
+
+
+def throughput(model, examples: list[np.ndarray], num_lanes: int) -> float:
+  """Symbols/s of equal_info_ac[b=16,v=65k] encoding, after a warm-up on short prefixes."""
+  method = get_method(SPEC, model)
+  method.num_lanes = num_lanes
+  method.encode_batch([x[:48] for x in examples])  # compiles the steps this run will use
+  start = time.perf_counter()
+  method.encode_batch(examples)
+  return sum(x.size for x in examples) / (time.perf_counter() - start)
+
+
+def main(argv=None) -> dict:
+  parser = argparse.ArgumentParser(description=__doc__,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument("--data", type=pathlib.Path, default=DEFAULT_DATA)
+  parser.add_argument("--size", default="3m")
+  parser.add_argument("--lanes", type=int, default=512, help="examples coded at once")
+  parser.add_argument("--symbols", type=int, default=256, help="symbols per example")
+  parser.add_argument("--out", type=pathlib.Path, help="also write the JSON here")
+  args = parser.parse_args(argv)
+  float_m1 = m1_lib.M1Model.random(m1_lib.m1_config(args.size, max_len=1024))
+  start = time.perf_counter()
+  exact_m1 = quantize_m1.convert(float_m1, read_texts(args.data / "train", 100),
+                                 max_sequences=16)
+  convert_s = time.perf_counter() - start
+  examples = make_examples(read_texts(args.data / "validation", 2000), args.lanes, args.symbols)
+  rates = {name: throughput(model, examples, args.lanes)
+           for name, model in (("float", float_m1), ("exact", exact_m1))}
+  report = {
+      "method": SPEC, "size": args.size, "lanes": args.lanes,
+      "symbols": args.lanes * args.symbols, "backend": jax.default_backend(),
+      "cpu_count": os.cpu_count(), "cache_dtype": exact_m1.cache_dtype,
+      "float_symbols_per_s": round(rates["float"], 1),
+      "exact_symbols_per_s": round(rates["exact"], 1),
+      "exact_over_float": round(rates["exact"] / rates["float"], 3),
+      "convert_s": round(convert_s, 2),
+  }
+  text = json.dumps(report, indent=2)
+  print(text)
+  if args.out:
+    args.out.write_text(text + "\n")
+  return report
+
+
+if __name__ == "__main__":
+  main()

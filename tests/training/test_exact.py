@@ -1,0 +1,364 @@
+"""Integer-exact M1: every table entry identical across batching, lanes, cache and oracle."""
+import contextlib
+import functools
+import hashlib
+import io
+import json
+
+import jax
+import numpy as np
+import pytest
+
+from compressor import constants, get_method
+from compressor.models import base
+from training import exact, exact_reference, m1, quantize_m1
+
+MAX_LEN = 96  # two cache chunks; contexts of up to 200 symbols wrap the ring buffer
+
+
+@pytest.fixture(scope="module")
+def streams(validation_docs):
+  """Symbol streams of real text: document bytes followed by EOS."""
+  return [np.append(np.frombuffer(d.encode("utf-8"), np.uint8).astype(np.int32), constants.EOS)
+          for d in validation_docs]
+
+
+@pytest.fixture(scope="module")
+def model(validation_docs):
+  """A random tiny float M1 (logits scaled up, so tables are far from uniform), converted."""
+  config = m1.m1_config("tiny", max_len=MAX_LEN)
+  params = m1.M1Model.random(config, seed=0).params
+  params = jax.tree_util.tree_map(lambda x: x, params)
+  params["params"]["logits_dense"]["kernel"] = params["params"]["logits_dense"]["kernel"] * 8
+  return quantize_m1.convert(m1.M1Model(config, params), validation_docs[150:200], seq_len=64,
+                             max_sequences=8)
+
+
+@pytest.fixture(scope="module")
+def contexts(streams):
+  """70 contexts of lengths 0..200 from different documents."""
+  rng = np.random.default_rng(0)
+  out = []
+  for i in range(70):
+    s = streams[i]
+    n = min(int(rng.integers(0, 201)), s.size)
+    start = int(rng.integers(0, s.size - n + 1))
+    out.append(s[start:start + n])
+  out[0], out[1] = out[1][:0], streams[1][:200]  # empty and longest contexts
+  return out
+
+
+@pytest.fixture(scope="module")
+def reference(model, contexts):
+  """The numpy int64 oracle: each context recomputed from scratch."""
+  return exact_reference.freqs(model.config, model.params, contexts)
+
+
+def test_jitted_path_equals_numpy_reference(model, contexts, reference):
+  base.check_freqs(reference)
+  np.testing.assert_array_equal(model.freqs(contexts), reference)
+
+
+def test_identical_across_batch_sizes(model, contexts, reference):
+  fives = np.concatenate([model.freqs(contexts[i:i + 5]) for i in range(0, 70, 5)])
+  np.testing.assert_array_equal(fives, reference)
+  np.testing.assert_array_equal(model.freqs(contexts[6:70]), reference[6:70])  # 64 lanes
+  for i in (0, 1, 17, 65):
+    np.testing.assert_array_equal(model.freqs([contexts[i]])[0], reference[i])
+
+
+def test_lane_position_does_not_matter(model, contexts, reference):
+  target = 1  # the longest context
+  for rows, lane in ((64, 0), (64, 13), (64, 63), (300, 281)):  # 300 lanes: five blocks
+    batch = [contexts[(lane + k) % 70] for k in range(rows)]
+    batch[lane] = contexts[target]
+    np.testing.assert_array_equal(model.freqs(batch)[lane], reference[target])
+
+
+def test_cache_equals_full_recompute(model, streams):
+  """Replayed prefixes (KV cache, ring buffer past max_len) = one full causal pass."""
+  symbols = streams[3][:2 * MAX_LEN + 10]
+  inputs = np.concatenate([[exact.BOS], symbols])[None]
+  full = model.sequence_freqs(inputs)[0]  # [T + 1, 257]
+  prefixes = [symbols[:t] for t in range(symbols.size + 1)]
+  np.testing.assert_array_equal(model.freqs(prefixes), full)
+  for t in (0, 50, MAX_LEN, symbols.size):
+    np.testing.assert_array_equal(
+        exact_reference.sequence_freqs(model.config, model.params, inputs[0][:t + 1])[-1],
+        full[t])
+
+
+def test_cache_containers_agree(model, contexts, reference):
+  for dtype in exact.CACHE_DTYPES:
+    other = exact.ExactM1Model(model.config, model.params, cache_dtype=dtype)
+    np.testing.assert_array_equal(other.freqs(contexts[:40]), reference[:40])
+
+
+def test_lanes_equal_freqs_with_random_resets(model, streams):
+  rng = np.random.default_rng(1)
+  n = 70
+  lanes = model.lanes(n)
+  offsets = np.zeros(n, np.int64)
+  history = [[] for _ in range(n)]
+  for step in range(130):
+    cdf, rows = lanes.tables()
+    if step in (0, 61, 129):
+      expected = base.cdf_from_freqs(model.freqs([np.asarray(h, np.int32) for h in history]))
+      np.testing.assert_array_equal(cdf[rows], expected)
+    symbols = np.array([streams[i][offsets[i] % streams[i].size] for i in range(n)])
+    push = rng.random(n) < 0.9
+    reset = rng.random(n) < 0.03
+    lanes.update(symbols, push, reset)
+    for i in range(n):
+      if push[i]:
+        history[i].append(int(symbols[i]))
+        offsets[i] += 1
+      if reset[i]:
+        history[i] = []
+
+
+def test_old_tables_are_never_modified(model, streams):
+  lanes = model.lanes(3)
+  first, _ = lanes.tables()
+  kept = first.copy()
+  for s in streams[5][:20]:
+    lanes.update(np.full(3, s), np.ones(3, bool), np.zeros(3, bool))
+    lanes.tables()
+  lanes.update(np.zeros(3, np.int32), np.zeros(3, bool), np.array([False, True, False]))
+  cdf, rows = lanes.tables()
+  np.testing.assert_array_equal(first, kept)
+  np.testing.assert_array_equal(cdf[rows[1]], kept[0])  # a reset lane is back at BOS
+  np.testing.assert_array_equal(cdf[rows[0]], cdf[rows[2]])
+
+
+def test_records_decode_under_another_lane_count(model, streams):
+  """Windows coded with 7 lanes decode with 3 and with 64: every symbol comes back."""
+  method = get_method("equal_info_ac[b=16,v=65k]", model)
+  examples = [s[:150] for s in streams[20:32]]
+  method.num_lanes = 7
+  encoded = method.encode_batch(examples)
+  assert sum(e.num_windows for e in encoded) > 12 * 4
+  for lanes in (3, 64):
+    method.num_lanes = lanes
+    decoded = method.decode_batch([e.tokens for e in encoded])
+    for x, y in zip(examples, decoded):
+      np.testing.assert_array_equal(y, x)
+
+
+def _float_outputs(jaxpr) -> list[str]:
+  """Primitives of a jaxpr (and its sub-jaxprs) that produce a floating-point value."""
+  found = []
+  for eqn in jaxpr.eqns:
+    for var in eqn.outvars:
+      if jax.numpy.issubdtype(var.aval.dtype, jax.numpy.inexact):
+        found.append(str(eqn.primitive))
+    for sub in jax.core.jaxprs_in_params(eqn.params):
+      found += _float_outputs(sub)
+  return found
+
+
+def test_no_float_operation_makes_a_table(model):
+  tree = model._tree  # pylint: disable=protected-access
+  cache = model.init_cache(16, 64)
+  bos_cdf, bos_kv = model.bos_state()
+  step = jax.make_jaxpr(functools.partial(exact.decode_step, model.config))(
+      tree, cache, np.zeros(16, np.int32), np.zeros(16, np.int32), np.ones(16, bool), bos_kv)
+  assert _float_outputs(step.jaxpr) == []
+  full = jax.make_jaxpr(functools.partial(exact.sequence_freqs, model.config))(
+      tree, np.zeros((2, 8), np.int32))
+  assert _float_outputs(full.jaxpr) == []
+  assert bos_cdf.dtype == np.int32
+
+
+def test_integer_primitives_match_reference():
+  rng = np.random.default_rng(0)
+  x = np.concatenate([rng.integers(-(1 << 30) + 1, 1 << 30, 4000),
+                      [0, 1, -1, (1 << 30) - 1, -(1 << 30) + 1, 12345, -12345]])
+  for shift in (1, 7, 14, 15, 16, 23, 30):
+    mult = rng.integers(0, 1 << 15, x.size)
+    if shift < 15:  # the result must fit in int32
+      x_s = x >> (16 - shift)
+    else:
+      x_s = x
+    got = np.asarray(jax.jit(exact.mul_shift)(x_s.astype(np.int32), mult.astype(np.int32),
+                                              np.full(x.size, shift, np.int32)))
+    np.testing.assert_array_equal(got, exact_reference.mul_shift(x_s, mult, shift))
+  n = np.concatenate([rng.integers(0, (1 << 30) + 1, 4000), [0, 1, 2, 3, 4, (1 << 30)]])
+  n = np.concatenate([n, np.arange(1, 200) ** 2, np.arange(1, 200) ** 2 - 1])
+  np.testing.assert_array_equal(np.asarray(jax.jit(exact.isqrt)(n.astype(np.int32))),
+                                exact_reference.isqrt(n))
+  num = rng.integers(-(1 << 28), 1 << 28, 4000)
+  den = rng.integers(1, 1 << 20, 4000)
+  np.testing.assert_array_equal(
+      np.asarray(exact.round_div(num.astype(np.int32), den.astype(np.int32))),
+      exact_reference.round_div(num, den))
+
+
+def test_freqs_contract_and_errors(model):
+  freqs = model.freqs([b"", b"hello", np.array([256, 0, 255])])
+  base.check_freqs(freqs)
+  assert freqs.shape == (3, constants.ALPHABET_SIZE) and freqs.dtype == np.int32
+  assert model.freqs([]).shape == (0, constants.ALPHABET_SIZE)
+  with pytest.raises(ValueError, match="symbols must be in"):
+    model.freqs([np.array([1, 257])])
+  with pytest.raises(ValueError, match="cache_dtype"):
+    exact.ExactM1Model(model.config, model.params, cache_dtype="float32")
+  broken = dict(model.params, **{"layers_0/qkv/mult": model.params["layers_0/qkv/mult"] * 4})
+  with pytest.raises(ValueError, match="qkv/mult"):
+    exact.ExactM1Model(model.config, broken)
+  assert "fingerprint" in repr(model) and "ExactLanes" in repr(model.lanes(2))
+  assert model.exact and model.meta["source_fingerprint"]
+
+
+def test_save_load_round_trip(model, contexts, reference, tmp_path):
+  path = tmp_path / "exact"
+  assert model.save(path) == model.fingerprint
+  assert exact.is_exact_dir(path) and not exact.is_exact_dir(tmp_path)
+  loaded = exact.load(path)
+  assert loaded.fingerprint == model.fingerprint and loaded.config == model.config
+  np.testing.assert_array_equal(loaded.freqs(contexts[:8]), reference[:8])
+  with pytest.raises(FileNotFoundError, match="quantize_m1"):
+    exact.load(tmp_path / "nothing")
+  info = json.loads((path / exact.CONFIG_FILE).read_text())
+  info["fingerprint"] = "0" * 16
+  (path / exact.CONFIG_FILE).write_text(json.dumps(info))
+  with pytest.raises(ValueError, match="fingerprint"):
+    exact.load(path)
+  (path / exact.PARAMS_FILE).write_bytes(b"not a zip")
+  with pytest.raises(ValueError, match="corrupt"):
+    exact.load(path)
+
+
+def random_integer_model(seed: int = 0) -> exact.ExactM1Model:
+  """An exact M1 drawn from integers alone (no float conversion), activations in range."""
+  config = m1.m1_config("tiny", max_len=MAX_LEN)
+  rng = np.random.default_rng(seed)
+  shifts = {"qkv": 24, "out": 16, "wi": 20, "gate": 29, "wo": 18, "logits": 20, "softmax": 21}
+  params = {}
+  for name, (shape, dtype) in exact.param_specs(config).items():
+    shape = tuple(s if s is not None else 0 for s in shape)
+    kind = name.split("/")[-2] if "/" in name else name
+    if name.endswith("/kernel"):
+      value = rng.integers(-127, 128, shape)
+    elif name.endswith("norm/mult"):
+      value = rng.integers(1 << 15, 1 << 16, shape)
+    elif name.endswith("norm/shift"):
+      value = np.array(8)
+    elif name.endswith("/mult"):
+      value = rng.integers(1 << 14, 1 << 15, shape)
+    elif name.endswith("/shift"):
+      value = np.full(shape, shifts[kind])
+    elif name.endswith("rel_bias"):
+      value = rng.integers(-5000, 5001, shape)
+    elif name == "embed":
+      value = rng.integers(-(1 << 12), 1 << 12, shape)
+    elif name == "buckets":
+      value = np.minimum(np.arange(config.max_len), config.rel_pos_buckets - 1)
+    else:
+      value = exact.exp_table(*((exact.ATT_FRAC_BITS, exact.ATT_ONE) if name == "att_exp"
+                                else (exact.OUT_FRAC_BITS, exact.OUT_ONE)))
+    params[name] = np.asarray(value).astype(dtype)
+  return exact.ExactM1Model(config, params)
+
+
+GOLDEN_CONTEXTS = [b"", b"The ", b"Integer arithmetic is the same everywhere. " * 3]
+GOLDEN_SHA256 = "082c06a5290d0e3b"  # recorded on CPU; any device must agree
+
+
+def _tables_digest(model) -> str:
+  return hashlib.sha256(model.freqs(GOLDEN_CONTEXTS).astype("<i4").tobytes()).hexdigest()[:16]
+
+
+def test_golden_tables():
+  """Tables of a fixed integer model: the same digest on every device and machine."""
+  model = random_integer_model()
+  np.testing.assert_array_equal(
+      model.freqs(GOLDEN_CONTEXTS),
+      exact_reference.freqs(model.config, model.params, GOLDEN_CONTEXTS))
+  assert _tables_digest(model) == GOLDEN_SHA256
+
+
+@pytest.mark.gpu
+def test_gpu_tables_equal_cpu_tables(contexts, reference, model):
+  try:
+    gpu = jax.devices("gpu")[0]
+  except RuntimeError:
+    pytest.skip("no GPU")
+  with jax.default_device(gpu):
+    on_gpu = exact.ExactM1Model(model.config, model.params)
+    np.testing.assert_array_equal(on_gpu.freqs(contexts), reference)
+    full = on_gpu.sequence_freqs(np.array([[exact.BOS, *contexts[1]]]))[0]
+    np.testing.assert_array_equal(full[-1], reference[1])
+    assert _tables_digest(random_integer_model()) == GOLDEN_SHA256
+
+
+def test_ungated_mlp(validation_docs, streams):
+  config = m1.m1_config("tiny", max_len=32, mlp_gated=False, num_layers=1)
+  model = quantize_m1.convert(m1.M1Model.random(config, seed=1), validation_docs[:20], seq_len=32,
+                              max_sequences=4)
+  contexts = [streams[7][:n] for n in (0, 5, 40)]
+  np.testing.assert_array_equal(model.freqs(contexts),
+                                exact_reference.freqs(config, model.params, contexts))
+
+
+def test_converter_checks():
+  assert quantize_m1.requant(np.array([0.5]))[0][0] == 1 << 14
+  mult, shift = quantize_m1.requant(np.array([1e-9, 3.0, 0.0]))
+  assert np.all(mult < 1 << 15) and np.all((shift >= 1) & (shift <= 30))
+  with pytest.raises(ValueError, match="out of range"):
+    quantize_m1.requant(np.array([1e5]))
+  small = m1.M1Model.random(m1.m1_config("tiny", max_len=16))
+  with pytest.raises(ValueError, match="smooth_alpha"):
+    quantize_m1.convert(small, ["text"], smooth_alpha=2.0)
+  with pytest.raises(ValueError, match="too short"):
+    quantize_m1.convert(small, ["hi"], seq_len=16)
+
+
+@pytest.fixture(scope="module")
+def trained_m1(tmp_path_factory, webtext_dir):
+  """A tiny M1 trained for a few hundred steps on the shared train split."""
+  train_m1 = pytest.importorskip("training.train_m1")
+  out = tmp_path_factory.mktemp("m1")
+  train_m1.run(["--train", str(webtext_dir / "train" / "*.jsonl.gz"), "--size", "tiny",
+                "--steps", "200", "--batch_size", "16", "--seq_len", "128", "--warmup", "100",
+                "--docs_per_group", "16", "--shuffle_buffer", "256", "--checkpoint_every",
+                "1000", "--log_every", "100", "--peak_flops", "1e12", "--no_progress",
+                "--out", str(out)])
+  return out
+
+
+@pytest.mark.slow
+def test_cli_bits_per_byte_within_two_percent(trained_m1, webtext_dir, tmp_path):
+  out = tmp_path / "exact"
+  stdout = io.StringIO()
+  with contextlib.redirect_stdout(stdout):
+    quantize_m1.run(["--m1", str(trained_m1), "--out", str(out),
+                     "--calibration", str(webtext_dir / "train" / "*.jsonl.gz"),
+                     "--validation", str(webtext_dir / "validation" / "*.jsonl.gz"),
+                     "--calibration_docs", "100", "--calibration_sequences", "16",
+                     "--eval_sequences", "16", "--eval_seq_len", "256"])
+  report = json.loads(stdout.getvalue())
+  float_m1 = m1.load(trained_m1, exact=False)
+  assert report["symbols"] == 16 * min(256, float_m1.config.max_len)
+  assert report["float_bits_per_byte"] < 4.0  # the model learned something
+  assert abs(report["exact_bits_per_byte"] / report["float_bits_per_byte"] - 1) < 0.02, report
+  loaded = exact.load(out)
+  assert loaded.fingerprint == report["fingerprint"]
+  assert loaded.meta["source_fingerprint"] == float_m1.fingerprint
+  by_default = m1.load(trained_m1)  # train-m1 wrote OUT/exact too
+  assert isinstance(by_default, exact.ExactM1Model)
+  assert by_default.meta["source_fingerprint"] == float_m1.fingerprint
+
+
+def test_find_exact_directory(model, tmp_path):
+  float_dir = tmp_path / "m1"
+  m1.M1Model.random(model.config).save(float_dir)
+  assert exact.find(float_dir) is None
+  model.save(float_dir / exact.SUBDIR)
+  with pytest.raises(ValueError, match="another float M1"):
+    exact.find(float_dir)  # converted from a different float M1
+  source = m1.load(float_dir, exact=False).fingerprint
+  exact.ExactM1Model(model.config, model.params, dict(model.meta, source_fingerprint=source)).save(
+      float_dir / exact.SUBDIR)
+  assert exact.find(float_dir) == float_dir / exact.SUBDIR
+  assert exact.find(float_dir / exact.SUBDIR) == float_dir / exact.SUBDIR
