@@ -475,7 +475,7 @@ def _block_rows(num_lanes: int) -> int:
   return min(BLOCK_LANES, max(MIN_BLOCK_LANES, 1 << (num_lanes - 1).bit_length()))
 
 
-def _check_symbols(symbols: np.ndarray | bytes) -> np.ndarray:
+def check_symbols(symbols: np.ndarray | bytes) -> np.ndarray:
   """Symbols as a 1-D int32 array, checked to lie in [0, 257)."""
   if isinstance(symbols, (bytes, bytearray)):
     symbols = np.frombuffer(symbols, np.uint8)
@@ -529,7 +529,7 @@ class ExactM1Model(base.ProbabilityModel):
     """[len(contexts), 257] int32 tables, computed by replaying each context."""
     lanes = ExactLanes(self, max(len(contexts), 1))
     for i, context in enumerate(contexts):
-      lanes.push_context(i, _check_symbols(context))
+      lanes.push_context(i, check_symbols(context))
     cdf, _ = lanes.tables()
     return np.diff(cdf[:len(contexts)], axis=1).astype(np.int32)
 
@@ -631,7 +631,7 @@ class ExactLanes(base.Lanes):
 
   def push_context(self, lane: int, symbols: np.ndarray) -> None:
     """Queues many symbols on one lane (as repeated `update` pushes would)."""
-    for s in _check_symbols(symbols):
+    for s in check_symbols(symbols):
       self._queue(lane, int(s))
 
   def _queue(self, lane: int, token: int) -> None:
@@ -647,7 +647,7 @@ class ExactLanes(base.Lanes):
         raise ValueError(f"{name} must have shape ({self.num_lanes},), got {a.shape}")
     pushed = np.flatnonzero(push)
     if pushed.size:
-      _check_symbols(symbols[pushed])
+      check_symbols(symbols[pushed])
       free = self._next[pushed] < 0
       if self._more:
         free &= np.array([int(i) not in self._more for i in pushed])

@@ -143,6 +143,6 @@ def sequence_freqs(config: configs.ModelConfig, params: dict[str, np.ndarray],
 def freqs(config: configs.ModelConfig, params: dict[str, np.ndarray],
           contexts: Sequence[np.ndarray | bytes]) -> np.ndarray:
   """[len(contexts), 257] int32 tables: BOS + context, recomputed from scratch each."""
-  out = [sequence_freqs(config, params, np.concatenate([[exact.BOS], exact._check_symbols(c)]))[-1]
+  out = [sequence_freqs(config, params, np.concatenate([[exact.BOS], exact.check_symbols(c)]))[-1]
          for c in contexts]
   return np.array(out, np.int32).reshape(len(contexts), constants.ALPHABET_SIZE)

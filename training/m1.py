@@ -148,7 +148,7 @@ class M1Model(base.ProbabilityModel):
     """Lanes that have consumed BOS + context i in lane i."""
     lanes = M1Lanes(self, max(len(contexts), 1))
     for i, context in enumerate(contexts):
-      lanes.push_context(i, _check_symbols(context))
+      lanes.push_context(i, exact_lib.check_symbols(context))
     lanes.tables()
     return lanes
 
@@ -233,7 +233,7 @@ class M1Lanes(base.Lanes):
         raise ValueError(f"{name} must have shape ({self.num_lanes},), got {a.shape}")
     pushed = np.flatnonzero(push)
     if pushed.size:
-      values = _check_symbols(symbols[pushed])
+      values = exact_lib.check_symbols(symbols[pushed])
       self._reserve(int(self._tail[pushed].max()) + 1)
       self._queue[pushed, self._tail[pushed]] = values
       self._tail[pushed] += 1
@@ -449,7 +449,7 @@ def _read_meta(path: epath.Path) -> dict:
 def _read_params(path: epath.Path) -> dict:
   try:
     with np.load(io.BytesIO((path / PARAMS_FILE).read_bytes()), allow_pickle=False) as npz:
-      return _unflatten({k: npz[k] for k in npz.files})
+      return exact_lib.unflatten({k: npz[k] for k in npz.files})
   except (ValueError, OSError, zipfile.BadZipFile, EOFError) as e:
     raise ValueError(f"corrupt M1 checkpoint at {path}/{PARAMS_FILE} ({type(e).__name__}); "
                      "re-export it with training.m1.save") from None
@@ -465,34 +465,12 @@ def _flatten(params: Any) -> dict[str, np.ndarray]:
   return {name: np.asarray(leaf) for name, leaf in _flat_items(params)}
 
 
-def _unflatten(flat: dict[str, np.ndarray]) -> dict:
-  tree: dict = {}
-  for name, array in flat.items():
-    node = tree
-    *parents, leaf = name.split("/")
-    for p in parents:
-      node = node.setdefault(p, {})
-    node[leaf] = array
-  return tree
-
-
 def _check_shapes(config: configs.ModelConfig, params: Any) -> None:
   expected = {k: tuple(v.shape) for k, v in _flat_items(model.param_shapes(config))}
   got = {k: tuple(np.shape(v)) for k, v in _flat_items(params)}
   if expected != got:
     diff = sorted(set(expected.items()) ^ set(got.items()))[:4]
     raise ValueError(f"params do not match the M1 config (first differences: {diff})")
-
-
-def _check_symbols(symbols: np.ndarray | bytes) -> np.ndarray:
-  """Symbols as an int array, checked to lie in [0, 257)."""
-  if isinstance(symbols, (bytes, bytearray)):
-    symbols = np.frombuffer(symbols, np.uint8)
-  symbols = np.asarray(symbols).reshape(-1)
-  if symbols.size and (symbols.min() < 0 or symbols.max() >= constants.ALPHABET_SIZE):
-    raise ValueError(f"M1 symbols must be in [0, {constants.ALPHABET_SIZE}), got "
-                     f"[{symbols.min()}, {symbols.max()}]")
-  return symbols
 
 
 def lane_throughput(m1: M1Model, num_lanes: int, steps: int = 16, window: int = 32) -> float:

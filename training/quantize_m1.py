@@ -259,7 +259,7 @@ def calibration_inputs(contexts: Sequence[np.ndarray | bytes | str], seq_len: in
 
   Strings are documents (UTF-8 bytes + EOS); arrays and bytes are symbols.
   """
-  streams = [symbols_from_text(x) if isinstance(x, str) else exact_lib._check_symbols(x)
+  streams = [symbols_from_text(x) if isinstance(x, str) else exact_lib.check_symbols(x)
              for x in contexts]
   stream = np.concatenate(streams or [np.zeros(0, np.int32)])
   n = min(max_sequences, stream.size // (seq_len - 1))
