@@ -94,7 +94,6 @@ class _Batch:
     self.ids = np.arange(n)
     self.start = np.zeros(n, np.int64)  # first symbol of the current code
     self.k = np.zeros(n, np.int64)  # symbols in the current code
-    self.out = [bytearray() for _ in range(n)]
     self.codes = np.zeros(n, np.int64)
     self.literals = np.zeros(n, np.int64)
     self.done = np.zeros(n, bool)
@@ -110,7 +109,7 @@ class _Batch:
   def run(self) -> list[LaneResult]:
     while not self.done.all():
       self._step()
-    return [LaneResult(bytes(self.out[i]), int(self.start[i]), int(self.codes[i]),
+    return [LaneResult(self.output(i), int(self.start[i]), int(self.codes[i]),
                        int(self.literals[i])) for i in self.ids]
 
   def _step(self):
@@ -170,6 +169,10 @@ class _Batch:
     """Which of `lanes` are done after the code just ended."""
     raise NotImplementedError
 
+  def output(self, lane: int) -> bytes:
+    """The code bytes a lane wrote."""
+    raise NotImplementedError
+
 
 class _WindowBatch(_Batch):
   """Equal-Info windows of exactly b bits (DESIGN.md's rule, literal escape)."""
@@ -181,6 +184,7 @@ class _WindowBatch(_Batch):
     self.dtype = window_arith.dtype_for(self.bits)
     super().__init__(model, spec, examples)
     self.done = (self.lengths == 0) | (spec.max_codes == 0)
+    self.window_codes = np.zeros((len(examples), 16), self.dtype)  # [L, windows] b-bit codes
 
   def initial_state(self, n):
     low = np.zeros(n, self.dtype)
@@ -228,12 +232,8 @@ class _WindowBatch(_Batch):
       self.window_codes = grown
     self.window_codes[lanes, self.codes[lanes]] = code
 
-  def run(self):
-    self.window_codes = np.zeros((self.ids.size, 16), self.dtype)  # [L, windows] b-bit codes
-    results = super().run()
-    for i, result in enumerate(results):
-      result.data = _to_bytes(self.window_codes[i, :result.num_codes], self.bits)
-    return results
+  def output(self, lane):
+    return _to_bytes(self.window_codes[lane, :self.codes[lane]], self.bits)
 
   def finished(self, lanes):
     done = self.start[lanes] >= self.lengths[lanes]
@@ -250,6 +250,7 @@ class _StreamBatch(_Batch):
   def __init__(self, model, spec, examples):
     super().__init__(model, spec, examples)
     self.digits = np.zeros((len(examples), 64), np.int64)  # [L, capacity] shifted-out bytes
+    self.out = [b""] * len(examples)
 
   def initial_state(self, n):
     return {"low": np.zeros(n, np.int64), "rng": np.full(n, arith.STREAM_RANGE, np.int64),
@@ -295,7 +296,7 @@ class _StreamBatch(_Batch):
       for i, n_bits, point, t in self._shortest_codes(state, cdf):
         lane = lanes[idx[i]]
         digits = self.digits[lane, :state["nbytes"][i]]
-        self.out[lane] += arith.code_bytes(digits, state["low"][i] + point, t, n_bits // 8)
+        self.out[lane] = arith.code_bytes(digits, state["low"][i] + point, t, n_bits // 8)
         chosen[idx[i]] = self.k[lane] - back
     if (chosen < 0).any():
       raise CodingError(f"AC could not end a stream within {HISTORY} symbols of its end; "
@@ -319,6 +320,9 @@ class _StreamBatch(_Batch):
 
   def finished(self, lanes):
     return np.ones(lanes.size, bool)  # one stream per example
+
+  def output(self, lane):
+    return self.out[lane]
 
 
 def _to_bytes(codes: np.ndarray, bits: int) -> bytes:
