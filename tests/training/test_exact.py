@@ -11,6 +11,7 @@ import pytest
 
 from compressor import constants, get_method
 from compressor.models import base
+from tests.lanes_contract import assert_lanes_match_freqs
 from training import exact, exact_reference, m1, quantize_m1
 
 MAX_LEN = 96  # two cache chunks; contexts of up to 200 symbols wrap the ring buffer
@@ -95,26 +96,8 @@ def test_cache_containers_agree(model, contexts, reference):
 
 
 def test_lanes_equal_freqs_with_random_resets(model, streams):
-  rng = np.random.default_rng(1)
-  n = 70
-  lanes = model.lanes(n)
-  offsets = np.zeros(n, np.int64)
-  history = [[] for _ in range(n)]
-  for step in range(130):
-    cdf, rows = lanes.tables()
-    if step in (0, 61, 129):
-      expected = base.cdf_from_freqs(model.freqs([np.asarray(h, np.int32) for h in history]))
-      np.testing.assert_array_equal(cdf[rows], expected)
-    symbols = np.array([streams[i][offsets[i] % streams[i].size] for i in range(n)])
-    push = rng.random(n) < 0.9
-    reset = rng.random(n) < 0.03
-    lanes.update(symbols, push, reset)
-    for i in range(n):
-      if push[i]:
-        history[i].append(int(symbols[i]))
-        offsets[i] += 1
-      if reset[i]:
-        history[i] = []
+  assert_lanes_match_freqs(model, streams, num_lanes=70, steps=130, check_at=(0, 61, 129),
+                           push_rate=0.9, reset_rate=0.03, seed=1)
 
 
 def test_old_tables_are_never_modified(model, streams):

@@ -7,6 +7,7 @@ import pytest
 
 from compressor import constants
 from compressor.models import base
+from tests.lanes_contract import assert_lanes_match_freqs
 from training import configs
 from training import m1
 
@@ -68,45 +69,14 @@ def test_row_position_inside_a_block_does_not_matter(model, contexts, reference)
 
 
 def test_lanes_equal_freqs_with_random_resets(model, streams):
-  rng = np.random.default_rng(1)
-  n = 70
-  lanes = model.lanes(n)
-  offsets = np.zeros(n, np.int64)
-  history = [[] for _ in range(n)]
-  for step in range(130):
-    cdf, rows = lanes.tables()
-    if step in (0, 61, 129):
-      expected = base.cdf_from_freqs(model.freqs([np.asarray(h, np.int32) for h in history]))
-      np.testing.assert_array_equal(cdf[rows], expected)
-    symbols = np.array([streams[i][offsets[i] % streams[i].size] for i in range(n)])
-    push = rng.random(n) < 0.9
-    reset = rng.random(n) < 0.03
-    lanes.update(symbols, push, reset)
-    for i in range(n):
-      if push[i]:
-        history[i].append(int(symbols[i]))
-        offsets[i] += 1
-      if reset[i]:
-        history[i] = []
+  assert_lanes_match_freqs(model, streams, num_lanes=70, steps=130, check_at=(0, 61, 129),
+                           push_rate=0.9, reset_rate=0.03, seed=1)
 
 
 def test_lanes_equal_freqs_when_lanes_change_rows(model, streams):
   """Short windows: lanes restart often, so they keep moving to other rows and blocks."""
-  rng = np.random.default_rng(2)
-  n = 150  # three blocks, the last one partly padding
-  lanes = model.lanes(n)
-  history = [[] for _ in range(n)]
-  for step in range(24):
-    cdf, rows = lanes.tables()
-    if step in (3, 11, 23):
-      expected = base.cdf_from_freqs(model.freqs([np.asarray(h, np.int32) for h in history]))
-      np.testing.assert_array_equal(cdf[rows], expected)
-    symbols = np.array([streams[i][step] for i in range(n)])
-    push = rng.random(n) < 0.8
-    reset = rng.random(n) < 0.4
-    lanes.update(symbols, push, reset)
-    for i in range(n):
-      history[i] = [] if reset[i] else history[i] + ([int(symbols[i])] if push[i] else [])
+  assert_lanes_match_freqs(model, streams, num_lanes=150, steps=24, check_at=(3, 11, 23),
+                           push_rate=0.8, reset_rate=0.4, seed=2)
 
 
 def test_cache_grows_and_shrinks_with_the_contexts(streams):
