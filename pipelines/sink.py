@@ -44,25 +44,38 @@ MAX_ERROR_LINES = 100_000
 # Protobuf encoding of tf.train.Example.
 
 
+def _varint(value: int) -> bytes:
+  """The base-128 varint of one non-negative integer."""
+  out = bytearray()
+  while value >= 0x80:
+    out.append((value & 0x7F) | 0x80)
+    value >>= 7
+  out.append(value)
+  return bytes(out)
+
+
 def _varints(values: np.ndarray) -> bytes:
   """Concatenated base-128 varints of non-negative integers."""
   values = np.asarray(values, np.uint64)
   if values.size == 0:
     return b""
   num = np.ones(values.shape, np.int64)
+  width = 1
   for k in range(1, 10):
-    num += values >= (np.uint64(1) << np.uint64(7 * k))
-  out = np.zeros((values.size, 10), np.uint8)
-  for k in range(10):
+    more = values >= (np.uint64(1) << np.uint64(7 * k))
+    if not more.any():
+      break
+    num += more
+    width = k + 1
+  out = np.zeros((values.size, width), np.uint8)
+  for k in range(width):
     byte = (values >> np.uint64(7 * k)) & np.uint64(0x7F)
-    more = (num > k + 1).astype(np.uint8) << 7
-    out[:, k] = byte.astype(np.uint8) | more
-  mask = np.arange(10)[None, :] < num[:, None]
-  return out[mask].tobytes()
+    out[:, k] = byte.astype(np.uint8) | ((num > k + 1).astype(np.uint8) << 7)
+  return out[np.arange(width)[None, :] < num[:, None]].tobytes()
 
 
 def _field(number: int, payload: bytes) -> bytes:
-  return _varints(np.array([number << 3 | 2])) + _varints(np.array([len(payload)])) + payload
+  return _varint(number << 3 | 2) + _varint(len(payload)) + payload
 
 
 def _int64_feature(values) -> bytes:
