@@ -5,8 +5,10 @@ Usage:
       [--out bench.json]
 
 Every run calls `pipelines.compress.run(argv)` on the first `--docs` documents
-of each file of `validation/*.jsonl.gz`, with EqualInfoAC[b=16, v=65k] and an
-order-3 `ContextModel` fitted on a C4 file of `train/` as M1:
+of each file of both splits (`*/*.jsonl.gz`: validation and train, 8 MB, so that the
+job has enough 128-example batches to spread over two workers), with
+EqualInfoAC[b=16, v=65k] and an order-3 `ContextModel` fitted on a C4 file of
+`train/` as M1 (a throughput measurement: coding its own fit data is fine):
 
   * `runs`: wall time of the whole job (driver fit, worker start-up, the
     workers' own fit in `setup()`, every stage) with
@@ -65,9 +67,12 @@ def multi_processing(workers: int) -> list[str]:
   return [f"--direct_num_workers={workers}", "--direct_running_mode=multi_processing"]
 
 
+SPLITS = "*"  # every split directory of --data
+
+
 def compress_argv(data: pathlib.Path, docs: int, output: str, beam_args: list[str]) -> list[str]:
   """The `eqinfo compress` arguments of one run."""
-  return ["--input", str(data / "validation" / "*.jsonl.gz"), "--method", METHOD,
+  return ["--input", str(data / SPLITS / "*.jsonl.gz"), "--method", METHOD,
           "--m1", f"context[order=3,fit={data / 'train' / FIT_FILE}]",
           "--output", output, "--num_shards", "4", "--max_docs_per_file", str(docs),
           "--overwrite"] + beam_args
