@@ -641,10 +641,7 @@ class ExactLanes(base.Lanes):
       self._more.setdefault(lane, collections.deque()).append(token)
 
   def update(self, symbols, push, reset):
-    symbols, push, reset = (np.asarray(a) for a in (symbols, push, reset))
-    for name, a in (("symbols", symbols), ("push", push), ("reset", reset)):
-      if a.shape != (self.num_lanes,):
-        raise ValueError(f"{name} must have shape ({self.num_lanes},), got {a.shape}")
+    symbols, push, reset = base.check_update(self.num_lanes, symbols, push, reset)
     pushed = np.flatnonzero(push)
     if pushed.size:
       check_symbols(symbols[pushed])

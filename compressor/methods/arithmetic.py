@@ -4,7 +4,6 @@ The stream is self-delimiting: it ends with a cell that straddles the next
 symbol's subdivision, so the decoder stops after exactly the coded symbols,
 and its length is a whole number of tokens.
 """
-import numpy as np
 
 from compressor.lane_decoder import StreamDecoder
 from compressor.lane_encoder import CodeSpec, LaneEncoder

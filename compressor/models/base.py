@@ -96,6 +96,19 @@ class Lanes(abc.ABC):
     """
 
 
+def check_update(num_lanes: int, symbols, push, reset):
+  """Validates `Lanes.update` arguments; returns them as numpy arrays.
+
+  Raises:
+    ValueError: if one is not of shape [num_lanes].
+  """
+  symbols, push, reset = (np.asarray(a) for a in (symbols, push, reset))
+  for name, a in (("symbols", symbols), ("push", push), ("reset", reset)):
+    if a.shape != (num_lanes,):
+      raise ValueError(f"{name} must have shape ({num_lanes},), got {a.shape}")
+  return symbols, push, reset
+
+
 class ProbabilityModel(abc.ABC):
   """A model whose tables are a pure function of its parameters and the context."""
 

@@ -15,6 +15,8 @@ import jax  # pylint: disable=wrong-import-position
 import numpy as np  # pylint: disable=wrong-import-position
 import pytest  # pylint: disable=wrong-import-position
 
+from compressor.symbols import symbols_from_text  # pylint: disable=wrong-import-position
+
 jax.config.update("jax_compilation_cache_dir", os.environ["JAX_COMPILATION_CACHE_DIR"])
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
 jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
@@ -65,3 +67,23 @@ def m2_shards(tmp_path_factory) -> pathlib.Path:
   write_m2_shards(directory, 96, num_shards=2, seed=0, split="train")
   write_m2_shards(directory / "validation", 32, num_shards=1, seed=1, split="validation")
   return directory
+
+
+@pytest.fixture(scope="module")
+def streams(validation_docs):
+  """Symbol streams of real text: document bytes followed by EOS."""
+  return [symbols_from_text(d) for d in validation_docs]
+
+
+@pytest.fixture(scope="module")
+def contexts(streams):
+  """70 contexts (two 64-lane blocks) of lengths 0..200 from different documents."""
+  rng = np.random.default_rng(0)
+  out = []
+  for i in range(70):
+    s = streams[i]
+    n = min(int(rng.integers(0, 201)), s.size)
+    start = int(rng.integers(0, s.size - n + 1))
+    out.append(s[start:start + n])
+  out[0], out[1] = out[1][:0], streams[1][:200]  # empty and longest contexts
+  return out

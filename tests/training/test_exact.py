@@ -18,13 +18,6 @@ MAX_LEN = 96  # two cache chunks; contexts of up to 200 symbols wrap the ring bu
 
 
 @pytest.fixture(scope="module")
-def streams(validation_docs):
-  """Symbol streams of real text: document bytes followed by EOS."""
-  return [np.append(np.frombuffer(d.encode("utf-8"), np.uint8).astype(np.int32), constants.EOS)
-          for d in validation_docs]
-
-
-@pytest.fixture(scope="module")
 def model(validation_docs):
   """A random tiny float M1 (logits scaled up, so tables are far from uniform), converted."""
   config = m1.m1_config("tiny", max_len=MAX_LEN)
@@ -33,20 +26,6 @@ def model(validation_docs):
   params["params"]["logits_dense"]["kernel"] = params["params"]["logits_dense"]["kernel"] * 8
   return quantize_m1.convert(m1.M1Model(config, params), validation_docs[150:200], seq_len=64,
                              max_sequences=8)
-
-
-@pytest.fixture(scope="module")
-def contexts(streams):
-  """70 contexts of lengths 0..200 from different documents."""
-  rng = np.random.default_rng(0)
-  out = []
-  for i in range(70):
-    s = streams[i]
-    n = min(int(rng.integers(0, 201)), s.size)
-    start = int(rng.integers(0, s.size - n + 1))
-    out.append(s[start:start + n])
-  out[0], out[1] = out[1][:0], streams[1][:200]  # empty and longest contexts
-  return out
 
 
 @pytest.fixture(scope="module")

@@ -25,27 +25,6 @@ def model():
 
 
 @pytest.fixture(scope="module")
-def streams(validation_docs):
-  """Symbol streams of real text: document bytes followed by EOS."""
-  return [np.append(np.frombuffer(d.encode("utf-8"), np.uint8).astype(np.int32), constants.EOS)
-          for d in validation_docs]
-
-
-@pytest.fixture(scope="module")
-def contexts(streams):
-  """70 contexts (two lane blocks) of lengths 0..200 from different documents."""
-  rng = np.random.default_rng(0)
-  out = []
-  for i in range(70):
-    s = streams[i]
-    n = min(int(rng.integers(0, 201)), s.size)
-    start = int(rng.integers(0, s.size - n + 1))
-    out.append(s[start:start + n])
-  out[0], out[1] = out[1][:0], streams[1][:200]  # empty and longest contexts
-  return out
-
-
-@pytest.fixture(scope="module")
 def reference(model, contexts):
   """Probabilities of all 70 contexts in one call."""
   return model.probs(contexts)
