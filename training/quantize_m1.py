@@ -16,10 +16,17 @@ the squared quantisation error (per tensor, per head or per channel). Learned
 norm scales, attention value scales and gated-product scales are folded into
 the following weight matrix, which is then quantised to int8 per output
 channel. RMSNorm outputs are smoothed per channel (SmoothQuant, Xiao et al.
-2023) through the norm's integer multipliers, at no run-time cost. There is no
-quantisation-aware fine-tuning.
+2023) through the norm's integer multipliers, at no run-time cost.
+
+With `--qat_steps N` (`convert_with_qat`), the float M1 is first fine-tuned for
+N steps through a forward pass rounded on the calibrated scales
+(`training.qat`), then converted; the report then also gives the bits/byte of
+post-training quantisation alone and of the fine-tuned float M1. QAT reads
+training sequences from the calibration corpus, so pass `--validation` text
+that it does not hold.
 """
 import argparse
+import dataclasses
 import json
 import logging
 import math
@@ -33,7 +40,7 @@ import numpy as np
 from compressor import constants
 from compressor.models import base
 from compressor.symbols import symbols_from_text
-from training import configs, corpus
+from training import configs, corpus, data, qat
 from training import exact as exact_lib
 from training import m1 as m1_lib
 from training import model as model_lib
@@ -119,6 +126,7 @@ class _Converter:
     self.out: dict[str, np.ndarray] = {}
     self.residual_amax = float(np.abs(self.p["token_embed"]["embedding"]).max())
     self.residual_scales: list[tuple[str, np.ndarray]] = []  # (name, acc units)
+    self.scales: dict[str, np.ndarray] = {}  # calibrated activation scales (`training.qat`)
 
   def _norm_site(self, name: str, h: np.ndarray, w: np.ndarray):
     """Quantises normed input h [N, d] for weights w [d, n] (norm scale folded in).
@@ -135,6 +143,7 @@ class _Converter:
     else:
       c = np.ones(d)
     s_h = _clip_scales(hr / c, -exact_lib.ACT_MAX, exact_lib.ACT_MAX, per_channel=False)
+    self.scales[f"{name}/act"], self.scales[f"{name}/smooth"] = np.float32(s_h), c
     real = math.sqrt(d) / (s_h * c)
     limit = exact_lib.norm_mult_limit(d)
     shift = int(np.clip(np.floor(np.log2((limit - 1) / real.max())), 0, 15))
@@ -161,6 +170,7 @@ class _Converter:
     s_k = np.array([_clip_scales(_rows(kh[..., j, :]), -act, act, False)
                     for j in range(c.num_heads)])
     s_v = _clip_scales(_rows(v), -act, act, per_channel=True)  # [A]
+    self.scales.update({f"{pre}/q": s_q, f"{pre}/k": s_k, f"{pre}/v": s_v})
     kernel, units = self._norm_site(f"{pre}/attn_norm", h, gamma * np.concatenate(
         [w["query"], w["key"], w["value"]], axis=1))
     per_col = np.concatenate([np.repeat(s_q, c.head_dim), np.repeat(s_k, c.head_dim), s_v])
@@ -199,6 +209,7 @@ class _Converter:
       s_b = _clip_scales(_rows(b), -exact_lib.LINEAR_BRANCH_MAX, exact_lib.LINEAR_BRANCH_MAX,
                          per_channel=True)
       s_g = _clip_scales(_rows(g), -act, act, per_channel=True)
+      self.scales.update({f"{pre}/u": s_u, f"{pre}/b": s_b})
       kernel, units = self._norm_site(f"{pre}/mlp_norm", h, np.concatenate([w0, w1], axis=1))
       wi_real = units / np.concatenate([s_u, s_b])
       self.out[f"{pre}/gate/mult"], self.out[f"{pre}/gate/shift"] = requant(s_u * s_b / s_g)
@@ -208,6 +219,7 @@ class _Converter:
       s_g = _clip_scales(_rows(g), 0, act, per_channel=True)
       kernel, units = self._norm_site(f"{pre}/mlp_norm", h, w0)
       wi_real = units / s_g
+    self.scales[f"{pre}/g"] = s_g
     self.out[f"{pre}/wi/kernel"] = kernel
     self.out[f"{pre}/wi/mult"], self.out[f"{pre}/wi/shift"] = requant(wi_real)
     w2 = mlp["wo"]["kernel"]
@@ -250,6 +262,7 @@ class _Converter:
     self.out["att_exp"] = exact_lib.exp_table(exact_lib.ATT_FRAC_BITS, exact_lib.ATT_ONE)
     self.out["out_exp"] = exact_lib.exp_table(exact_lib.OUT_FRAC_BITS, exact_lib.OUT_ONE)
     self.residual_scale = s_x
+    self.scales["residual"] = np.float32(s_x)
     return self.out
 
 
@@ -270,6 +283,33 @@ def calibration_inputs(contexts: Sequence[np.ndarray | bytes | str], seq_len: in
   return np.concatenate([np.full((n, 1), exact_lib.BOS, np.int32), body], axis=1)
 
 
+def calibrate(m1: m1_lib.M1Model, calibration_contexts: Sequence[np.ndarray | bytes | str],
+              seq_len: int = 256, max_sequences: int = 32, smooth_alpha: float = 0.5):
+  """Runs the float M1 over calibration text and chooses every integer weight and scale.
+
+  Args: as `convert`.
+
+  Returns:
+    the finished converter: `.out` the exact M1's integer weights, `.scales`
+    the calibrated activation scales by site (what `training.qat` simulates),
+    `.meta` how they were made.
+  """
+  if not 0 <= smooth_alpha <= 1:
+    raise ValueError(f"smooth_alpha must lie in [0, 1], got {smooth_alpha}")
+  seq_len = min(seq_len, m1.config.max_len)
+  if seq_len < 2:
+    raise ValueError(f"seq_len must be >= 2, got {seq_len}")
+  inputs = calibration_inputs(calibration_contexts, seq_len, max_sequences)
+  converter = _Converter(m1.config, jax.device_get(m1.params), smooth_alpha)
+  converter.observe(inputs)
+  converter.finish()
+  converter.meta = {"source_fingerprint": m1.fingerprint,
+                    "calibration_sequences": int(inputs.shape[0]),
+                    "calibration_seq_len": int(seq_len), "smooth_alpha": smooth_alpha,
+                    "residual_scale": converter.residual_scale}
+  return converter
+
+
 def convert(m1: m1_lib.M1Model, calibration_contexts: Sequence[np.ndarray | bytes | str],
             seq_len: int = 256, max_sequences: int = 32,
             smooth_alpha: float = 0.5) -> exact_lib.ExactM1Model:
@@ -285,19 +325,39 @@ def convert(m1: m1_lib.M1Model, calibration_contexts: Sequence[np.ndarray | byte
   Returns:
     the exact M1; its `meta` records the float M1's fingerprint and settings.
   """
-  if not 0 <= smooth_alpha <= 1:
-    raise ValueError(f"smooth_alpha must lie in [0, 1], got {smooth_alpha}")
-  seq_len = min(seq_len, m1.config.max_len)
-  if seq_len < 2:
-    raise ValueError(f"seq_len must be >= 2, got {seq_len}")
-  inputs = calibration_inputs(calibration_contexts, seq_len, max_sequences)
-  converter = _Converter(m1.config, jax.device_get(m1.params), smooth_alpha)
-  converter.observe(inputs)
-  params = converter.finish()
-  meta = {"source_fingerprint": m1.fingerprint, "calibration_sequences": int(inputs.shape[0]),
-          "calibration_seq_len": int(seq_len), "smooth_alpha": smooth_alpha,
-          "residual_scale": converter.residual_scale}
-  return exact_lib.ExactM1Model(m1.config, params, meta)
+  converter = calibrate(m1, calibration_contexts, seq_len, max_sequences, smooth_alpha)
+  return exact_lib.ExactM1Model(m1.config, converter.out, converter.meta)
+
+
+def convert_with_qat(m1: m1_lib.M1Model, calibration_contexts: Sequence[np.ndarray | bytes | str],
+                     batches: Iterable[dict[str, np.ndarray]], qat_config: qat.QATConfig,
+                     seq_len: int = 256, max_sequences: int = 32, smooth_alpha: float = 0.5,
+                     progress: bool = True) -> tuple[exact_lib.ExactM1Model, m1_lib.M1Model]:
+  """Quantisation-aware fine-tuning, then `convert` of the fine-tuned float M1.
+
+  The float M1 is calibrated, fine-tuned through `qat.fake_quant_logits` on
+  those scales, and the fine-tuned weights are calibrated and converted
+  afresh. The exact M1's `meta` keeps the original M1's fingerprint as
+  `source_fingerprint` (so `training.m1.load` pairs it with that directory)
+  and records the fine-tuning under "qat".
+
+  Args:
+    m1, calibration_contexts, seq_len, max_sequences, smooth_alpha: as `convert`.
+    batches: M1 training batches (inputs/targets/weights [B, T]).
+    qat_config: steps and learning rate.
+    progress: show a progress bar.
+
+  Returns:
+    (the exact M1, the fine-tuned float M1).
+  """
+  scales = calibrate(m1, calibration_contexts, seq_len, max_sequences, smooth_alpha).scales
+  tuned, history = qat.finetune(m1, scales, iter(batches), qat_config, progress)
+  exact_m1 = convert(tuned, calibration_contexts, seq_len, max_sequences, smooth_alpha)
+  exact_m1.meta.update(source_fingerprint=m1.fingerprint, qat={
+      **dataclasses.asdict(qat_config), "tuned_fingerprint": tuned.fingerprint,
+      "first_bits_per_symbol": round(history[0], 5),
+      "last_bits_per_symbol": round(history[-1], 5)})
+  return exact_m1, tuned
 
 
 # -- bits/byte of both models -------------------------------------------------
@@ -373,6 +433,15 @@ def parse_flags(argv) -> argparse.Namespace:
   parser.add_argument("--smooth_alpha", type=float, default=0.5,
                       help="SmoothQuant strength for RMSNorm outputs (0: none)")
   parser.add_argument("--eval_sequences", type=int, default=32)
+  parser.add_argument("--qat_steps", type=int, default=0,
+                      help="quantisation-aware fine-tuning steps before conversion (0: none)")
+  parser.add_argument("--qat_batch_size", type=int, default=qat.QATConfig.batch_size)
+  parser.add_argument("--qat_seq_len", type=int, default=qat.QATConfig.seq_len)
+  parser.add_argument("--qat_learning_rate", type=float, default=qat.QATConfig.learning_rate)
+  parser.add_argument("--qat_seed", type=int, default=qat.QATConfig.seed)
+  parser.add_argument("--qat_shuffle_buffer", type=int, default=1024,
+                      help="QAT sequences held by the shuffle buffer")
+  parser.add_argument("--no_progress", action="store_true", help="no progress bar")
   parser.add_argument("--eval_seq_len", type=int, default=512)
   return parser.parse_args(argv)
 
@@ -385,14 +454,32 @@ def run(argv=None) -> int:
   out = args.out or os.path.join(args.m1, exact_lib.SUBDIR)
   docs = corpus.read_documents(args.calibration)
   calibration = [text for _, (_, text) in zip(range(args.calibration_docs), docs)]
-  exact_m1 = convert(m1, calibration, seq_len=args.calibration_seq_len,
-                     max_sequences=args.calibration_sequences, smooth_alpha=args.smooth_alpha)
+  settings = dict(seq_len=args.calibration_seq_len, max_sequences=args.calibration_sequences,
+                  smooth_alpha=args.smooth_alpha)
+  exact_m1 = ptq_m1 = convert(m1, calibration, **settings)
+  tuned = None
+  if args.qat_steps > 0:
+    qat_config = qat.QATConfig(steps=args.qat_steps, batch_size=args.qat_batch_size,
+                               seq_len=min(args.qat_seq_len, m1.config.max_len),
+                               learning_rate=args.qat_learning_rate, seed=args.qat_seed)
+    batches = data.M1Batches(data.M1DataConfig(
+        spec=args.calibration, seq_len=qat_config.seq_len, batch_size=qat_config.batch_size,
+        seed=qat_config.seed, shuffle_buffer=args.qat_shuffle_buffer))
+    exact_m1, tuned = convert_with_qat(m1, calibration, batches, qat_config,
+                                       progress=not args.no_progress, **settings)
   if args.validation:
     docs = corpus.read_documents(args.validation)
   texts = (text for _, text in docs)
   seq_len = min(args.eval_seq_len, m1.config.max_len)
   symbols = eval_sequences(texts, seq_len, args.eval_sequences)
-  report = compare(m1, exact_m1, symbols)
+  report = compare(m1, ptq_m1, symbols)
+  if tuned is not None:
+    after = compare(tuned, exact_m1, symbols)
+    report = {**report, "ptq_exact_bits_per_byte": report["exact_bits_per_byte"],
+              "qat_float_bits_per_byte": after["float_bits_per_byte"],
+              "exact_bits_per_byte": after["exact_bits_per_byte"],
+              "relative_increase": round(after["exact_bits_per_byte"]
+                                         / report["float_bits_per_byte"] - 1, 5)}
   exact_m1.meta["report"] = report
   digest = exact_m1.save(out)
   report = {"out": str(out), "fingerprint": digest, "source_fingerprint": m1.fingerprint,

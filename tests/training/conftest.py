@@ -1,4 +1,4 @@
-"""Fixtures of the training tests: tiny ArrayRecord shards of M2 examples."""
+"""Fixtures of the training tests: tiny M2 shards, M1 contexts and a trained tiny M1."""
 import json
 import os
 import pathlib
@@ -86,4 +86,17 @@ def contexts(streams):
     start = int(rng.integers(0, s.size - n + 1))
     out.append(s[start:start + n])
   out[0], out[1] = out[1][:0], streams[1][:200]  # empty and longest contexts
+  return out
+
+
+@pytest.fixture(scope="session")
+def trained_m1(tmp_path_factory, webtext_dir):
+  """A tiny M1 trained for a few hundred steps on the shared train split."""
+  train_m1 = pytest.importorskip("training.train_m1")
+  out = tmp_path_factory.mktemp("m1")
+  train_m1.run(["--train", str(webtext_dir / "train" / "*.jsonl.gz"), "--size", "tiny",
+                "--steps", "200", "--batch_size", "16", "--seq_len", "128", "--warmup", "100",
+                "--docs_per_group", "16", "--shuffle_buffer", "256", "--checkpoint_every",
+                "1000", "--log_every", "100", "--peak_flops", "1e12", "--no_progress",
+                "--out", str(out)])
   return out

@@ -12,7 +12,7 @@ import pytest
 from compressor import constants, get_method
 from compressor.models import base
 from tests.lanes_contract import assert_lanes_match_freqs
-from training import exact, exact_reference, m1, quantize_m1
+from training import exact, exact_devices, exact_reference, m1, quantize_m1
 
 MAX_LEN = 96  # two cache chunks; contexts of up to 200 symbols wrap the ring buffer
 
@@ -193,34 +193,7 @@ def test_save_load_round_trip(model, contexts, reference, tmp_path):
 
 def random_integer_model(seed: int = 0) -> exact.ExactM1Model:
   """An exact M1 drawn from integers alone (no float conversion), activations in range."""
-  config = m1.m1_config("tiny", max_len=MAX_LEN)
-  rng = np.random.default_rng(seed)
-  shifts = {"qkv": 24, "out": 16, "wi": 20, "gate": 29, "wo": 18, "logits": 20, "softmax": 21}
-  params = {}
-  for name, (shape, dtype) in exact.param_specs(config).items():
-    shape = tuple(s if s is not None else 0 for s in shape)
-    kind = name.split("/")[-2] if "/" in name else name
-    if name.endswith("/kernel"):
-      value = rng.integers(-127, 128, shape)
-    elif name.endswith("norm/mult"):
-      value = rng.integers(1 << 15, 1 << 16, shape)
-    elif name.endswith("norm/shift"):
-      value = np.array(8)
-    elif name.endswith("/mult"):
-      value = rng.integers(1 << 14, 1 << 15, shape)
-    elif name.endswith("/shift"):
-      value = np.full(shape, shifts[kind])
-    elif name.endswith("rel_bias"):
-      value = rng.integers(-5000, 5001, shape)
-    elif name == "embed":
-      value = rng.integers(-(1 << 12), 1 << 12, shape)
-    elif name == "buckets":
-      value = np.minimum(np.arange(config.max_len), config.rel_pos_buckets - 1)
-    else:
-      value = exact.exp_table(*((exact.ATT_FRAC_BITS, exact.ATT_ONE) if name == "att_exp"
-                                else (exact.OUT_FRAC_BITS, exact.OUT_ONE)))
-    params[name] = np.asarray(value).astype(dtype)
-  return exact.ExactM1Model(config, params)
+  return exact_devices.integer_drawn_model(m1.m1_config("tiny", max_len=MAX_LEN), seed)
 
 
 GOLDEN_CONTEXTS = [b"", b"The ", b"Integer arithmetic is the same everywhere. " * 3]
@@ -240,18 +213,48 @@ def test_golden_tables():
   assert _tables_digest(model) == GOLDEN_SHA256
 
 
+GOLDEN_DEVICE_SHA256 = "d1397dc99c1ec4c8"  # 200 x 512 validation contexts, recorded on CPU
+
+
+@pytest.fixture(scope="module")
+def device_symbols(validation_docs):
+  """[200, 512] validation symbols: 102,400 contexts, the ring buffer wrapped 5 times."""
+  return exact_devices.text_symbols(iter(validation_docs), 200, 512)
+
+
+def test_hundred_thousand_contexts_full_equals_cached(device_symbols):
+  """102,400 contexts, full recompute vs KV-cached lanes, pinned by a digest for other devices."""
+  report = exact_devices.compare_devices(random_integer_model(), device_symbols,
+                                         [jax.devices("cpu")[0]])
+  assert report["contexts"] == 102_400
+  assert report["equal"], report
+  assert report["devices"][0]["cached"] == report["digest"] == GOLDEN_DEVICE_SHA256
+
+
+def test_device_check_command(webtext_dir):
+  stdout = io.StringIO()
+  with contextlib.redirect_stdout(stdout):
+    status = exact_devices.run(["--text", str(webtext_dir / "validation" / "*.jsonl.gz"),
+                                "--sequences", "3", "--seq_len", "40"])
+  report = json.loads(stdout.getvalue())
+  assert status == 0 and report["equal"] and report["contexts"] == 120
+  assert report["model"] == random_integer_model().fingerprint
+  with pytest.raises(ValueError, match="fewer --sequences"):
+    exact_devices.text_symbols(iter(["short text"]), 2, 8)
+
+
 @pytest.mark.gpu
-def test_gpu_tables_equal_cpu_tables(contexts, reference, model):
+def test_gpu_tables_equal_cpu_tables(device_symbols, contexts, reference, model):
   try:
     gpu = jax.devices("gpu")[0]
   except RuntimeError:
     pytest.skip("no GPU")
-  with jax.default_device(gpu):
-    on_gpu = exact.ExactM1Model(model.config, model.params)
-    np.testing.assert_array_equal(on_gpu.freqs(contexts), reference)
-    full = on_gpu.sequence_freqs(np.array([[exact.BOS, *contexts[1]]]))[0]
-    np.testing.assert_array_equal(full[-1], reference[1])
-    assert _tables_digest(random_integer_model()) == GOLDEN_SHA256
+  report = exact_devices.compare_devices(random_integer_model(), device_symbols,
+                                         [gpu, jax.devices("cpu")[0]])
+  assert report["equal"] and report["digest"] == GOLDEN_DEVICE_SHA256, report
+  on_gpu = exact_devices.on_device(model, gpu)
+  np.testing.assert_array_equal(on_gpu.freqs(contexts), reference)
+  assert _tables_digest(exact_devices.on_device(random_integer_model(), gpu)) == GOLDEN_SHA256
 
 
 def test_ungated_mlp(validation_docs, streams):
@@ -274,19 +277,6 @@ def test_converter_checks():
     quantize_m1.convert(small, ["text"], smooth_alpha=2.0)
   with pytest.raises(ValueError, match="too short"):
     quantize_m1.convert(small, ["hi"], seq_len=16)
-
-
-@pytest.fixture(scope="module")
-def trained_m1(tmp_path_factory, webtext_dir):
-  """A tiny M1 trained for a few hundred steps on the shared train split."""
-  train_m1 = pytest.importorskip("training.train_m1")
-  out = tmp_path_factory.mktemp("m1")
-  train_m1.run(["--train", str(webtext_dir / "train" / "*.jsonl.gz"), "--size", "tiny",
-                "--steps", "200", "--batch_size", "16", "--seq_len", "128", "--warmup", "100",
-                "--docs_per_group", "16", "--shuffle_buffer", "256", "--checkpoint_every",
-                "1000", "--log_every", "100", "--peak_flops", "1e12", "--no_progress",
-                "--out", str(out)])
-  return out
 
 
 @pytest.mark.slow

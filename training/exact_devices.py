@@ -1,0 +1,179 @@
+"""The exact M1 on several devices: every table of many contexts, compared.
+
+Records written on one machine must decode on another, so the exact M1's
+tables must be the same integers on CPU, GPU and TPU. `compare_devices`
+computes the tables of N sequences of T symbols (N * T contexts: every prefix
+of every sequence) on each device in two ways, a full causal recompute
+(`ExactM1Model.sequence_freqs`) and KV-cached lanes (`ExactM1Model.lanes`,
+one lane per sequence), and reports a digest of each and whether they all
+agree. `integer_drawn_model` gives a model that needs no training or
+conversion, so its digest can be pinned once and checked on any machine.
+
+Command line (prints JSON; on a GPU or TPU machine it compares against the
+host CPU):
+
+  python -m training.exact_devices --sequences 200 --seq_len 512 \\
+      --text '../shared/data/webtext/validation/*.jsonl.gz'
+"""
+import argparse
+import hashlib
+import json
+import sys
+import time
+from typing import Iterable, Sequence
+
+import jax
+import numpy as np
+
+from compressor import constants
+from training import configs, corpus
+from training import exact as exact_lib
+from training import m1 as m1_lib
+
+_DRAWN_SHIFTS = {"qkv": 24, "out": 16, "wi": 20, "gate": 29, "wo": 18, "logits": 20, "softmax": 21}
+
+
+def integer_drawn_model(config: configs.ModelConfig, seed: int = 0) -> exact_lib.ExactM1Model:
+  """An exact M1 whose weights are drawn as integers (seeded), activations kept in range."""
+  rng = np.random.default_rng(seed)
+  params = {}
+  for name, (shape, dtype) in exact_lib.param_specs(config).items():
+    shape = tuple(0 if s is None else s for s in shape)
+    kind = name.split("/")[-2] if "/" in name else name
+    if name.endswith("/kernel"):
+      value = rng.integers(-127, 128, shape)
+    elif name.endswith("norm/mult"):
+      value = rng.integers(1 << 15, 1 << 16, shape)
+    elif name.endswith("norm/shift"):
+      value = np.array(8)
+    elif name.endswith("/mult"):
+      value = rng.integers(1 << 14, 1 << 15, shape)
+    elif name.endswith("/shift"):
+      value = np.full(shape, _DRAWN_SHIFTS[kind])
+    elif name.endswith("rel_bias"):
+      value = rng.integers(-5000, 5001, shape)
+    elif name == "embed":
+      value = rng.integers(-(1 << 12), 1 << 12, shape)
+    elif name == "buckets":
+      value = np.minimum(np.arange(config.max_len), config.rel_pos_buckets - 1)
+    elif name == "att_exp":
+      value = exact_lib.exp_table(exact_lib.ATT_FRAC_BITS, exact_lib.ATT_ONE)
+    else:
+      value = exact_lib.exp_table(exact_lib.OUT_FRAC_BITS, exact_lib.OUT_ONE)
+    params[name] = np.asarray(value).astype(dtype)
+  return exact_lib.ExactM1Model(config, params)
+
+
+def text_symbols(texts: Iterable[str], num_sequences: int, seq_len: int) -> np.ndarray:
+  """[num_sequences, seq_len] symbols: documents (bytes + EOS) concatenated and cut."""
+  from training import quantize_m1  # pylint: disable=import-outside-toplevel
+  symbols = quantize_m1.eval_sequences(texts, seq_len, num_sequences)
+  if symbols.shape[0] < num_sequences:
+    raise ValueError(f"text holds {symbols.shape[0]} sequences of {seq_len} symbols, "
+                     f"{num_sequences} asked; pass more text or fewer --sequences")
+  return symbols
+
+
+def _inputs(symbols: np.ndarray) -> np.ndarray:
+  bos = np.full((symbols.shape[0], 1), exact_lib.BOS, np.int32)
+  return np.concatenate([bos, symbols[:, :-1]], axis=1).astype(np.int32)
+
+
+def full_tables(model: exact_lib.ExactM1Model, symbols: np.ndarray,
+                batch_size: int = 16) -> np.ndarray:
+  """[N, T] symbols -> [N, T, 257] tables by full recompute; [n, t] follows symbols[n, :t]."""
+  inputs = _inputs(symbols)
+  return np.concatenate([model.sequence_freqs(inputs[i:i + batch_size])
+                         for i in range(0, inputs.shape[0], batch_size)])
+
+
+def cached_tables(model: exact_lib.ExactM1Model, symbols: np.ndarray) -> np.ndarray:
+  """[N, T] symbols -> [N, T, 257] tables from N cached lanes fed one symbol per step."""
+  n, t = symbols.shape
+  lanes = model.lanes(n)
+  out = np.empty((n, t, constants.ALPHABET_SIZE), np.int32)
+  push, reset = np.ones(n, bool), np.zeros(n, bool)
+  for i in range(t):
+    cdf, rows = lanes.tables()
+    out[:, i] = np.diff(cdf[rows], axis=-1)
+    lanes.update(symbols[:, i], push, reset)
+  return out
+
+
+def digest(tables: np.ndarray) -> str:
+  """First 16 hex digits of the SHA-256 of the tables as little-endian int32."""
+  return hashlib.sha256(np.ascontiguousarray(tables, "<i4").tobytes()).hexdigest()[:16]
+
+
+def on_device(model: exact_lib.ExactM1Model, device: jax.Device) -> exact_lib.ExactM1Model:
+  """The same exact M1 with its weights (and so its computation) on `device`."""
+  with jax.default_device(device):
+    return exact_lib.ExactM1Model(model.config, model.params, model.meta)
+
+
+def _first_difference(a: np.ndarray, b: np.ndarray) -> list[int] | None:
+  where = np.argwhere(a != b)
+  return None if where.size == 0 else [int(v) for v in where[0][:2]]
+
+
+def compare_devices(model: exact_lib.ExactM1Model, symbols: np.ndarray,
+                    devices: Sequence[jax.Device]) -> dict:
+  """Tables of every prefix of `symbols` on each device, both ways, compared.
+
+  Returns:
+    {"contexts": N * T, "equal": bool, "digest": of the first device's full
+     tables, "devices": [{"device", "full", "cached", "seconds"}...],
+     "first_difference": [sequence, position] or None}.
+  """
+  reference, rows = None, []
+  first = None
+  for device in devices:
+    start = time.perf_counter()
+    model_here = on_device(model, device)
+    results = {"full": full_tables(model_here, symbols), "cached": cached_tables(model_here,
+                                                                                 symbols)}
+    rows.append({"device": f"{device.platform}:{device.device_kind}",
+                 **{k: digest(v) for k, v in results.items()},
+                 "seconds": round(time.perf_counter() - start, 2)})
+    if reference is None:
+      reference = results["full"]
+    for tables in results.values():
+      first = first or _first_difference(reference, tables)
+  return {"contexts": int(symbols.size), "equal": first is None, "digest": rows[0]["full"],
+          "devices": rows, "first_difference": first}
+
+
+def parse_flags(argv) -> argparse.Namespace:
+  parser = argparse.ArgumentParser(prog="python -m training.exact_devices", description=__doc__,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument("--text", required=True, help="corpus spec of the contexts (see "
+                      "training.corpus): jsonl[.gz] glob, builtin:pydoc, tfds:...")
+  parser.add_argument("--m1", help="M1 directory (its exact M1); default: an integer-drawn "
+                      "model of --size")
+  parser.add_argument("--size", default="tiny", help="config of the integer-drawn model")
+  parser.add_argument("--max_len", type=int, default=96, help="its context length")
+  parser.add_argument("--seed", type=int, default=0, help="its weights' seed")
+  parser.add_argument("--sequences", type=int, default=200)
+  parser.add_argument("--seq_len", type=int, default=512)
+  return parser.parse_args(argv)
+
+
+def run(argv=None) -> int:
+  """Entry point: prints the comparison as JSON; exit status 1 when tables differ."""
+  args = parse_flags(argv)
+  if args.m1:
+    model = m1_lib.load(args.m1, exact=True)
+  else:
+    model = integer_drawn_model(m1_lib.m1_config(args.size, max_len=args.max_len), args.seed)
+  texts = (text for _, text in corpus.read_documents(args.text))
+  symbols = text_symbols(texts, args.sequences, args.seq_len)
+  devices = [jax.devices("cpu")[0]]
+  if jax.default_backend() != "cpu":
+    devices.insert(0, jax.devices()[0])
+  report = {"model": model.fingerprint, **compare_devices(model, symbols, devices)}
+  print(json.dumps(report, indent=2))
+  return 0 if report["equal"] else 1
+
+
+if __name__ == "__main__":
+  sys.exit(run())
