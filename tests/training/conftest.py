@@ -1,4 +1,6 @@
 """Fixtures of the training tests: tiny M2 shards, M1 contexts and a trained tiny M1."""
+import contextlib
+import io
 import json
 import os
 import pathlib
@@ -100,3 +102,22 @@ def trained_m1(tmp_path_factory, webtext_dir):
                 "1000", "--log_every", "100", "--peak_flops", "1e12", "--no_progress",
                 "--out", str(out)])
   return out
+
+
+@pytest.fixture()
+def quantize_cli(trained_m1, webtext_dir, tmp_path):
+  """Runs `python -m training.quantize_m1` on the trained tiny M1; returns (report, out dir)."""
+  from training import quantize_m1  # pylint: disable=import-outside-toplevel
+
+  def run(*flags: str) -> tuple[dict, pathlib.Path]:
+    out = tmp_path / "exact"
+    stdout = io.StringIO()
+    with contextlib.redirect_stdout(stdout):
+      quantize_m1.run(["--m1", str(trained_m1), "--out", str(out),
+                       "--calibration", str(webtext_dir / "train" / "*.jsonl.gz"),
+                       "--validation", str(webtext_dir / "validation" / "*.jsonl.gz"),
+                       "--calibration_docs", "100", "--calibration_sequences", "16",
+                       "--eval_sequences", "16", *flags])
+    return json.loads(stdout.getvalue()), out
+
+  return run

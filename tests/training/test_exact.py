@@ -280,16 +280,8 @@ def test_converter_checks():
 
 
 @pytest.mark.slow
-def test_cli_bits_per_byte_within_two_percent(trained_m1, webtext_dir, tmp_path):
-  out = tmp_path / "exact"
-  stdout = io.StringIO()
-  with contextlib.redirect_stdout(stdout):
-    quantize_m1.run(["--m1", str(trained_m1), "--out", str(out),
-                     "--calibration", str(webtext_dir / "train" / "*.jsonl.gz"),
-                     "--validation", str(webtext_dir / "validation" / "*.jsonl.gz"),
-                     "--calibration_docs", "100", "--calibration_sequences", "16",
-                     "--eval_sequences", "16", "--eval_seq_len", "256"])
-  report = json.loads(stdout.getvalue())
+def test_cli_bits_per_byte_within_two_percent(trained_m1, quantize_cli):
+  report, out = quantize_cli("--eval_seq_len", "256")
   float_m1 = m1.load(trained_m1, exact=False)
   assert report["symbols"] == 16 * min(256, float_m1.config.max_len)
   assert report["float_bits_per_byte"] < 4.0  # the model learned something

@@ -1,8 +1,5 @@
 """Quantisation-aware fine-tuning: the rounded forward pass, its gradients and the converter."""
-import contextlib
-import io
 import itertools
-import json
 
 import jax
 import jax.numpy as jnp
@@ -122,18 +119,10 @@ def test_qat_config_checks():
 
 
 @pytest.mark.slow
-def test_cli_with_qat(trained_m1, webtext_dir, tmp_path):
-  out = tmp_path / "exact"
-  stdout = io.StringIO()
-  with contextlib.redirect_stdout(stdout):
-    quantize_m1.run(["--m1", str(trained_m1), "--out", str(out),
-                     "--calibration", str(webtext_dir / "train" / "*.jsonl.gz"),
-                     "--validation", str(webtext_dir / "validation" / "*.jsonl.gz"),
-                     "--calibration_docs", "100", "--calibration_sequences", "16",
-                     "--eval_sequences", "16", "--eval_seq_len", "128", "--qat_steps", "20",
-                     "--qat_batch_size", "8", "--qat_seq_len", "128", "--qat_shuffle_buffer",
-                     "64", "--no_progress"])
-  report = json.loads(stdout.getvalue())
+def test_cli_with_qat(trained_m1, quantize_cli):
+  report, out = quantize_cli("--eval_seq_len", "128", "--qat_steps", "20", "--qat_batch_size",
+                             "8", "--qat_seq_len", "128", "--qat_shuffle_buffer", "64",
+                             "--no_progress")
   for key in ("float_bits_per_byte", "ptq_exact_bits_per_byte", "qat_float_bits_per_byte",
               "exact_bits_per_byte"):
     assert 1.0 < report[key] < 4.0, report
