@@ -14,15 +14,16 @@ the fine-tuned weights as usual.
   with its calibrated scale; the following weight matrix (norm scale and
   smoothing folded in) rounded to int8 per output column;
 * q and k rounded per head, v and the attention output per channel, the
-  relative bias in score units;
+  relative bias in score units; attention weights as the exp table makes
+  them (score differences to 2**-6 nats, weights to 2**-12 of the largest);
 * gated MLP branches rounded to 12 bits, their product to int8;
 * each block's output rounded to the residual grid; logits to 2**-8 nats.
 
 Rounding passes gradients straight through inside the clip range and none
-outside it (the clipped straight-through estimator). Softmax, the exp tables
-and the integer square root are left in float: their error is far below the
-rounding above. The loss is the cross entropy of the 257 symbols the exact
-M1 codes (BOS is never a target), plus the usual z-loss.
+outside it (the clipped straight-through estimator). The final softmax and
+the integer square root of RMSNorm stay in float: their error is far below
+the rounding above. The loss is the cross entropy of the 257 symbols the
+exact M1 codes (BOS is never a target), plus the usual z-loss.
 """
 import dataclasses
 import logging
