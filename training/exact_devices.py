@@ -29,6 +29,7 @@ from compressor import constants
 from training import configs, corpus
 from training import exact as exact_lib
 from training import m1 as m1_lib
+from training import quantize_m1
 
 _DRAWN_SHIFTS = {"qkv": 24, "out": 16, "wi": 20, "gate": 29, "wo": 18, "logits": 20, "softmax": 21}
 
@@ -66,7 +67,6 @@ def integer_drawn_model(config: configs.ModelConfig, seed: int = 0) -> exact_lib
 
 def text_symbols(texts: Iterable[str], num_sequences: int, seq_len: int) -> np.ndarray:
   """[num_sequences, seq_len] symbols: documents (bytes + EOS) concatenated and cut."""
-  from training import quantize_m1  # pylint: disable=import-outside-toplevel
   symbols = quantize_m1.eval_sequences(texts, seq_len, num_sequences)
   if symbols.shape[0] < num_sequences:
     raise ValueError(f"text holds {symbols.shape[0]} sequences of {seq_len} symbols, "
@@ -74,15 +74,10 @@ def text_symbols(texts: Iterable[str], num_sequences: int, seq_len: int) -> np.n
   return symbols
 
 
-def _inputs(symbols: np.ndarray) -> np.ndarray:
-  bos = np.full((symbols.shape[0], 1), exact_lib.BOS, np.int32)
-  return np.concatenate([bos, symbols[:, :-1]], axis=1).astype(np.int32)
-
-
 def full_tables(model: exact_lib.ExactM1Model, symbols: np.ndarray,
                 batch_size: int = 16) -> np.ndarray:
   """[N, T] symbols -> [N, T, 257] tables by full recompute; [n, t] follows symbols[n, :t]."""
-  inputs = _inputs(symbols)
+  inputs = quantize_m1.bos_inputs(symbols)
   return np.concatenate([model.sequence_freqs(inputs[i:i + batch_size])
                          for i in range(0, inputs.shape[0], batch_size)])
 

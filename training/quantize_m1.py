@@ -377,7 +377,7 @@ def eval_sequences(texts: Iterable[str], seq_len: int, max_sequences: int) -> np
   return stream[:n * seq_len].reshape(n, seq_len)
 
 
-def _inputs(symbols: np.ndarray) -> np.ndarray:
+def bos_inputs(symbols: np.ndarray) -> np.ndarray:
   """[N, T] symbols -> [N, T] inputs: BOS, then the symbols shifted right."""
   bos = np.full((symbols.shape[0], 1), exact_lib.BOS, np.int32)
   return np.concatenate([bos, symbols[:, :-1]], axis=1).astype(np.int32)
@@ -401,7 +401,7 @@ def bits_per_byte(freqs_fn: Callable[[np.ndarray], np.ndarray], symbols: np.ndar
   total = 0.0
   for start in range(0, symbols.shape[0], batch_size):
     batch = symbols[start:start + batch_size]
-    freqs = freqs_fn(_inputs(batch))  # [B, T, 257]
+    freqs = freqs_fn(bos_inputs(batch))  # [B, T, 257]
     picked = np.take_along_axis(freqs, batch[..., None].astype(np.int64), axis=-1)[..., 0]
     total += float(np.sum(constants.PRECISION - np.log2(picked)))
   return total / symbols.size

@@ -52,7 +52,7 @@ def test_fake_quant_values_and_straight_through_gradient():
 
 def test_rounded_forward_tracks_the_exact_m1(float_m1, converter, symbols):
   """Tables of the rounded float pass are far closer to the exact M1's than the float M1's."""
-  inputs = quantize_m1._inputs(symbols)
+  inputs = quantize_m1.bos_inputs(symbols)
   exact_tables = np.log2(exact.ExactM1Model(float_m1.config, converter.out).sequence_freqs(inputs))
   float_tables = np.log2(quantize_m1.float_sequence_freqs(float_m1)(inputs))
   logits = qat.fake_quant_logits(float_m1.config, float_m1.params, converter.scales, inputs)
