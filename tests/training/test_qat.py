@@ -50,17 +50,33 @@ def test_fake_quant_values_and_straight_through_gradient():
   np.testing.assert_allclose(q, kernel * scale, rtol=1e-6)
 
 
-def test_rounded_forward_tracks_the_exact_m1(float_m1, converter, symbols):
-  """Tables of the rounded float pass are far closer to the exact M1's than the float M1's."""
+def _table_gaps(float_m1, converter, symbols) -> tuple[float, float]:
+  """Mean |log2 table difference| to the exact M1: of the float M1, of the rounded pass."""
   inputs = quantize_m1.bos_inputs(symbols)
-  exact_tables = np.log2(exact.ExactM1Model(float_m1.config, converter.out).sequence_freqs(inputs))
+  exact_m1 = exact.ExactM1Model(float_m1.config, converter.out)
+  exact_tables = np.log2(exact_m1.sequence_freqs(inputs))
   float_tables = np.log2(quantize_m1.float_sequence_freqs(float_m1)(inputs))
   logits = qat.fake_quant_logits(float_m1.config, float_m1.params, converter.scales, inputs)
   probs = np.asarray(jax.nn.softmax(logits, axis=-1))
   rounded = np.log2(base.quantize(probs.reshape(-1, probs.shape[-1])).reshape(probs.shape))
-  float_gap = np.abs(float_tables - exact_tables).mean()
-  rounded_gap = np.abs(rounded - exact_tables).mean()
+  return np.abs(float_tables - exact_tables).mean(), np.abs(rounded - exact_tables).mean()
+
+
+def test_rounded_forward_tracks_the_exact_m1(float_m1, converter, symbols):
+  """Tables of the rounded float pass are far closer to the exact M1's than the float M1's."""
+  float_gap, rounded_gap = _table_gaps(float_m1, converter, symbols)
   assert rounded_gap < float_gap / 2, (float_gap, rounded_gap)
+
+
+def test_rounded_forward_of_an_ungated_mlp(train_docs, symbols):
+  config = m1.m1_config("tiny", max_len=SEQ_LEN, mlp_gated=False)
+  params = m1.M1Model.random(config, seed=3).params
+  params["params"]["logits_dense"]["kernel"] = params["params"]["logits_dense"]["kernel"] * 8
+  ungated = m1.M1Model(config, params)
+  converter = quantize_m1.calibrate(ungated, train_docs[:40], seq_len=SEQ_LEN, max_sequences=8)
+  assert "layers_0/u" not in converter.scales
+  float_gap, rounded_gap = _table_gaps(ungated, converter, symbols)
+  assert rounded_gap < float_gap, (float_gap, rounded_gap)
 
 
 def test_scales_cover_every_site(float_m1, converter):
