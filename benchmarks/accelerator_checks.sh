@@ -6,7 +6,7 @@
 # Writes to $OUT: accelerator.txt (the card), exact_devices.json (tables of
 # 102,400 contexts on the accelerator and the CPU, every integer compared),
 # pytest_gpu.txt (the gpu-marked tests), exact_m1_bench.json (exact vs float
-# M1 coding symbols/s), m1_bench.json (M1 coding against matmul speed) and
+# M1 coding symbols/s, and by lane block size), m1_bench.json (M1 coding against matmul speed) and
 # m2_bench.json (M2 tokens/s and MFU). Each step is bounded by `timeout` and a
 # failed step does not stop the others; the exit status counts the failures.
 set -uo pipefail
@@ -32,8 +32,9 @@ step() {  # step SECONDS FILE COMMAND...: runs COMMAND with its output in $OUT/F
 step 120 exact_devices.json "$PYTHON" -m training.exact_devices \
   --text "$DATA/validation/*.jsonl.gz" --sequences 200 --seq_len 512
 step 180 pytest_gpu.txt "$PYTHON" -m pytest -m gpu -p no:cacheprovider tests/training/test_exact.py
-step 120 exact_m1_bench.json "$PYTHON" benchmarks/exact_m1_bench.py --data "$DATA" --lanes 1024
-step 180 m1_bench.json "$PYTHON" benchmarks/m1_bench.py --data "$DATA" --lanes 256,1024,4096
+step 180 exact_m1_bench.json "$PYTHON" benchmarks/exact_m1_bench.py --data "$DATA" --lanes 2048 \
+  --block_lanes 64,512,2048
+step 150 m1_bench.json "$PYTHON" benchmarks/m1_bench.py --data "$DATA" --lanes 256,1024,4096
 step 120 m2_bench.json "$PYTHON" benchmarks/m2_bench.py --sizes mini,3m --batch_size 64
 echo "$failures step(s) failed"
 exit "$failures"

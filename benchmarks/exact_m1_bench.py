@@ -2,6 +2,7 @@
 
 Usage:
   python benchmarks/exact_m1_bench.py [--size 3m] [--lanes 512] [--symbols 256]
+      [--block_lanes 64,256,1024]
 
 Encodes the same validation examples with equal_info_ac[b=16,v=65k] in
 `--lanes` lanes, once with a float M1 of `--size` (random weights, context
@@ -24,7 +25,7 @@ import numpy as np
 from compressor import get_method
 from compressor.symbols import symbols_from_text
 from training import m1 as m1_lib
-from training import quantize_m1
+from training import exact, quantize_m1
 
 DEFAULT_DATA = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data" / "webtext"
 SPEC = "equal_info_ac[b=16,v=65k]"
@@ -67,6 +68,9 @@ def main(argv=None) -> dict:
   parser.add_argument("--size", default="3m")
   parser.add_argument("--lanes", type=int, default=512, help="examples coded at once")
   parser.add_argument("--symbols", type=int, default=256, help="symbols per example")
+  parser.add_argument("--block_lanes", default="",
+                      help="comma-separated block sizes of the exact M1's lanes to time too "
+                      f"(the default block is {exact.BLOCK_LANES} rows)")
   parser.add_argument("--out", type=pathlib.Path, help="also write the JSON here")
   args = parser.parse_args(argv)
   float_m1 = m1_lib.M1Model.random(m1_lib.m1_config(args.size, max_len=1024))
@@ -86,6 +90,11 @@ def main(argv=None) -> dict:
       "exact_over_float": round(rates["exact"] / rates["float"], 3),
       "convert_s": round(convert_s, 2),
   }
+  blocks = [int(b) for b in args.block_lanes.split(",") if b]
+  if blocks:
+    report["exact_symbols_per_s_by_block_lanes"] = {
+        b: round(throughput(exact.ExactM1Model(exact_m1.config, exact_m1.params, block_lanes=b),
+                            examples, args.lanes), 1) for b in blocks}
   text = json.dumps(report, indent=2)
   print(text)
   if args.out:

@@ -83,7 +83,7 @@ OUT_FRAC_BITS = 8  # output exp table index: max-subtracted logit in units of 2*
 OUT_ONE = 1 << 16  # output exp table at 0
 SPARE = constants.TOTAL_FREQ - constants.ALPHABET_SIZE  # counts shared out by probability
 CACHE_CHUNK = model_lib.DECODE_CHUNK  # the KV cache grows in whole chunks of slots
-BLOCK_LANES = 64  # most rows of one compiled step; more lanes run as several blocks
+BLOCK_LANES = 64  # default most rows of one compiled step; more lanes run as several blocks
 MIN_BLOCK_LANES = 16  # fewest rows of one compiled step (a power of two from here up)
 CACHE_DTYPES = ("int8", "int32")  # KV cache containers; both hold int8 values, same tables
 _INT32_MIN = np.iinfo(np.int32).min
@@ -470,9 +470,9 @@ def unflatten(flat: dict[str, Any]) -> dict:
   return tree
 
 
-def _block_rows(num_lanes: int) -> int:
-  """Rows of each compiled step: a power of two from MIN_BLOCK_LANES to BLOCK_LANES."""
-  return min(BLOCK_LANES, max(MIN_BLOCK_LANES, 1 << (num_lanes - 1).bit_length()))
+def _block_rows(num_lanes: int, block_lanes: int) -> int:
+  """Rows of each compiled step: a power of two from MIN_BLOCK_LANES to block_lanes."""
+  return min(block_lanes, max(MIN_BLOCK_LANES, 1 << (num_lanes - 1).bit_length()))
 
 
 def check_symbols(symbols: np.ndarray | bytes) -> np.ndarray:
@@ -497,13 +497,21 @@ class ExactM1Model(base.ProbabilityModel):
     cache_dtype: container of the int8 KV cache values, "int8" or "int32";
       None picks int32 on CPU (whose int8 conversions are slow) and int8
       elsewhere. Tables do not depend on it.
+    block_lanes: most cache rows of one compiled step of `lanes` (a power of
+      two >= MIN_BLOCK_LANES; default BLOCK_LANES, the fastest on CPU). Larger
+      blocks mean fewer, larger steps, for accelerators. Tables do not depend
+      on it.
   """
 
   exact = True  # tables are the same integers on every device
 
   def __init__(self, config: configs.ModelConfig, params: dict[str, np.ndarray],
-               meta: dict | None = None, cache_dtype: str | None = None):
+               meta: dict | None = None, cache_dtype: str | None = None,
+               block_lanes: int = BLOCK_LANES):
     check_config(config)
+    if block_lanes < MIN_BLOCK_LANES or block_lanes & (block_lanes - 1):
+      raise ValueError(f"block_lanes must be a power of two >= {MIN_BLOCK_LANES}, "
+                       f"got {block_lanes}")
     if cache_dtype is None:
       cache_dtype = "int32" if jax.default_backend() == "cpu" else "int8"
     if cache_dtype not in CACHE_DTYPES:
@@ -514,6 +522,7 @@ class ExactM1Model(base.ProbabilityModel):
     self.params = params
     self.meta = dict(meta or {})
     self.cache_dtype = cache_dtype
+    self.block_lanes = block_lanes
     self.fingerprint = fingerprint(params)
     self._tree = jax.device_put(unflatten({k: jnp.asarray(v) for k, v in params.items()}))
     self._step = jax.jit(functools.partial(decode_step, config), donate_argnums=(1,))
@@ -615,7 +624,7 @@ class ExactLanes(base.Lanes):
   def __init__(self, m1: ExactM1Model, num_lanes: int):
     super().__init__(num_lanes)
     self._m1 = m1
-    rows = _block_rows(num_lanes)
+    rows = _block_rows(num_lanes, m1.block_lanes)
     self._blocks = [_Block(m1, rows) for _ in range(-(-num_lanes // rows))]
     self._next = np.full(num_lanes, BOS, np.int32)  # next input per lane; -1: none queued
     self._more = {}  # lane -> deque of inputs queued after `_next`

@@ -47,6 +47,16 @@ def test_identical_across_batch_sizes(model, contexts, reference):
     np.testing.assert_array_equal(model.freqs([contexts[i]])[0], reference[i])
 
 
+def test_identical_across_block_sizes(model, contexts, reference):
+  for block_lanes in (16, 128):
+    blocked = exact.ExactM1Model(model.config, model.params, block_lanes=block_lanes)
+    lanes = blocked.lanes(70)
+    assert len(lanes._blocks) == -(-70 // block_lanes)
+    np.testing.assert_array_equal(blocked.freqs(contexts), reference)
+  with pytest.raises(ValueError, match="power of two"):
+    exact.ExactM1Model(model.config, model.params, block_lanes=48)
+
+
 def test_lane_position_does_not_matter(model, contexts, reference):
   target = 1  # the longest context
   for rows, lane in ((64, 0), (64, 13), (64, 63), (300, 281)):  # 300 lanes: five blocks
