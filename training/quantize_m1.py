@@ -441,6 +441,7 @@ def parse_flags(argv) -> argparse.Namespace:
   parser.add_argument("--qat_seed", type=int, default=qat.QATConfig.seed)
   parser.add_argument("--qat_shuffle_buffer", type=int, default=1024,
                       help="QAT sequences held by the shuffle buffer")
+  parser.add_argument("--qat_out", help="also save the fine-tuned float M1 here")
   parser.add_argument("--no_progress", action="store_true", help="no progress bar")
   parser.add_argument("--eval_seq_len", type=int, default=512)
   return parser.parse_args(argv)
@@ -467,6 +468,8 @@ def run(argv=None) -> int:
         seed=qat_config.seed, shuffle_buffer=args.qat_shuffle_buffer))
     exact_m1, tuned = convert_with_qat(m1, calibration, batches, qat_config,
                                        progress=not args.no_progress, **settings)
+    if args.qat_out:
+      tuned.save(args.qat_out)
   if args.validation:
     docs = corpus.read_documents(args.validation)
   texts = (text for _, text in docs)

@@ -135,10 +135,10 @@ def test_qat_config_checks():
 
 
 @pytest.mark.slow
-def test_cli_with_qat(trained_m1, quantize_cli):
+def test_cli_with_qat(trained_m1, quantize_cli, tmp_path):
   report, out = quantize_cli("--eval_seq_len", "128", "--qat_steps", "20", "--qat_batch_size",
                              "8", "--qat_seq_len", "128", "--qat_shuffle_buffer", "64",
-                             "--no_progress")
+                             "--no_progress", "--qat_out", str(tmp_path / "tuned"))
   for key in ("float_bits_per_byte", "ptq_exact_bits_per_byte", "qat_float_bits_per_byte",
               "exact_bits_per_byte"):
     assert 1.0 < report[key] < 4.0, report
@@ -148,5 +148,7 @@ def test_cli_with_qat(trained_m1, quantize_cli):
       report["exact_bits_per_byte"] / report["float_bits_per_byte"] - 1, 5)
   loaded = exact.load(out)
   assert loaded.meta["qat"]["steps"] == 20
+  assert m1.load(tmp_path / "tuned", exact=False).fingerprint == loaded.meta["qat"][
+      "tuned_fingerprint"]
   assert loaded.meta["report"]["exact_bits_per_byte"] == report["exact_bits_per_byte"]
   assert loaded.meta["source_fingerprint"] == m1.load(trained_m1, exact=False).fingerprint
