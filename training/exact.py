@@ -67,7 +67,7 @@ from training import model as model_lib
 FORMAT = "eqinfo-exact-m1-v1"  # tag of the directory layout and of the arithmetic below
 CONFIG_FILE = "config.json"
 PARAMS_FILE = "params.npz"
-SUBDIR = "exact"  # where `python -m training.quantize_m1` puts the exact model of an M1 directory
+SUBDIR = "exact"  # where `eqinfo quantize-m1` puts the exact model of an M1 directory
 
 BOS = constants.ALPHABET_SIZE  # 257: input token that starts every context
 VOCAB_SIZE = constants.ALPHABET_SIZE + 1  # 258 input tokens
@@ -797,7 +797,7 @@ def find(path: str | os.PathLike) -> epath.Path | None:
     return sub
   if source and current and source != current:
     raise ValueError(f"the exact M1 in {sub} was converted from another float M1 (fingerprint "
-                     f"{source}, {path} has {current}); re-run `python -m training.quantize_m1 "
+                     f"{source}, {path} has {current}); re-run `eqinfo quantize-m1 "
                      f"--m1 {path} --calibration GLOB`")
   return sub
 
@@ -818,7 +818,7 @@ def load(path: str | os.PathLike, cache_dtype: str | None = None) -> ExactM1Mode
     if not (path / name).exists():
       raise FileNotFoundError(
           f"no exact M1 at {path}: {name} is missing; convert a float M1 with "
-          f"`python -m training.quantize_m1 --m1 DIR --calibration GLOB`")
+          f"`eqinfo quantize-m1 --m1 DIR --calibration GLOB`")
   try:
     info = json.loads((path / CONFIG_FILE).read_text())
     if info.get("format") != FORMAT:
@@ -827,8 +827,8 @@ def load(path: str | os.PathLike, cache_dtype: str | None = None) -> ExactM1Mode
     with np.load(io.BytesIO((path / PARAMS_FILE).read_bytes()), allow_pickle=False) as npz:
       params = {k: npz[k] for k in npz.files}
   except (ValueError, KeyError, TypeError, AttributeError, OSError, zipfile.BadZipFile) as e:
-    raise ValueError(f"corrupt exact M1 at {path} ({e}); re-run training.quantize_m1") from None
+    raise ValueError(f"corrupt exact M1 at {path} ({e}); re-run eqinfo quantize-m1") from None
   if info.get("fingerprint") != fingerprint(params):
     raise ValueError(f"corrupt exact M1 at {path}: weights do not match the fingerprint in "
-                     f"{CONFIG_FILE}; re-run training.quantize_m1")
+                     f"{CONFIG_FILE}; re-run eqinfo quantize-m1")
   return ExactM1Model(config, params, info.get("meta"), cache_dtype)

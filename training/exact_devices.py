@@ -12,7 +12,7 @@ conversion, so its digest can be pinned once and checked on any machine.
 Command line (prints JSON; on a GPU or TPU machine it compares against the
 host CPU):
 
-  python -m training.exact_devices --sequences 200 --seq_len 512 \\
+  eqinfo check-devices --sequences 200 --seq_len 512 \\
       --text '../shared/data/webtext/validation/*.jsonl.gz'
 """
 import argparse
@@ -139,7 +139,7 @@ def compare_devices(model: exact_lib.ExactM1Model, symbols: np.ndarray,
 
 
 def parse_flags(argv) -> argparse.Namespace:
-  parser = argparse.ArgumentParser(prog="python -m training.exact_devices", description=__doc__,
+  parser = argparse.ArgumentParser(prog="eqinfo check-devices", description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("--text", required=True, help="corpus spec of the contexts (see "
                       "training.corpus): jsonl[.gz] glob, builtin:pydoc, tfds:...")

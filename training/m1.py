@@ -412,7 +412,7 @@ def load(path: str | os.PathLike,
     if exact:
       raise FileNotFoundError(
           f"no integer-exact M1 at {path} or {path / exact_lib.SUBDIR}; convert the float M1 "
-          f"with `python -m training.quantize_m1 --m1 {path} --calibration GLOB`")
+          f"with `eqinfo quantize-m1 --m1 {path} --calibration GLOB`")
   elif exact_lib.is_exact_dir(path):
     raise ValueError(f"{path} holds an integer-exact M1 only; pass the float M1 directory it "
                      "was converted from")

@@ -2,7 +2,7 @@
 
 Example:
 
-  python -m training.quantize_m1 --m1 runs/m1 \\
+  eqinfo quantize-m1 --m1 runs/m1 \\
       --calibration '../shared/data/webtext/train/*.jsonl.gz' \\
       --validation '../shared/data/webtext/validation/*.jsonl.gz'
 
@@ -419,7 +419,7 @@ def compare(m1: m1_lib.M1Model, exact_m1: exact_lib.ExactM1Model, symbols: np.nd
 # -- command line -------------------------------------------------------------
 
 def parse_flags(argv) -> argparse.Namespace:
-  parser = argparse.ArgumentParser(prog="python -m training.quantize_m1", description=__doc__,
+  parser = argparse.ArgumentParser(prog="eqinfo quantize-m1", description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("--m1", required=True, help="float M1 directory (config.json, params.npz)")
   parser.add_argument("--out", help=f"exact M1 directory (default: M1/{exact_lib.SUBDIR})")

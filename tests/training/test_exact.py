@@ -11,6 +11,7 @@ import pytest
 
 from compressor import constants, get_method
 from compressor.models import base
+from pipelines import cli
 from tests.lanes_contract import assert_lanes_match_freqs
 from training import exact, exact_devices, exact_reference, m1, quantize_m1
 
@@ -189,7 +190,7 @@ def test_save_load_round_trip(model, contexts, reference, tmp_path):
   loaded = exact.load(path)
   assert loaded.fingerprint == model.fingerprint and loaded.config == model.config
   np.testing.assert_array_equal(loaded.freqs(contexts[:8]), reference[:8])
-  with pytest.raises(FileNotFoundError, match="quantize_m1"):
+  with pytest.raises(FileNotFoundError, match="quantize-m1"):
     exact.load(tmp_path / "nothing")
   info = json.loads((path / exact.CONFIG_FILE).read_text())
   info["fingerprint"] = "0" * 16
@@ -244,8 +245,8 @@ def test_hundred_thousand_contexts_full_equals_cached(device_symbols):
 def test_device_check_command(webtext_dir):
   stdout = io.StringIO()
   with contextlib.redirect_stdout(stdout):
-    status = exact_devices.run(["--text", str(webtext_dir / "validation" / "*.jsonl.gz"),
-                                "--sequences", "3", "--seq_len", "40"])
+    status = cli.main(["check-devices", "--text", str(webtext_dir / "validation" / "*.jsonl.gz"),
+                       "--sequences", "3", "--seq_len", "40"])
   report = json.loads(stdout.getvalue())
   assert status == 0 and report["equal"] and report["contexts"] == 120
   assert report["model"] == random_integer_model().fingerprint

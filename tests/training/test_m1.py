@@ -131,7 +131,7 @@ def test_save_load_round_trip(model, contexts, reference, tmp_path):
     loaded = m1.load(tmp_path / "m1", exact=exact)
     assert loaded.fingerprint == model.fingerprint and loaded.config == model.config
   np.testing.assert_array_equal(loaded.probs(contexts[:8]), reference[:8])
-  with pytest.raises(FileNotFoundError, match="quantize_m1"):
+  with pytest.raises(FileNotFoundError, match="quantize-m1"):
     m1.load(tmp_path / "m1", exact=True)
 
 
