@@ -33,6 +33,10 @@ class CompressConfig:
   split: str = "train"
   # Decode every record and compare it with its symbols; failures are dropped and counted.
   verify: bool = True
+  # With verify: the share of records decoded, picked by a hash of the record key (the
+  # same records on every run). Decoding runs M1 again, so 1.0 doubles M1's work; with
+  # the integer-exact M1, whose tables are the same on every device, a sample suffices.
+  verify_fraction: float = 1.0
   # Replace an existing output directory's shards and metadata.
   overwrite: bool = False
   # Consecutive documents concatenated before cutting into examples (paper: 128).
@@ -67,6 +71,8 @@ class CompressConfig:
       value = getattr(self, name)
       if value is not None and (not isinstance(value, int) or value < 0):
         raise ValueError(f"--{name} must be an integer >= 0, got {value!r}")
+    if not 0 < self.verify_fraction <= 1:
+      raise ValueError(f"--verify_fraction must lie in (0, 1], got {self.verify_fraction!r}")
     if not self.split or any(c in self.split for c in "/-"):
       raise ValueError(f"--split must be a non-empty name without '/' or '-', got {self.split!r}")
     for name in ("input", "method", "output"):
@@ -115,6 +121,8 @@ def parser() -> argparse.ArgumentParser:
   p.add_argument("--verify", dest="verify", action="store_true", default=d.verify,
                  help="decode every record and compare (default)")
   p.add_argument("--noverify", "--no-verify", dest="verify", action="store_false")
+  p.add_argument("--verify_fraction", type=float, default=d.verify_fraction,
+                 help="share of records verified, picked by key hash (default 1: all)")
   p.add_argument("--overwrite", action="store_true", default=d.overwrite)
   p.add_argument("--docs_per_group", type=int, default=d.docs_per_group)
   p.add_argument("--example_symbols", type=int, default=d.example_symbols)

@@ -307,6 +307,7 @@ def build_stats(accounting: dict, shards: list, info: dict) -> dict:
       "bytes": accounting["bytes"],
       "windows": accounting["windows"],
       "literal_windows": accounting["literal_windows"],
+      "records_verified": accounting["verified"],
       "verification_failures": accounting["dropped"].get("verification_failed", {}).get("inputs",
                                                                                         0),
       "bytes_in": accounting["bytes_in"],

@@ -10,6 +10,7 @@ M1 inference contract), so batch composition never changes a token.
 import collections
 import dataclasses
 import logging
+import zlib
 from typing import NamedTuple
 
 import apache_beam as beam
@@ -68,6 +69,7 @@ class Record(NamedTuple):
     source: provenance of the document holding the first covered symbol.
     offset: first covered symbol within the example.
     symbols: [num_bytes] the covered symbols, kept until verification (else None).
+    verified: decoded back to its symbols by `VerifyFn`.
   """
   key: tuple[int, int, int, int]
   tokens: np.ndarray
@@ -77,6 +79,7 @@ class Record(NamedTuple):
   source: str
   offset: int
   symbols: np.ndarray | None = None
+  verified: bool = False
 
   def __repr__(self):
     return (f"Record({key_name(self.key)}, <{self.tokens.size} tokens>, "
@@ -233,13 +236,29 @@ class CompressFn(beam.DoFn):
                           f"{message} (first document {ex.sources[0]})"))
 
 
-class VerifyFn(beam.DoFn):
-  """[Record] -> Records that decode to their symbols; failures go to errors (and are counted)."""
+def verify_sampled(key, fraction: float) -> bool:
+  """Whether the record with this key is among the `fraction` that are verified.
 
-  def __init__(self, method_spec: str, m1_spec: str | None):
+  A hash of the key name decides, so the same records are picked on every run.
+  """
+  if fraction >= 1:
+    return True
+  return zlib.crc32(key_name(key).encode()) < fraction * (1 << 32)
+
+
+class VerifyFn(beam.DoFn):
+  """[Record] -> Records, the sampled ones decoded and compared; failures go to errors.
+
+  Args:
+    method_spec, m1_spec: the method and M1 that coded the records.
+    fraction: share of records decoded (`verify_sampled`); the others pass unverified.
+  """
+
+  def __init__(self, method_spec: str, m1_spec: str | None, fraction: float = 1.0):
     super().__init__()
     self._method_spec = method_spec
     self._m1_spec = m1_spec
+    self._fraction = fraction
     self._method = None
     self._verified = _counter("records_verified")
     self._failed = _counter("verification_failures")
@@ -249,14 +268,18 @@ class VerifyFn(beam.DoFn):
 
   def process(self, batch: list[Record]):
     batch = sorted(batch, key=lambda r: r.key)
+    sampled = [r for r in batch if verify_sampled(r.key, self._fraction)]
+    for rec in batch:
+      if not verify_sampled(rec.key, self._fraction):
+        yield rec._replace(symbols=None)
     try:
-      decoded = self._method.decode_batch([r.tokens for r in batch])
+      decoded = self._method.decode_batch([r.tokens for r in sampled])
     except Exception:  # pylint: disable=broad-except  (fall back to one at a time)
-      decoded = [self._decode_one(r.tokens) for r in batch]
-    for rec, got in zip(batch, decoded):
+      decoded = [self._decode_one(r.tokens) for r in sampled]
+    for rec, got in zip(sampled, decoded):
       if got is not None and np.array_equal(got, rec.symbols):
         self._verified.inc()
-        yield rec._replace(symbols=None)
+        yield rec._replace(symbols=None, verified=True)
       else:
         self._failed.inc()
         _counter("dropped_verification_failed").inc()
@@ -277,8 +300,8 @@ class Compress(beam.PTransform):
   """Example -> {"records": Record, "errors": Dropped}: packing, then optional verification."""
 
   def __init__(self, method_spec: str, m1_spec: str | None, max_tokens: int, packing: str,
-               batch_size: int, verify: bool):
-    """Raises ValueError on a bad packing policy, max_tokens or batch_size."""
+               batch_size: int, verify: bool, verify_fraction: float = 1.0):
+    """Raises ValueError on a bad packing policy, max_tokens, batch_size or verify_fraction."""
     super().__init__()
     if packing not in packing_lib.PACKING_POLICIES:
       raise ValueError(f"packing must be one of {packing_lib.PACKING_POLICIES}, got {packing!r}")
@@ -289,7 +312,10 @@ class Compress(beam.PTransform):
     self._max_tokens = max_tokens
     self._packing = packing
     self._batch_size = batch_size
+    if not 0 < verify_fraction <= 1:
+      raise ValueError(f"verify_fraction must lie in (0, 1], got {verify_fraction}")
     self._verify = verify
+    self._verify_fraction = verify_fraction
 
   def expand(self, examples):
     coded = (
@@ -305,7 +331,8 @@ class Compress(beam.PTransform):
         coded.records
         | "BatchRecords" >> beam.BatchElements(min_batch_size=4 * self._batch_size,
                                                max_batch_size=4 * self._batch_size)
-        | "Verify" >> beam.ParDo(VerifyFn(self._method_spec, self._m1_spec)
+        | "Verify" >> beam.ParDo(VerifyFn(self._method_spec, self._m1_spec,
+                                          self._verify_fraction)
                                  ).with_outputs(ERRORS, main="records"))
     errors = (coded[ERRORS], checked[ERRORS]) | "MergeErrors" >> beam.Flatten()
     return {"records": checked.records, "errors": errors}
@@ -322,7 +349,7 @@ class RecordStatsFn(beam.CombineFn):
 
   def create_accumulator(self):
     return {"records": 0, "m1_examples": 0, "tokens": 0, "bytes": 0, "windows": 0,
-            "literal_windows": 0,
+            "literal_windows": 0, "verified": 0,
             "histogram": np.zeros(self._vocab_size, np.int64), "pending": [], "pending_size": 0}
 
   def _flush(self, acc):
@@ -338,6 +365,7 @@ class RecordStatsFn(beam.CombineFn):
     acc["bytes"] += int(rec.num_bytes)
     acc["windows"] += int(rec.num_windows)
     acc["literal_windows"] += int(rec.num_literal_windows)
+    acc["verified"] += int(rec.verified)
     acc["pending"].append(np.asarray(rec.tokens, np.int64))
     acc["pending_size"] += int(rec.tokens.size)
     if acc["pending_size"] > self._FLUSH:
@@ -349,7 +377,7 @@ class RecordStatsFn(beam.CombineFn):
     for acc in accs:
       self._flush(acc)
       for name in ("records", "m1_examples", "tokens", "bytes", "windows", "literal_windows",
-                   "histogram"):
+                   "verified", "histogram"):
         out[name] = out[name] + acc[name]
     return out
 

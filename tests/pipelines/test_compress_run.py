@@ -2,6 +2,7 @@
 import collections
 import json
 import pathlib
+import zlib
 
 import pytest
 
@@ -63,6 +64,20 @@ def test_every_record_decodes_to_its_text(context_runs, validation_docs):
   assert all(s.startswith(str(flags["input"]) + ":") for s in sources)
 
 
+def test_verify_fraction_decodes_a_fixed_sample(context_runs, tmp_path):
+  """A sampled verification writes the same shards; the sample is a hash of the record keys."""
+  flags, (full, _, _), _ = context_runs
+  out = tmp_path / "sampled"
+  stats = _compress(out, SINGLE, verify_fraction=0.4, **flags)
+  assert _shards(out) == _shards(full)
+  keys = [r["key"] for r in _records(out)]
+  sampled = sum(zlib.crc32(k) < 0.4 * 2**32 for k in keys)
+  assert 0 < sampled < len(keys)
+  assert stats["records_verified"] == sampled and stats["verify_fraction"] == 0.4
+  assert stats["verification_failures"] == 0
+  assert f"({sampled} of {len(keys)} records decoded)" in compress.summary(stats)
+
+
 def test_stats_add_up(context_runs, validation_docs):
   _, (out, _, _), (stats, _, _) = context_runs
   records = _records(out)
@@ -76,6 +91,7 @@ def test_stats_add_up(context_runs, validation_docs):
   assert sum(stats["token_histogram"]) == stats["tokens"]
   assert len(stats["token_histogram"]) == stats["vocab_size"] == 256
   assert stats["verification_failures"] == 0 and stats["dropped"] == {}
+  assert stats["records_verified"] == stats["examples"] and stats["verify_fraction"] == 1.0
   assert stats["wire_format"]["coder_version"] == stats["coder_version"]
   assert (out / sink.COMPLETED).exists()
   assert json.loads((out / sink.CONFIG).read_text())["method"] == "equal_info_ac[b=16,v=256]"

@@ -46,6 +46,11 @@ def test_flags_split_app_and_beam():
   assert json.loads(config.to_json())["max_tokens"] == 512
   with pytest.raises(ValueError, match="--num_shards"):
     options.parse(["--input", "a", "--method", "b", "--output", "c", "--num_shards", "0"])
+  base = ["--input", "a", "--method", "b", "--output", "c"]
+  assert options.parse(base + ["--verify_fraction", "0.01"])[0].verify_fraction == 0.01
+  for bad in ("0", "1.5"):
+    with pytest.raises(ValueError, match="--verify_fraction"):
+      options.parse(base + ["--verify_fraction", bad])
   with pytest.raises(ValueError, match="unknown config keys"):
     options.CompressConfig.from_dict({"input": "a", "method": "b", "output": "c", "shards": 3})
 

@@ -138,9 +138,31 @@ def test_verify_drops_and_counts_a_corrupt_record():
     out = (p | beam.Create([[good, bad]])
            | beam.ParDo(transforms.VerifyFn(method.spec, None)).with_outputs(
                sources.ERRORS, main="records"))
-    assert_that(out.records | beam.Map(lambda r: r.key), equal_to([(0, 0, 0, 0)]), label="ok")
+    assert_that(out.records | beam.Map(lambda r: (r.key, r.verified, r.symbols)),
+                equal_to([((0, 0, 0, 0), True, None)]), label="ok")
     assert_that(out[sources.ERRORS] | beam.Map(lambda e: (e.source, e.reason)),
                 equal_to([("f00000-g000000-e000-p001", "verification_failed")]), label="bad")
+
+
+def test_verify_fraction_decodes_only_the_sampled_records():
+  """Every record is corrupt: the sampled ones fail, the others pass unverified."""
+  method = get_method("bytes")
+  records = [transforms.Record((0, 0, i, 0), np.array([104], np.int32), 1, 0, 0, "s", 0,
+                               np.array([105], np.int32)) for i in range(40)]
+  sampled = [r.key for r in records if transforms.verify_sampled(r.key, 0.25)]
+  assert 0 < len(sampled) < 40
+  assert transforms.verify_sampled((0, 0, 0, 0), 1.0)
+  with BeamTestPipeline() as p:
+    out = (p | beam.Create([records[:25], records[25:]])
+           | beam.ParDo(transforms.VerifyFn(method.spec, None, 0.25)).with_outputs(
+               sources.ERRORS, main="records"))
+    assert_that(out.records | beam.Map(lambda r: (r.key, r.verified)),
+                equal_to([(r.key, False) for r in records if r.key not in sampled]),
+                label="passed")
+    assert_that(out[sources.ERRORS] | beam.Map(lambda e: e.source),
+                equal_to([transforms.key_name(k) for k in sampled]), label="failed")
+  with pytest.raises(ValueError, match="verify_fraction"):
+    transforms.Compress("bytes", None, 10, "continue", 1, True, verify_fraction=0.0)
 
 
 def test_accounting_balances():
@@ -204,7 +226,7 @@ def test_tfds_source_reads_chunks_in_order():
 
 def test_finalize_refuses_an_unbalanced_run(tmp_path):
   accounting = {"records": 1, "m1_examples": 1, "tokens": 3, "bytes": 4, "windows": 0,
-                "literal_windows": 0, "histogram": [0, 1, 2, 0], "bytes_in": 9,
+                "literal_windows": 0, "verified": 1, "histogram": [0, 1, 2, 0], "bytes_in": 9,
                 "bytes_dropped": 1, "dropped": {}, "balanced": False}
   fn = sink.FinalizeFn(str(tmp_path), {"vocab_size": 4}, "{}")
   with pytest.raises(AssertionError, match="bytes in"):
