@@ -3,6 +3,9 @@
 #
 # Usage: DATA=../shared/data/webtext OUT=accelerator_checks benchmarks/accelerator_checks.sh
 #
+# DATA is the web text in C4's layout (train/, validation/); on a machine where
+# it does not sit beside the checkout, copy it in and point DATA at the copy.
+#
 # Writes to $OUT: accelerator.txt (the card), exact_devices.json (tables of
 # 102,400 contexts on the accelerator and the CPU, every integer compared),
 # pytest_gpu.txt (the gpu-marked tests), exact_m1_bench.json (exact vs float
@@ -16,6 +19,7 @@ OUT=${OUT:-accelerator_checks}
 PYTHON=${PYTHON:-python3}
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1
+export EQINFO_WEBTEXT="$DATA"  # where the tests read the web text
 failures=0
 
 step() {  # step SECONDS FILE COMMAND...: runs COMMAND with its output in $OUT/FILE
