@@ -332,7 +332,8 @@ def convert(m1: m1_lib.M1Model, calibration_contexts: Sequence[np.ndarray | byte
 def convert_with_qat(m1: m1_lib.M1Model, calibration_contexts: Sequence[np.ndarray | bytes | str],
                      batches: Iterable[dict[str, np.ndarray]], qat_config: qat.QATConfig,
                      seq_len: int = 256, max_sequences: int = 32, smooth_alpha: float = 0.5,
-                     progress: bool = True) -> tuple[exact_lib.ExactM1Model, m1_lib.M1Model]:
+                     progress: bool = True, scales: qat.Scales | None = None
+                     ) -> tuple[exact_lib.ExactM1Model, m1_lib.M1Model]:
   """Quantisation-aware fine-tuning, then `convert` of the fine-tuned float M1.
 
   The float M1 is calibrated, fine-tuned through `qat.fake_quant_logits` on
@@ -346,11 +347,13 @@ def convert_with_qat(m1: m1_lib.M1Model, calibration_contexts: Sequence[np.ndarr
     batches: M1 training batches (inputs/targets/weights [B, T]).
     qat_config: steps and learning rate.
     progress: show a progress bar.
+    scales: the float M1's calibrated scales, when `calibrate` already ran.
 
   Returns:
     (the exact M1, the fine-tuned float M1).
   """
-  scales = calibrate(m1, calibration_contexts, seq_len, max_sequences, smooth_alpha).scales
+  if scales is None:
+    scales = calibrate(m1, calibration_contexts, seq_len, max_sequences, smooth_alpha).scales
   tuned, history = qat.finetune(m1, scales, iter(batches), qat_config, progress)
   exact_m1 = convert(tuned, calibration_contexts, seq_len, max_sequences, smooth_alpha)
   exact_m1.meta.update(source_fingerprint=m1.fingerprint, qat={
@@ -457,7 +460,8 @@ def run(argv=None) -> int:
   calibration = [text for _, (_, text) in zip(range(args.calibration_docs), docs)]
   settings = dict(seq_len=args.calibration_seq_len, max_sequences=args.calibration_sequences,
                   smooth_alpha=args.smooth_alpha)
-  exact_m1 = ptq_m1 = convert(m1, calibration, **settings)
+  converter = calibrate(m1, calibration, **settings)
+  exact_m1 = ptq_m1 = exact_lib.ExactM1Model(m1.config, converter.out, converter.meta)
   tuned = None
   if args.qat_steps > 0:
     qat_config = qat.QATConfig(steps=args.qat_steps, batch_size=args.qat_batch_size,
@@ -467,7 +471,8 @@ def run(argv=None) -> int:
         spec=args.calibration, seq_len=qat_config.seq_len, batch_size=qat_config.batch_size,
         seed=qat_config.seed, shuffle_buffer=args.qat_shuffle_buffer))
     exact_m1, tuned = convert_with_qat(m1, calibration, batches, qat_config,
-                                       progress=not args.no_progress, **settings)
+                                       progress=not args.no_progress, scales=converter.scales,
+                                       **settings)
     if args.qat_out:
       tuned.save(args.qat_out)
   if args.validation:
