@@ -19,7 +19,13 @@ Number formats (all values are int32 at run time; int64 is never needed):
   scale (and SmoothQuant factors), so the output is int8 in [-127, 127]; the
   learned norm scale is folded into the next weight matrix;
 * matmuls: int8 x int8 products with int32 accumulation (`lax.dot_general`,
-  `preferred_element_type=int32`). Integer sums are exact in any order;
+  `preferred_element_type=int32`). Integer sums are exact in any order. Some
+  backends run integer matrix products through float32 arithmetic (an H100
+  did, for int32 operands), which is exact only while every partial sum stays
+  below 2**24 in magnitude; so every product here is cut so that it does:
+  contractions of at most DOT_CHUNK int8 values (longer ones are summed
+  chunk by chunk in int32), and attention weights split into two 6-bit
+  halves before they multiply the values;
 * requantisation: `mul_shift(x, mult, shift)` = round(x * mult / 2**shift)
   with 15-bit multipliers, per output channel, evaluated in int32 without
   overflow (the product is split into 15-bit halves);
@@ -38,7 +44,7 @@ The lookup tables and the relative-position bucket table are stored with the
 weights, so no transcendental function is evaluated when tables are made.
 
 Every int32 intermediate is bounded by construction for max_len <= 2048,
-matmul depths <= 2**16 and head_dim <= 4096 (`check_config`);
+matmul depths <= 2**16 and head_dim <= DOT_CHUNK (`check_config`);
 `training.exact_reference` recomputes everything in int64 and checks the
 bounds.
 
@@ -87,6 +93,8 @@ BLOCK_LANES = 64  # default most rows of one compiled step; more lanes run as se
 MIN_BLOCK_LANES = 16  # fewest rows of one compiled step (a power of two from here up)
 CACHE_DTYPES = ("int8", "int32")  # KV cache containers; both hold int8 values, same tables
 _INT32_MIN = np.iinfo(np.int32).min
+DOT_CHUNK = 1024  # int8 terms per exact contraction: 1024 * 127**2 < 2**24
+WEIGHT_HALF_BITS = 6  # attention weights (<= ATT_ONE = 2**12) as hi * 2**6 + lo
 
 
 def norm_bits(d_model: int) -> int:
@@ -121,7 +129,7 @@ def check_config(config: configs.ModelConfig) -> None:
     raise ValueError(f"M1 needs vocab_size {VOCAB_SIZE} (257 symbols + BOS), "
                      f"got {config.vocab_size}")
   limits = {"max_len": 2048, "d_model": 1 << 16, "mlp_dim": 1 << 16, "attn_dim": 1 << 16,
-            "head_dim": 4096}
+            "head_dim": DOT_CHUNK}
   for name, limit in limits.items():
     if getattr(config, name) > limit:
       raise ValueError(f"the exact M1 supports {name} <= {limit}, got {getattr(config, name)}")
@@ -284,9 +292,34 @@ def rms_norm(x: jax.Array, norm: dict, bits: int) -> jax.Array:
 
 
 def dense(h: jax.Array, kernel: jax.Array) -> jax.Array:
-  """[..., K] int8 values x [K, N] int8 -> [..., N] int32 exact sums."""
-  return jax.lax.dot_general(h.astype(jnp.int8), kernel, (((h.ndim - 1,), (0,)), ((), ())),
-                             preferred_element_type=jnp.int32)
+  """[..., K] int8 values x [K, N] int8 -> [..., N] int32 exact sums.
+
+  Contractions longer than DOT_CHUNK run as chunks of DOT_CHUNK, summed in
+  int32, so no partial sum of one product reaches 2**24.
+  """
+  k = kernel.shape[0]
+  h = h.astype(jnp.int8)
+  if k <= DOT_CHUNK:
+    return jax.lax.dot_general(h, kernel, (((h.ndim - 1,), (0,)), ((), ())),
+                               preferred_element_type=jnp.int32)
+  chunks = -(-k // DOT_CHUNK)
+  pad = chunks * DOT_CHUNK - k
+  h = jnp.pad(h, [(0, 0)] * (h.ndim - 1) + [(0, pad)]).reshape(h.shape[:-1] + (chunks, DOT_CHUNK))
+  w = jnp.pad(kernel, ((0, pad), (0, 0))).reshape(chunks, DOT_CHUNK, kernel.shape[1])
+  parts = jax.lax.dot_general(h, w, (((h.ndim - 1,), (1,)), ((h.ndim - 2,), (0,))),
+                              preferred_element_type=jnp.int32)  # [chunks, ..., N]
+  return jnp.sum(parts, axis=0)
+
+
+def weighted_values(spec: str, p: jax.Array, v: jax.Array) -> jax.Array:
+  """einsum(spec, p, v) of weights p in [0, ATT_ONE] and int8 values v, exactly.
+
+  p = hi * 2**6 + lo with hi, lo <= 64, so each product's partial sums stay
+  below 64 * 127 * 2048 < 2**24 for up to 2048 positions.
+  """
+  hi = p >> WEIGHT_HALF_BITS
+  lo = p & ((1 << WEIGHT_HALF_BITS) - 1)
+  return (jnp.left_shift(jnp.einsum(spec, hi, v), WEIGHT_HALF_BITS) + jnp.einsum(spec, lo, v))
 
 
 def softmax_weights(z: jax.Array, valid: jax.Array, mult: jax.Array, shift: jax.Array,
@@ -423,7 +456,7 @@ def decode_step(config: configs.ModelConfig, params: dict, cache: list[dict], to
     softmax = layer["softmax"]
     p = softmax_weights(scores, valid, softmax["mult"][:, None], softmax["shift"][:, None],
                         params["att_exp"])  # [B, H, S]
-    acc = jnp.einsum("bhs,bhsd->bhd", p, layer_cache["v"].astype(jnp.int32))
+    acc = weighted_values("bhs,bhsd->bhd", p, layer_cache["v"].astype(jnp.int32))
     o = round_div(acc, jnp.maximum(jnp.sum(p, axis=-1, keepdims=True), 1))
     x = _finish_block(config, layer, x, o)
   return _cdf(table_freqs(params, x, norm_bits(config.d_model))), new_cache
@@ -449,7 +482,7 @@ def sequence_freqs(config: configs.ModelConfig, params: dict, inputs: jax.Array)
     softmax = layer["softmax"]
     p = softmax_weights(scores, valid, softmax["mult"][:, None, None],
                         softmax["shift"][:, None, None], params["att_exp"])  # [B, H, T, T]
-    acc = jnp.einsum("bhqk,bkhd->bqhd", p, v)
+    acc = weighted_values("bhqk,bkhd->bqhd", p, v)
     total = jnp.transpose(jnp.sum(p, axis=-1), (0, 2, 1))[..., None]  # [B, T, H, 1]
     o = round_div(acc, jnp.maximum(total, 1))
     x = _finish_block(config, layer, x, o)

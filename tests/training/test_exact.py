@@ -6,6 +6,7 @@ import io
 import json
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -167,6 +168,23 @@ def test_integer_primitives_match_reference():
       exact_reference.round_div(num, den))
 
 
+def test_products_stay_exact_in_float32_range():
+  """Long contractions and attention sums at their extremes equal int64 products."""
+  rng = np.random.default_rng(1)
+  for k in (64, exact.DOT_CHUNK, 2500):
+    h = rng.choice([-127, 127], size=(3, k))
+    w = rng.choice([-127, 127], size=(k, 5))
+    h[0], w[:, 0] = 127, 127  # a sum of k * 127**2, beyond 2**24 from k = 1041
+    np.testing.assert_array_equal(np.asarray(exact.dense(jnp.asarray(h, jnp.int32),
+                                                         jnp.asarray(w, jnp.int8))), h @ w)
+  p = rng.integers(0, exact.ATT_ONE + 1, (2, 4, 2048))
+  p[0] = exact.ATT_ONE
+  v = rng.integers(-127, 128, (2, 4, 2048, 8))
+  v[0] = 127  # sum 2**12 * 127 * 2048 = 2**30 - 2**19
+  got = exact.weighted_values("bhs,bhsd->bhd", jnp.asarray(p, jnp.int32), jnp.asarray(v, jnp.int32))
+  np.testing.assert_array_equal(np.asarray(got), np.einsum("bhs,bhsd->bhd", p, v))
+
+
 def test_freqs_contract_and_errors(model):
   freqs = model.freqs([b"", b"hello", np.array([256, 0, 255])])
   base.check_freqs(freqs)
@@ -263,6 +281,8 @@ def test_gpu_tables_equal_cpu_tables(device_symbols, contexts, reference, model)
   report = exact_devices.compare_devices(random_integer_model(), device_symbols,
                                          [gpu, jax.devices("cpu")[0]])
   assert report["equal"] and report["digest"] == GOLDEN_DEVICE_SHA256, report
+  report = exact_devices.compare_devices(model, device_symbols, [gpu, jax.devices("cpu")[0]])
+  assert report["equal"], report  # a converted M1: flat attention, large weighted sums
   on_gpu = exact_devices.on_device(model, gpu)
   np.testing.assert_array_equal(on_gpu.freqs(contexts), reference)
   assert _tables_digest(exact_devices.on_device(random_integer_model(), gpu)) == GOLDEN_SHA256
