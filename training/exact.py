@@ -19,13 +19,14 @@ Number formats (all values are int32 at run time; int64 is never needed):
   scale (and SmoothQuant factors), so the output is int8 in [-127, 127]; the
   learned norm scale is folded into the next weight matrix;
 * matmuls: int8 x int8 products with int32 accumulation (`lax.dot_general`,
-  `preferred_element_type=int32`). Integer sums are exact in any order. Some
-  backends run integer matrix products through float32 arithmetic (an H100
-  did, for int32 operands), which is exact only while every partial sum stays
-  below 2**24 in magnitude; so every product here is cut so that it does:
-  contractions of at most DOT_CHUNK int8 values (longer ones are summed
-  chunk by chunk in int32), and attention weights split into two 6-bit
-  halves before they multiply the values;
+  `preferred_element_type=int32`). Integer sums are exact in any order, but
+  a backend may run an integer matrix product through float arithmetic (on an
+  H100, attention sums of 13-bit weights came out wrong while the int8
+  products were right), which is exact only for operands of a few bits and
+  partial sums below 2**24. So every product here multiplies int8 values
+  and sums at most DOT_CHUNK of them (longer contractions are summed chunk
+  by chunk in int32); attention weights are split into two 6-bit halves, and
+  optimisation barriers keep the compiler from merging the pieces back;
 * requantisation: `mul_shift(x, mult, shift)` = round(x * mult / 2**shift)
   with 15-bit multipliers, per output channel, evaluated in int32 without
   overflow (the product is split into 15-bit halves);
@@ -308,7 +309,7 @@ def dense(h: jax.Array, kernel: jax.Array) -> jax.Array:
   w = jnp.pad(kernel, ((0, pad), (0, 0))).reshape(chunks, DOT_CHUNK, kernel.shape[1])
   parts = jax.lax.dot_general(h, w, (((h.ndim - 1,), (1,)), ((h.ndim - 2,), (0,))),
                               preferred_element_type=jnp.int32)  # [chunks, ..., N]
-  return jnp.sum(parts, axis=0)
+  return jnp.sum(jax.lax.optimization_barrier(parts), axis=0)  # not folded into one product
 
 
 def weighted_values(spec: str, p: jax.Array, v: jax.Array) -> jax.Array:
@@ -317,9 +318,24 @@ def weighted_values(spec: str, p: jax.Array, v: jax.Array) -> jax.Array:
   p = hi * 2**6 + lo with hi, lo <= 64, so each product's partial sums stay
   below 64 * 127 * 2048 < 2**24 for up to 2048 positions.
   """
-  hi = p >> WEIGHT_HALF_BITS
-  lo = p & ((1 << WEIGHT_HALF_BITS) - 1)
-  return (jnp.left_shift(jnp.einsum(spec, hi, v), WEIGHT_HALF_BITS) + jnp.einsum(spec, lo, v))
+  hi = (p >> WEIGHT_HALF_BITS).astype(jnp.int8)
+  lo = (p & ((1 << WEIGHT_HALF_BITS) - 1)).astype(jnp.int8)
+  # Barriers keep the compiler from fusing the two halves back into one
+  # product of 13-bit weights (add(dot(a, v), dot(b, v)) -> dot(a + b, v)).
+  hi, lo, v = jax.lax.optimization_barrier((hi, lo, v.astype(jnp.int8)))
+  high, low = jax.lax.optimization_barrier((int8_einsum(spec, hi, v), int8_einsum(spec, lo, v)))
+  return jnp.left_shift(high, WEIGHT_HALF_BITS) + low
+
+
+def int8_einsum(spec: str, a: jax.Array, b: jax.Array) -> jax.Array:
+  """einsum of int8-valued operands as an int8 x int8 -> int32 product.
+
+  int8 x int8 with int32 accumulation is the integer product that GPUs and
+  TPUs run natively, and it stays exact even where a backend goes through
+  float arithmetic, as long as each contraction has at most DOT_CHUNK terms.
+  """
+  return jnp.einsum(spec, a.astype(jnp.int8), b.astype(jnp.int8),
+                    preferred_element_type=jnp.int32)
 
 
 def softmax_weights(z: jax.Array, valid: jax.Array, mult: jax.Array, shift: jax.Array,
@@ -451,12 +467,12 @@ def decode_step(config: configs.ModelConfig, params: dict, cache: list[dict], to
         values = _write_slots(values, jnp.zeros_like(slot), bos, start)
       layer_cache[name] = _write_slots(values, slot, new, active)
     new_cache.append(layer_cache)
-    scores = jnp.einsum("bhd,bhsd->bhs", q, layer_cache["k"].astype(jnp.int32))
+    scores = int8_einsum("bhd,bhsd->bhs", q, layer_cache["k"])
     scores = scores + jnp.transpose(layer["rel_bias"][bucket], (0, 2, 1))
     softmax = layer["softmax"]
     p = softmax_weights(scores, valid, softmax["mult"][:, None], softmax["shift"][:, None],
                         params["att_exp"])  # [B, H, S]
-    acc = weighted_values("bhs,bhsd->bhd", p, layer_cache["v"].astype(jnp.int32))
+    acc = weighted_values("bhs,bhsd->bhd", p, layer_cache["v"])
     o = round_div(acc, jnp.maximum(jnp.sum(p, axis=-1, keepdims=True), 1))
     x = _finish_block(config, layer, x, o)
   return _cdf(table_freqs(params, x, norm_bits(config.d_model))), new_cache
@@ -477,7 +493,7 @@ def sequence_freqs(config: configs.ModelConfig, params: dict, inputs: jax.Array)
   for i in range(config.num_layers):
     layer = params[f"layers_{i}"]
     q, k, v = _qkv(config, layer, x)  # [B, T, H, D]
-    scores = jnp.einsum("bqhd,bkhd->bhqk", q, k)
+    scores = int8_einsum("bqhd,bkhd->bhqk", q, k)
     scores = scores + jnp.transpose(layer["rel_bias"][bucket], (2, 0, 1))[None]
     softmax = layer["softmax"]
     p = softmax_weights(scores, valid, softmax["mult"][:, None, None],
@@ -534,19 +550,22 @@ class ExactM1Model(base.ProbabilityModel):
       two >= MIN_BLOCK_LANES; default BLOCK_LANES, the fastest on CPU). Larger
       blocks mean fewer, larger steps, for accelerators. Tables do not depend
       on it.
+    device: where the weights live and so where tables are computed; None:
+      JAX's default device.
   """
 
   exact = True  # tables are the same integers on every device
 
   def __init__(self, config: configs.ModelConfig, params: dict[str, np.ndarray],
                meta: dict | None = None, cache_dtype: str | None = None,
-               block_lanes: int = BLOCK_LANES):
+               block_lanes: int = BLOCK_LANES, device: jax.Device | None = None):
     check_config(config)
     if block_lanes < MIN_BLOCK_LANES or block_lanes & (block_lanes - 1):
       raise ValueError(f"block_lanes must be a power of two >= {MIN_BLOCK_LANES}, "
                        f"got {block_lanes}")
     if cache_dtype is None:
-      cache_dtype = "int32" if jax.default_backend() == "cpu" else "int8"
+      platform = device.platform if device is not None else jax.default_backend()
+      cache_dtype = "int32" if platform == "cpu" else "int8"
     if cache_dtype not in CACHE_DTYPES:
       raise ValueError(f"cache_dtype must be one of {CACHE_DTYPES}, got {cache_dtype!r}")
     params = {name: np.asarray(a) for name, a in params.items()}
@@ -557,7 +576,7 @@ class ExactM1Model(base.ProbabilityModel):
     self.cache_dtype = cache_dtype
     self.block_lanes = block_lanes
     self.fingerprint = fingerprint(params)
-    self._tree = jax.device_put(unflatten({k: jnp.asarray(v) for k, v in params.items()}))
+    self._tree = jax.device_put(unflatten({k: np.asarray(v) for k, v in params.items()}), device)
     self._step = jax.jit(functools.partial(decode_step, config), donate_argnums=(1,))
     self._sequence = jax.jit(functools.partial(sequence_freqs, config))
     self._bos = None  # see `bos_state`

@@ -6,6 +6,7 @@ import io
 import json
 
 import jax
+import jax.extend.core as jax_core
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -126,7 +127,7 @@ def _float_outputs(jaxpr) -> list[str]:
     for var in eqn.outvars:
       if jax.numpy.issubdtype(var.aval.dtype, jax.numpy.inexact):
         found.append(str(eqn.primitive))
-    for sub in jax.core.jaxprs_in_params(eqn.params):
+    for sub in jax_core.jaxprs_in_params(eqn.params):
       found += _float_outputs(sub)
   return found
 
