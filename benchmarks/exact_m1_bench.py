@@ -70,7 +70,8 @@ def main(argv=None) -> dict:
   parser.add_argument("--symbols", type=int, default=256, help="symbols per example")
   parser.add_argument("--block_lanes", default="",
                       help="comma-separated block sizes of the exact M1's lanes to time too "
-                      f"(the default block is {exact.BLOCK_LANES} rows)")
+                      f"(default blocks: {exact.BLOCK_LANES} rows on CPU, "
+                      f"{exact.ACCELERATOR_BLOCK_LANES} on accelerators)")
   parser.add_argument("--out", type=pathlib.Path, help="also write the JSON here")
   args = parser.parse_args(argv)
   float_m1 = m1_lib.M1Model.random(m1_lib.m1_config(args.size, max_len=1024))
