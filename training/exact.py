@@ -95,6 +95,7 @@ ACCELERATOR_BLOCK_LANES = 2048  # the same on GPU/TPU (H100, 3m: 63.9k symbols/s
 MIN_BLOCK_LANES = 16  # fewest rows of one compiled step (a power of two from here up)
 CACHE_DTYPES = ("int8", "int32")  # KV cache containers; both hold int8 values, same tables
 _INT32_MIN = np.iinfo(np.int32).min
+TRACE_NAMES = ("x", "q", "k", "v", "scores", "p", "acc", "o")  # per layer, in computation order
 DOT_CHUNK = 1024  # int8 terms per exact contraction: 1024 * 127**2 < 2**24
 WEIGHT_HALF_BITS = 6  # attention weights (<= ATT_ONE = 2**12) as hi * 2**6 + lo
 
@@ -479,11 +480,15 @@ def decode_step(config: configs.ModelConfig, params: dict, cache: list[dict], to
   return _cdf(table_freqs(params, x, norm_bits(config.d_model))), new_cache
 
 
-def sequence_freqs(config: configs.ModelConfig, params: dict, inputs: jax.Array) -> jax.Array:
+def sequence_freqs(config: configs.ModelConfig, params: dict, inputs: jax.Array,
+                   trace: bool = False):
   """Full causal recompute: [B, T] inputs (positions 0..T-1) -> [B, T, 257] int32 tables.
 
   Row t is the table of the symbol after inputs[:, :t + 1]; a position
-  attends to its last max_len positions, itself included.
+  attends to its last max_len positions, itself included. With `trace`,
+  returns (tables, {name: intermediate}) with every integer intermediate in
+  computation order ("0.q", "0.scores", "0.p", "0.acc", ..., "freqs"), for
+  finding where two devices part.
   """
   t = inputs.shape[1]
   pos = np.arange(t)
@@ -491,6 +496,7 @@ def sequence_freqs(config: configs.ModelConfig, params: dict, inputs: jax.Array)
   valid = jnp.asarray((dist >= 0) & (dist < config.max_len))
   bucket = params["buckets"][jnp.asarray(np.clip(dist, 0, config.max_len - 1))]  # [T, T]
   x = params["embed"][inputs]  # [B, T, d]
+  seen = {}
   for i in range(config.num_layers):
     layer = params[f"layers_{i}"]
     q, k, v = _qkv(config, layer, x)  # [B, T, H, D]
@@ -502,8 +508,11 @@ def sequence_freqs(config: configs.ModelConfig, params: dict, inputs: jax.Array)
     acc = weighted_values("bhqk,bkhd->bqhd", p, v)
     total = jnp.transpose(jnp.sum(p, axis=-1), (0, 2, 1))[..., None]  # [B, T, H, 1]
     o = round_div(acc, jnp.maximum(total, 1))
-    x = _finish_block(config, layer, x, o)
-  return table_freqs(params, x, norm_bits(config.d_model))
+    x_in, x = x, _finish_block(config, layer, x, o)
+    seen.update(zip((f"{i}.{name}" for name in TRACE_NAMES),
+                    (x_in, q, k, v, scores, p, acc, o)))
+  freqs = table_freqs(params, x, norm_bits(config.d_model))
+  return (freqs, {**seen, "x": x, "freqs": freqs}) if trace else freqs
 
 
 # -- the probability model ----------------------------------------------------
@@ -606,6 +615,13 @@ class ExactM1Model(base.ProbabilityModel):
     if inputs.ndim != 2 or inputs.size and (inputs.min() < 0 or inputs.max() >= VOCAB_SIZE):
       raise ValueError(f"inputs must be [B, T] tokens in [0, {VOCAB_SIZE}), got {inputs.shape}")
     return np.asarray(self._sequence(self._tree, inputs))
+
+  def trace(self, inputs: np.ndarray) -> dict[str, np.ndarray]:
+    """Every intermediate of `sequence_freqs` for [B, T] inputs, by name, in order."""
+    _, seen = jax.jit(functools.partial(sequence_freqs, self.config, trace=True))(
+        self._tree, np.asarray(inputs, np.int32))
+    order = [f"{i}.{name}" for i in range(self.config.num_layers) for name in TRACE_NAMES]
+    return {name: np.asarray(seen[name]) for name in order + ["x", "freqs"]}
 
   def lanes(self, num_lanes: int) -> "ExactLanes":
     return ExactLanes(self, num_lanes)

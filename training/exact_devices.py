@@ -105,6 +105,37 @@ def on_device(model: exact_lib.ExactM1Model, device: jax.Device) -> exact_lib.Ex
   return exact_lib.ExactM1Model(model.config, model.params, model.meta, device=device)
 
 
+def first_intermediate_difference(model: exact_lib.ExactM1Model, symbols: np.ndarray,
+                                  devices: Sequence[jax.Device]) -> dict | None:
+  """Where devices part on one [T] sequence: the first intermediate that differs.
+
+  Returns:
+    None when every intermediate agrees, else {"intermediate": name,
+    "devices": [a, b], "entries": count differing, "at": index,
+    "values": [a's, b's]}.
+  """
+  inputs = quantize_m1.bos_inputs(np.asarray(symbols)[None])
+  return diff_traces([(_name(d), on_device(model, d).trace(inputs)) for d in devices])
+
+
+def diff_traces(traces: Sequence[tuple[str, dict[str, np.ndarray]]]) -> dict | None:
+  """The first intermediate (in computation order) where a trace differs from the first one."""
+  first_name, first = traces[0]
+  for name, other in traces[1:]:
+    for key, value in first.items():
+      where = np.argwhere(value != other[key])
+      if where.size:
+        at = tuple(int(i) for i in where[0])
+        return {"intermediate": key, "devices": [first_name, name],
+                "entries": int(where.shape[0]), "at": list(at),
+                "values": [int(value[at]), int(other[key][at])]}
+  return None
+
+
+def _name(device: jax.Device) -> str:
+  return f"{device.platform}:{device.device_kind}"
+
+
 def _first_difference(a: np.ndarray, b: np.ndarray) -> list[int] | None:
   where = np.argwhere(a != b)
   return None if where.size == 0 else [int(v) for v in where[0][:2]]
@@ -117,7 +148,9 @@ def compare_devices(model: exact_lib.ExactM1Model, symbols: np.ndarray,
   Returns:
     {"contexts": N * T, "equal": bool, "digest": of the first device's full
      tables, "devices": [{"device", "full", "cached", "seconds"}...],
-     "first_difference": [sequence, position] or None}.
+     "first_difference": [sequence, position] or None}; where tables differ,
+    also "first_intermediate_difference" (`first_intermediate_difference` of
+    that sequence up to that position).
   """
   reference, rows = None, []
   first = None
@@ -127,15 +160,19 @@ def compare_devices(model: exact_lib.ExactM1Model, symbols: np.ndarray,
     with jax.default_device(device):  # caches and inputs are made there too
       results = {"full": full_tables(model_here, symbols),
                  "cached": cached_tables(model_here, symbols)}
-    rows.append({"device": f"{device.platform}:{device.device_kind}",
+    rows.append({"device": _name(device),
                  **{k: digest(v) for k, v in results.items()},
                  "seconds": round(time.perf_counter() - start, 2)})
     if reference is None:
       reference = results["full"]
     for tables in results.values():
       first = first or _first_difference(reference, tables)
-  return {"contexts": int(symbols.size), "equal": first is None, "digest": rows[0]["full"],
-          "devices": rows, "first_difference": first}
+  report = {"contexts": int(symbols.size), "equal": first is None, "digest": rows[0]["full"],
+            "devices": rows, "first_difference": first}
+  if first is not None:
+    report["first_intermediate_difference"] = first_intermediate_difference(
+        model, symbols[first[0], :first[1] + 1], devices)
+  return report
 
 
 def parse_flags(argv) -> argparse.Namespace:

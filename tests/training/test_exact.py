@@ -273,6 +273,23 @@ def test_device_check_command(webtext_dir):
     exact_devices.text_symbols(iter(["short text"]), 2, 8)
 
 
+def test_trace_names_where_devices_part(model, streams):
+  """The traced full pass equals sequence_freqs; a changed intermediate is found first."""
+  inputs = quantize_m1.bos_inputs(streams[2][None, :40])
+  trace = model.trace(inputs)
+  assert list(trace)[:3] == ["0.x", "0.q", "0.k"] and list(trace)[-1] == "freqs"
+  np.testing.assert_array_equal(trace["freqs"], model.sequence_freqs(inputs))
+  cpu = jax.devices("cpu")[0]
+  assert exact_devices.first_intermediate_difference(model, streams[2][:40], [cpu, cpu]) is None
+  other = {k: v.copy() for k, v in trace.items()}
+  other["1.acc"][0, 5, 1, 2] += 7
+  other["freqs"][0, 9, 3] += 1
+  found = exact_devices.diff_traces([("a", trace), ("b", other)])
+  assert found == {"intermediate": "1.acc", "devices": ["a", "b"], "entries": 1,
+                   "at": [0, 5, 1, 2], "values": [int(trace["1.acc"][0, 5, 1, 2]),
+                                                  int(trace["1.acc"][0, 5, 1, 2]) + 7]}
+
+
 @pytest.mark.gpu
 def test_gpu_tables_equal_cpu_tables(device_symbols, contexts, reference, model):
   try:
