@@ -320,10 +320,12 @@ def weighted_values(spec: str, p: jax.Array, v: jax.Array) -> jax.Array:
   p = hi * 2**6 + lo with hi, lo <= 64, so each product's partial sums stay
   below 64 * 127 * 2048 < 2**24 for up to 2048 positions.
   """
+  # Barriers keep the compiler from recomputing the weights inside the
+  # products and from fusing the two halves back into one product of 13-bit
+  # weights (add(dot(a, v), dot(b, v)) -> dot(a + b, v)).
+  p = jax.lax.optimization_barrier(p)
   hi = (p >> WEIGHT_HALF_BITS).astype(jnp.int8)
   lo = (p & ((1 << WEIGHT_HALF_BITS) - 1)).astype(jnp.int8)
-  # Barriers keep the compiler from fusing the two halves back into one
-  # product of 13-bit weights (add(dot(a, v), dot(b, v)) -> dot(a + b, v)).
   hi, lo, v = jax.lax.optimization_barrier((hi, lo, v.astype(jnp.int8)))
   high, low = jax.lax.optimization_barrier((int8_einsum(spec, hi, v), int8_einsum(spec, lo, v)))
   return jnp.left_shift(high, WEIGHT_HALF_BITS) + low
