@@ -7,7 +7,8 @@ of every sequence) on each device in two ways, a full causal recompute
 (`ExactM1Model.sequence_freqs`) and KV-cached lanes (`ExactM1Model.lanes`,
 one lane per sequence), and reports a digest of each and whether they all
 agree. `integer_drawn_model` gives a model that needs no training or
-conversion, so its digest can be pinned once and checked on any machine.
+conversion, so its digest can be pinned once and checked on any machine;
+`converted_random_model` has the large attention sums of a real conversion.
 
 Command line (prints JSON; on a GPU or TPU machine it compares against the
 host CPU):
@@ -175,16 +176,29 @@ def compare_devices(model: exact_lib.ExactM1Model, symbols: np.ndarray,
   return report
 
 
+def converted_random_model(config: configs.ModelConfig, texts: Sequence[str],
+                           seed: int = 0) -> exact_lib.ExactM1Model:
+  """A random float M1 (logits scaled up 8x, so tables are far from uniform), converted.
+
+  Its attention is nearly flat, so its weighted sums are large: the case where
+  an H100 once parted from the CPU while integer-drawn weights did not.
+  """
+  float_m1 = m1_lib.M1Model.random(config, seed)
+  params = jax.tree_util.tree_map(lambda a: a, float_m1.params)
+  params["params"]["logits_dense"]["kernel"] = params["params"]["logits_dense"]["kernel"] * 8
+  return quantize_m1.convert(m1_lib.M1Model(config, params), texts, seq_len=64, max_sequences=8)
+
+
 def parse_flags(argv) -> argparse.Namespace:
   parser = argparse.ArgumentParser(prog="eqinfo check-devices", description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("--text", required=True, help="corpus spec of the contexts (see "
                       "training.corpus): jsonl[.gz] glob, builtin:pydoc, tfds:...")
   parser.add_argument("--m1", help="M1 directory (its exact M1); default: an integer-drawn "
-                      "model of --size")
-  parser.add_argument("--size", default="tiny", help="config of the integer-drawn model")
-  parser.add_argument("--max_len", type=int, default=96, help="its context length")
-  parser.add_argument("--seed", type=int, default=0, help="its weights' seed")
+                      "model and a converted random model of --size")
+  parser.add_argument("--size", default="tiny", help="config of the default models")
+  parser.add_argument("--max_len", type=int, default=96, help="their context length")
+  parser.add_argument("--seed", type=int, default=0, help="their weights' seed")
   parser.add_argument("--sequences", type=int, default=200)
   parser.add_argument("--seq_len", type=int, default=512)
   return parser.parse_args(argv)
@@ -193,16 +207,20 @@ def parse_flags(argv) -> argparse.Namespace:
 def run(argv=None) -> int:
   """Entry point: prints the comparison as JSON; exit status 1 when tables differ."""
   args = parse_flags(argv)
+  documents = [text for _, text in corpus.read_documents(args.text)]
+  symbols = text_symbols(iter(documents), args.sequences, args.seq_len)
   if args.m1:
-    model = m1_lib.load(args.m1, exact=True)
+    models = {"m1": m1_lib.load(args.m1, exact=True)}
   else:
-    model = integer_drawn_model(m1_lib.m1_config(args.size, max_len=args.max_len), args.seed)
-  texts = (text for _, text in corpus.read_documents(args.text))
-  symbols = text_symbols(texts, args.sequences, args.seq_len)
+    config = m1_lib.m1_config(args.size, max_len=args.max_len)
+    models = {"integer_drawn": integer_drawn_model(config, args.seed),
+              "converted_random": converted_random_model(config, documents[:50], args.seed)}
   devices = [jax.devices("cpu")[0]]
   if jax.default_backend() != "cpu":
     devices.insert(0, jax.devices()[0])
-  report = {"model": model.fingerprint, **compare_devices(model, symbols, devices)}
+  reports = [{"model": name, "fingerprint": model.fingerprint,
+              **compare_devices(model, symbols, devices)} for name, model in models.items()]
+  report = {"equal": all(r["equal"] for r in reports), "models": reports}
   print(json.dumps(report, indent=2))
   return 0 if report["equal"] else 1
 

@@ -23,12 +23,8 @@ MAX_LEN = 96  # two cache chunks; contexts of up to 200 symbols wrap the ring bu
 @pytest.fixture(scope="module")
 def model(validation_docs):
   """A random tiny float M1 (logits scaled up, so tables are far from uniform), converted."""
-  config = m1.m1_config("tiny", max_len=MAX_LEN)
-  params = m1.M1Model.random(config, seed=0).params
-  params = jax.tree_util.tree_map(lambda x: x, params)
-  params["params"]["logits_dense"]["kernel"] = params["params"]["logits_dense"]["kernel"] * 8
-  return quantize_m1.convert(m1.M1Model(config, params), validation_docs[150:200], seq_len=64,
-                             max_sequences=8)
+  return exact_devices.converted_random_model(m1.m1_config("tiny", max_len=MAX_LEN),
+                                              validation_docs[150:200])
 
 
 @pytest.fixture(scope="module")
@@ -267,8 +263,11 @@ def test_device_check_command(webtext_dir):
     status = cli.main(["check-devices", "--text", str(webtext_dir / "validation" / "*.jsonl.gz"),
                        "--sequences", "3", "--seq_len", "40"])
   report = json.loads(stdout.getvalue())
-  assert status == 0 and report["equal"] and report["contexts"] == 120
-  assert report["model"] == random_integer_model().fingerprint
+  assert status == 0 and report["equal"]
+  drawn, converted = report["models"]
+  assert drawn["model"] == "integer_drawn" and converted["model"] == "converted_random"
+  assert drawn["fingerprint"] == random_integer_model().fingerprint
+  assert drawn["contexts"] == converted["contexts"] == 120
   with pytest.raises(ValueError, match="fewer --sequences"):
     exact_devices.text_symbols(iter(["short text"]), 2, 8)
 
