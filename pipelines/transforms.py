@@ -268,9 +268,11 @@ class VerifyFn(beam.DoFn):
 
   def process(self, batch: list[Record]):
     batch = sorted(batch, key=lambda r: r.key)
-    sampled = [r for r in batch if verify_sampled(r.key, self._fraction)]
+    sampled = []
     for rec in batch:
-      if not verify_sampled(rec.key, self._fraction):
+      if verify_sampled(rec.key, self._fraction):
+        sampled.append(rec)
+      else:
         yield rec._replace(symbols=None)
     try:
       decoded = self._method.decode_batch([r.tokens for r in sampled])

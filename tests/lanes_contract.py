@@ -36,3 +36,22 @@ def assert_lanes_match_freqs(model, streams, num_lanes: int, steps: int, check_a
         offsets[i] += 1
       if reset[i]:
         history[i] = []
+
+
+def assert_old_tables_kept_and_reset_restarts(model, stream) -> None:
+  """Three lanes push `stream`'s first 20 symbols, then lane 1 resets: tables returned
+  earlier are never modified, lane 1 is back at the empty context's table, and the
+  other two still hold their (equal) contexts.
+  """
+  lanes = model.lanes(3)
+  first, _ = lanes.tables()
+  kept = first.copy()
+  for s in stream[:20]:
+    lanes.update(np.full(3, s), np.ones(3, bool), np.zeros(3, bool))
+    lanes.tables()
+  lanes.update(np.zeros(3, np.int32), np.zeros(3, bool), np.array([False, True, False]))
+  cdf, rows = lanes.tables()
+  np.testing.assert_array_equal(first, kept)
+  np.testing.assert_array_equal(cdf[rows[1]], kept[0])
+  np.testing.assert_array_equal(cdf[rows[0]], cdf[rows[2]])
+  assert not np.array_equal(cdf[rows[0]], kept[0])

@@ -20,13 +20,14 @@ Number formats (all values are int32 at run time; int64 is never needed):
   learned norm scale is folded into the next weight matrix;
 * matmuls: int8 x int8 products with int32 accumulation (`lax.dot_general`,
   `preferred_element_type=int32`). Integer sums are exact in any order, but
-  a backend may run an integer matrix product through float arithmetic (on an
-  H100, attention sums of 13-bit weights came out wrong while the int8
-  products were right), which is exact only for operands of a few bits and
-  partial sums below 2**24. So every product here multiplies int8 values
-  and sums at most DOT_CHUNK of them (longer contractions are summed chunk
-  by chunk in int32); attention weights are split into two 6-bit halves, and
-  optimisation barriers keep the compiler from merging the pieces back;
+  compiled programs are not always: on an H100 one attention sum came out
+  wrong inside the model while the same product computed alone was exact
+  (cause not established). As defences, every product here multiplies int8
+  values and sums at most DOT_CHUNK of them (longer contractions are summed
+  chunk by chunk in int32), so it stays exact even through float arithmetic
+  with partial sums below 2**24; attention weights are split into two 6-bit
+  halves, and optimisation barriers make the products consume materialised
+  operands and keep the compiler from merging the pieces back;
 * requantisation: `mul_shift(x, mult, shift)` = round(x * mult / 2**shift)
   with 15-bit multipliers, per output channel, evaluated in int32 without
   overflow (the product is split into 15-bit halves);

@@ -14,7 +14,8 @@ import pytest
 from compressor import constants, get_method
 from compressor.models import base
 from pipelines import cli
-from tests.lanes_contract import assert_lanes_match_freqs
+from tests.lanes_contract import (assert_lanes_match_freqs,
+                                  assert_old_tables_kept_and_reset_restarts)
 from training import exact, exact_devices, exact_reference, m1, quantize_m1
 
 MAX_LEN = 96  # two cache chunks; contexts of up to 200 symbols wrap the ring buffer
@@ -89,17 +90,7 @@ def test_lanes_equal_freqs_with_random_resets(model, streams):
 
 
 def test_old_tables_are_never_modified(model, streams):
-  lanes = model.lanes(3)
-  first, _ = lanes.tables()
-  kept = first.copy()
-  for s in streams[5][:20]:
-    lanes.update(np.full(3, s), np.ones(3, bool), np.zeros(3, bool))
-    lanes.tables()
-  lanes.update(np.zeros(3, np.int32), np.zeros(3, bool), np.array([False, True, False]))
-  cdf, rows = lanes.tables()
-  np.testing.assert_array_equal(first, kept)
-  np.testing.assert_array_equal(cdf[rows[1]], kept[0])  # a reset lane is back at BOS
-  np.testing.assert_array_equal(cdf[rows[0]], cdf[rows[2]])
+  assert_old_tables_kept_and_reset_restarts(model, streams[5])
 
 
 def test_records_decode_under_another_lane_count(model, streams):

@@ -7,7 +7,8 @@ import pytest
 
 from compressor import constants
 from compressor.models import base
-from tests.lanes_contract import assert_lanes_match_freqs
+from tests.lanes_contract import (assert_lanes_match_freqs,
+                                  assert_old_tables_kept_and_reset_restarts)
 from training import configs
 from training import m1
 
@@ -83,18 +84,7 @@ def test_cache_grows_and_shrinks_with_the_contexts(streams):
 
 
 def test_reset_lane_gives_bos_table_and_old_arrays_stay(model, streams):
-  lanes = model.lanes(3)
-  first, _ = lanes.tables()
-  kept = first.copy()
-  for s in streams[5][:20]:
-    lanes.update(np.full(3, s), np.ones(3, bool), np.zeros(3, bool))
-    lanes.tables()
-  lanes.update(np.zeros(3, np.int32), np.zeros(3, bool), np.array([False, True, False]))
-  cdf, rows = lanes.tables()
-  np.testing.assert_array_equal(first, kept)  # earlier results are never modified
-  np.testing.assert_array_equal(cdf[rows[1]], kept[0])
-  np.testing.assert_array_equal(cdf[rows[0]], cdf[rows[2]])
-  assert not np.array_equal(cdf[rows[0]], kept[0])
+  assert_old_tables_kept_and_reset_restarts(model, streams[5])
 
 
 def test_freqs_contract(model, streams):
