@@ -19,15 +19,15 @@ Number formats (all values are int32 at run time; int64 is never needed):
   scale (and SmoothQuant factors), so the output is int8 in [-127, 127]; the
   learned norm scale is folded into the next weight matrix;
 * matmuls: int8 x int8 products with int32 accumulation (`lax.dot_general`,
-  `preferred_element_type=int32`). Integer sums are exact in any order, but
-  compiled programs are not always: on an H100 one attention sum came out
-  wrong inside the model while the same product computed alone was exact
-  (cause not established). As defences, every product here multiplies int8
-  values and sums at most DOT_CHUNK of them (longer contractions are summed
-  chunk by chunk in int32), so it stays exact even through float arithmetic
-  with partial sums below 2**24; attention weights are split into two 6-bit
-  halves, and optimisation barriers make the products consume materialised
-  operands and keep the compiler from merging the pieces back;
+  `preferred_element_type=int32`), each summing at most DOT_CHUNK terms
+  (longer contractions are summed chunk by chunk in int32), so a product stays
+  exact even where a backend computes it through float arithmetic with partial
+  sums below 2**24;
+* attention sums (weights times values, below 2**12 * 127 * 2048 < 2**31) are
+  an integer multiply and an integer reduction, not matrix products: on an
+  H100, such a sum computed by a matrix product inside the model once came out
+  wrong while the same product computed alone was exact (cause not
+  established), and on CPU the reduction is also the faster of the two;
 * requantisation: `mul_shift(x, mult, shift)` = round(x * mult / 2**shift)
   with 15-bit multipliers, per output channel, evaluated in int32 without
   overflow (the product is split into 15-bit halves);
@@ -98,7 +98,7 @@ CACHE_DTYPES = ("int8", "int32")  # KV cache containers; both hold int8 values, 
 _INT32_MIN = np.iinfo(np.int32).min
 TRACE_NAMES = ("x", "q", "k", "v", "scores", "p", "acc", "o")  # per layer, in computation order
 DOT_CHUNK = 1024  # int8 terms per exact contraction: 1024 * 127**2 < 2**24
-WEIGHT_HALF_BITS = 6  # attention weights (<= ATT_ONE = 2**12) as hi * 2**6 + lo
+ATTENTION_SUM_ELEMENTS = 1 << 24  # most int32 products held at once by a full-recompute attention sum
 
 
 def norm_bits(d_model: int) -> int:
@@ -315,21 +315,31 @@ def dense(h: jax.Array, kernel: jax.Array) -> jax.Array:
   return jnp.sum(jax.lax.optimization_barrier(parts), axis=0)  # not folded into one product
 
 
-def weighted_values(spec: str, p: jax.Array, v: jax.Array) -> jax.Array:
-  """einsum(spec, p, v) of weights p in [0, ATT_ONE] and int8 values v, exactly.
+def attention_sum(p: jax.Array, v: jax.Array) -> jax.Array:
+  """sum_s p[..., s] * v[..., s, :]: [..., S] weights, [..., S, D] values -> [..., D] int32.
 
-  p = hi * 2**6 + lo with hi, lo <= 64, so each product's partial sums stay
-  below 64 * 127 * 2048 < 2**24 for up to 2048 positions.
+  Weights lie in [0, ATT_ONE] and values in [-127, 127], so for S <= 2048 every
+  partial sum fits in int32. The sum is an integer multiply and an integer
+  reduction, not a matrix product: integer addition gives the same result in
+  any order, and no backend routes it through a float or tensor-core matrix
+  unit (see the module docstring). Leading dimensions broadcast.
   """
-  # Barriers keep the compiler from recomputing the weights inside the
-  # products and from fusing the two halves back into one product of 13-bit
-  # weights (add(dot(a, v), dot(b, v)) -> dot(a + b, v)).
-  p = jax.lax.optimization_barrier(p)
-  hi = (p >> WEIGHT_HALF_BITS).astype(jnp.int8)
-  lo = (p & ((1 << WEIGHT_HALF_BITS) - 1)).astype(jnp.int8)
-  hi, lo, v = jax.lax.optimization_barrier((hi, lo, v.astype(jnp.int8)))
-  high, low = jax.lax.optimization_barrier((int8_einsum(spec, hi, v), int8_einsum(spec, lo, v)))
-  return jnp.left_shift(high, WEIGHT_HALF_BITS) + low
+  return jnp.sum(p[..., None] * v.astype(jnp.int32), axis=-2)
+
+
+def causal_attention_sum(p: jax.Array, v: jax.Array) -> jax.Array:
+  """`attention_sum` of every query: [B, H, Tq, Tk] weights, [B, H, Tk, D] -> [B, H, Tq, D].
+
+  Queries go in chunks so that one chunk's products hold at most
+  ATTENTION_SUM_ELEMENTS integers.
+  """
+  b, h, tq, tk = p.shape
+  chunk = max(1, min(tq, ATTENTION_SUM_ELEMENTS // max(b * h * tk * v.shape[-1], 1)))
+  pieces = -(-tq // chunk)
+  p = jnp.pad(p, ((0, 0), (0, 0), (0, pieces * chunk - tq), (0, 0)))
+  p = jnp.moveaxis(p.reshape(b, h, pieces, chunk, tk), 2, 0)  # [pieces, B, H, chunk, Tk]
+  out = jax.lax.map(lambda w: attention_sum(w, v[:, :, None]), p)  # [pieces, B, H, chunk, D]
+  return jnp.moveaxis(out, 0, 2).reshape(b, h, pieces * chunk, -1)[:, :, :tq]
 
 
 def int8_einsum(spec: str, a: jax.Array, b: jax.Array) -> jax.Array:
@@ -477,7 +487,7 @@ def decode_step(config: configs.ModelConfig, params: dict, cache: list[dict], to
     softmax = layer["softmax"]
     p = softmax_weights(scores, valid, softmax["mult"][:, None], softmax["shift"][:, None],
                         params["att_exp"])  # [B, H, S]
-    acc = weighted_values("bhs,bhsd->bhd", p, layer_cache["v"])
+    acc = attention_sum(p, layer_cache["v"])  # [B, H, D]
     o = round_div(acc, jnp.maximum(jnp.sum(p, axis=-1, keepdims=True), 1))
     x = _finish_block(config, layer, x, o)
   return _cdf(table_freqs(params, x, norm_bits(config.d_model))), new_cache
@@ -508,7 +518,8 @@ def sequence_freqs(config: configs.ModelConfig, params: dict, inputs: jax.Array,
     softmax = layer["softmax"]
     p = softmax_weights(scores, valid, softmax["mult"][:, None, None],
                         softmax["shift"][:, None, None], params["att_exp"])  # [B, H, T, T]
-    acc = weighted_values("bhqk,bkhd->bqhd", p, v)
+    acc = jnp.transpose(causal_attention_sum(p, jnp.transpose(v, (0, 2, 1, 3))),
+                        (0, 2, 1, 3))  # [B, T, H, D]
     total = jnp.transpose(jnp.sum(p, axis=-1), (0, 2, 1))[..., None]  # [B, T, H, 1]
     o = round_div(acc, jnp.maximum(total, 1))
     x_in, x = x, _finish_block(config, layer, x, o)

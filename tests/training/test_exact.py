@@ -157,7 +157,7 @@ def test_integer_primitives_match_reference():
 
 
 def test_products_stay_exact_in_float32_range():
-  """Long contractions and attention sums at their extremes equal int64 products."""
+  """Long contractions and attention sums at their extremes equal int64 sums."""
   rng = np.random.default_rng(1)
   for k in (64, exact.DOT_CHUNK, 2500):
     h = rng.choice([-127, 127], size=(3, k))
@@ -169,8 +169,16 @@ def test_products_stay_exact_in_float32_range():
   p[0] = exact.ATT_ONE
   v = rng.integers(-127, 128, (2, 4, 2048, 8))
   v[0] = 127  # sum 2**12 * 127 * 2048 = 2**30 - 2**19
-  got = exact.weighted_values("bhs,bhsd->bhd", jnp.asarray(p, jnp.int32), jnp.asarray(v, jnp.int32))
+  got = exact.attention_sum(jnp.asarray(p, jnp.int32), jnp.asarray(v, jnp.int32))
   np.testing.assert_array_equal(np.asarray(got), np.einsum("bhs,bhsd->bhd", p, v))
+  # every query of a full recompute, in several chunks of queries (T = 2048 is the longest max_len)
+  p = rng.integers(0, exact.ATT_ONE + 1, (1, 2, 300, 2048))
+  p[0, 0, 3] = exact.ATT_ONE
+  v = rng.integers(-127, 128, (1, 2, 2048, 16))
+  v[0, 0] = 127
+  got = jax.jit(exact.causal_attention_sum)(jnp.asarray(p, jnp.int32), jnp.asarray(v, jnp.int8))
+  assert 300 > exact.ATTENTION_SUM_ELEMENTS // (2 * 2048 * 16)  # more than one chunk
+  np.testing.assert_array_equal(np.asarray(got), np.einsum("bhqk,bhkd->bhqd", p, v))
 
 
 def test_freqs_contract_and_errors(model):
