@@ -91,6 +91,7 @@ def run_info(config: options.CompressConfig, method) -> dict:
       "example_symbols": config.example_symbols,
       "verify": config.verify,
       "verify_fraction": config.verify_fraction if config.verify else 0.0,
+      "verify_device": config.verify_device if config.verify else None,
       "num_shards": config.num_shards,
   }
 
@@ -109,7 +110,7 @@ def build_pipeline(p: beam.Pipeline, config: options.CompressConfig, spec: sourc
               | "MakeExamples" >> beam.ParDo(transforms.MakeExamplesFn(config.example_symbols)))
   coded = examples | "Compress" >> transforms.Compress(
       config.method, config.m1, config.max_tokens, config.packing, config.batch_size,
-      config.verify, config.verify_fraction)
+      config.verify, config.verify_fraction, config.verify_device)
   errors = ((read["errors"], screened[sources.ERRORS], coded["errors"])
             | "AllErrors" >> beam.Flatten())
   shards = coded["records"] | "WriteShards" >> sink.WriteShards(
@@ -134,7 +135,8 @@ def summary(stats: dict) -> str:
       f"bytes in {stats['bytes_in']} = in records {stats['bytes']} + dropped "
       f"{stats['bytes_dropped']}  [{dropped}]",
       f"verification failures {stats['verification_failures']}"
-      + (f" ({stats['records_verified']} of {stats['examples']} records decoded)"
+      + (f" ({stats['records_verified']} of {stats['examples']} records decoded"
+         f"{' on ' + stats['verify_device'] if stats.get('verify_device') else ''})"
          if stats["verify"] else " (verification off)"),
   ])
 

@@ -171,7 +171,8 @@ def report(directory: str, decode: int | None = None) -> str:
       f"bytes in {stats['bytes_in']}, dropped {stats['bytes_dropped']} "
       f"{json.dumps({r: e['inputs'] for r, e in stats['dropped'].items()})}; "
       f"verification failures {stats['verification_failures']} "
-      f"({stats.get('records_verified', '?')} of {stats['examples']} records decoded)",
+      f"({stats.get('records_verified', '?')} of {stats['examples']} records decoded"
+      f"{' on ' + stats['verify_device'] if stats.get('verify_device') else ''})",
   ]
   for name in ("examples", "tokens", "bytes", "windows"):
     if got[name] != stats[name]:

@@ -10,6 +10,11 @@ Forms:
 
 Fitting is deterministic, so every Beam worker that fits the same spec gets the
 same tables; the fingerprint in stats.json lets a reader check it.
+
+Verification can decode on another device than the one that coded
+(`verifying_method`): with the integer-exact M1 on a GPU or TPU worker, a copy
+of M1 on the worker's CPU decodes the sampled records, which shows that a
+machine without an accelerator decodes what the accelerator wrote.
 """
 import hashlib
 import re
@@ -18,6 +23,7 @@ import threading
 from compressor.methods import registry
 
 MODEL_METHODS = ("ac", "static_ac", "equal_info_ac")
+VERIFY_DEVICES = ("cpu", "worker")  # --verify_device: the host CPU, or the device that coded
 _FIT_SPEC = re.compile(r"^(?P<name>context|unigram)\[(?P<args>.*)\]$", re.DOTALL)
 _FIT_KEYS = {"context": ("order", "fit", "min_count", "docs"), "unigram": ("fit", "docs")}
 _LOCK = threading.Lock()
@@ -77,11 +83,14 @@ def _fit_model(spec: str, name: str, args: dict[str, str]):
   return model
 
 
-def load_model(spec: str | None):
+def load_model(spec: str | None, device: str | None = None):
   """Loads the probability model named by `spec`.
 
   Args:
     spec: see the module docstring.
+    device: for an M1 directory, the JAX platform that computes its tables
+      ("cpu": the host CPU); None: JAX's default device. Fitted models are
+      numpy and ignore it.
 
   Returns:
     A `compressor.models.ProbabilityModel`, or None.
@@ -101,12 +110,13 @@ def load_model(spec: str | None):
     raise FileNotFoundError(
         f"--m1 {spec!r} does not exist; pass a trained M1 directory (eqinfo train-m1) or "
         f"context[order=3,fit=SRC]")
+  import jax  # pylint: disable=import-outside-toplevel
   from training import m1  # pylint: disable=import-outside-toplevel
-  return m1.load(spec)
+  return m1.load(spec, device=jax.devices(device)[0] if device else None)
 
 
-def build_method(method_spec: str, m1_spec: str | None):
-  """Builds a method and its model, checking that they go together.
+def build_method(method_spec: str, m1_spec: str | None, device: str | None = None):
+  """Builds a method and its model (on `device`, see `load_model`), checking that they go together.
 
   Raises:
     ValueError: on a bad method spec, or a model-based method without --m1.
@@ -117,16 +127,52 @@ def build_method(method_spec: str, m1_spec: str | None):
     raise ValueError(f"method {method_spec!r} needs a probability model: pass --m1 "
                      f"(a trained M1 directory or context[order=3,fit=SRC])")
   from compressor.methods import get_method  # pylint: disable=import-outside-toplevel
-  return get_method(method_spec, load_model(m1_spec) if uses_model else None)
+  return get_method(method_spec, load_model(m1_spec, device) if uses_model else None)
 
 
-def shared_method(method_spec: str, m1_spec: str | None):
-  """`build_method`, cached per process: DoFns of one worker share one M1."""
-  key = (method_spec, m1_spec if needs_model(method_spec) else None)
+def shared_method(method_spec: str, m1_spec: str | None, device: str | None = None):
+  """`build_method`, cached per process: DoFns of one worker share one M1 per device."""
+  uses_model = needs_model(method_spec)
+  key = (method_spec, m1_spec if uses_model else None, device if uses_model else None)
   with _LOCK:
     if key not in _METHODS:
       _METHODS[key] = build_method(*key)
     return _METHODS[key]
+
+
+def default_backend() -> str:
+  """JAX's default platform on this worker: "cpu", "gpu" or "tpu"."""
+  import jax  # pylint: disable=import-outside-toplevel
+  return jax.default_backend()
+
+
+def verifying_method(method_spec: str, m1_spec: str | None, verify_device: str):
+  """The method that decodes records for verification.
+
+  Args:
+    method_spec, m1_spec: what coded the records (`shared_method`).
+    verify_device: "worker": the coding method itself; "cpu": the same M1 on
+      the host CPU where the coder runs on an accelerator (elsewhere the two
+      are the same, and so is the returned method).
+
+  Raises:
+    ValueError: "cpu" with a float M1 on an accelerator, whose tables are the
+      same integers on one backend only.
+  """
+  if verify_device not in VERIFY_DEVICES:
+    raise ValueError(f"--verify_device must be one of {VERIFY_DEVICES}, got {verify_device!r}")
+  coder = shared_method(method_spec, m1_spec)
+  if verify_device == "worker" or inference(coder) not in ("exact", "float"):
+    return coder
+  backend = default_backend()
+  if backend == "cpu":
+    return coder
+  if inference(coder) == "float":
+    raise ValueError(
+        f"--verify_device cpu with a float M1 on {backend}: its tables differ across devices, so "
+        f"its records would not decode on a CPU; convert it (eqinfo quantize-m1 --m1 {m1_spec} "
+        f"--calibration GLOB) or pass --verify_device worker")
+  return shared_method(method_spec, m1_spec, device="cpu")
 
 
 def fingerprint(method) -> str:

@@ -6,6 +6,7 @@ from typing import Sequence
 
 from compressor import constants
 from compressor.packing import PACKING_POLICIES
+from pipelines.models import VERIFY_DEVICES
 
 
 @dataclasses.dataclass(frozen=True)
@@ -37,6 +38,10 @@ class CompressConfig:
   # same records on every run). Decoding runs M1 again, so 1.0 doubles M1's work; with
   # the integer-exact M1, whose tables are the same on every device, a sample suffices.
   verify_fraction: float = 1.0
+  # With verify: where records are decoded. "cpu": by M1 on the host CPU, also where M1
+  # coded on a GPU/TPU, which shows that machines without one decode the shards (the
+  # integer-exact M1 only); "worker": on the device that coded them.
+  verify_device: str = "cpu"
   # Replace an existing output directory's shards and metadata.
   overwrite: bool = False
   # Consecutive documents concatenated before cutting into examples (paper: 128).
@@ -73,6 +78,9 @@ class CompressConfig:
         raise ValueError(f"--{name} must be an integer >= 0, got {value!r}")
     if not 0 < self.verify_fraction <= 1:
       raise ValueError(f"--verify_fraction must lie in (0, 1], got {self.verify_fraction!r}")
+    if self.verify_device not in VERIFY_DEVICES:
+      raise ValueError(f"--verify_device must be one of {VERIFY_DEVICES}, "
+                       f"got {self.verify_device!r}")
     if not self.split or any(c in self.split for c in "/-"):
       raise ValueError(f"--split must be a non-empty name without '/' or '-', got {self.split!r}")
     for name in ("input", "method", "output"):
@@ -123,6 +131,9 @@ def parser() -> argparse.ArgumentParser:
   p.add_argument("--noverify", "--no-verify", dest="verify", action="store_false")
   p.add_argument("--verify_fraction", type=float, default=d.verify_fraction,
                  help="share of records verified, picked by key hash (default 1: all)")
+  p.add_argument("--verify_device", default=d.verify_device, choices=VERIFY_DEVICES,
+                 help="decode with M1 on the host CPU (default; also where M1 codes on a GPU/TPU) "
+                      "or on the device that coded")
   p.add_argument("--overwrite", action="store_true", default=d.overwrite)
   p.add_argument("--docs_per_group", type=int, default=d.docs_per_group)
   p.add_argument("--example_symbols", type=int, default=d.example_symbols)

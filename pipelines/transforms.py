@@ -252,19 +252,28 @@ class VerifyFn(beam.DoFn):
   Args:
     method_spec, m1_spec: the method and M1 that coded the records.
     fraction: share of records decoded (`verify_sampled`); the others pass unverified.
+    device: "cpu": decode with M1 on the host CPU, even where it coded on an
+      accelerator; "worker": on the device that coded (`models.verifying_method`).
   """
 
-  def __init__(self, method_spec: str, m1_spec: str | None, fraction: float = 1.0):
+  def __init__(self, method_spec: str, m1_spec: str | None, fraction: float = 1.0,
+               device: str = "cpu"):
     super().__init__()
     self._method_spec = method_spec
     self._m1_spec = m1_spec
     self._fraction = fraction
+    self._device = device
     self._method = None
+    self._hint = ""  # appended to failures when the decoder is not the coder
     self._verified = _counter("records_verified")
     self._failed = _counter("verification_failures")
 
   def setup(self):
-    self._method = models.shared_method(self._method_spec, self._m1_spec)
+    self._method = models.verifying_method(self._method_spec, self._m1_spec, self._device)
+    coder = models.shared_method(self._method_spec, self._m1_spec)
+    self._hint = "" if self._method is coder else (
+        "; decoded by M1 on the host CPU, coded on an accelerator: run eqinfo check-devices "
+        "--m1 DIR there")
 
   def process(self, batch: list[Record]):
     batch = sorted(batch, key=lambda r: r.key)
@@ -289,7 +298,7 @@ class VerifyFn(beam.DoFn):
                   f"decoded {got.size} symbols, expected {rec.num_bytes}")
         yield beam.pvalue.TaggedOutput(
             ERRORS, Dropped(key_name(rec.key), "verification_failed", rec.num_bytes, "verify",
-                            f"{detail} (first document {rec.source})"))
+                            f"{detail} (first document {rec.source}){self._hint}"))
 
   def _decode_one(self, tokens):
     try:
@@ -302,8 +311,9 @@ class Compress(beam.PTransform):
   """Example -> {"records": Record, "errors": Dropped}: packing, then optional verification."""
 
   def __init__(self, method_spec: str, m1_spec: str | None, max_tokens: int, packing: str,
-               batch_size: int, verify: bool, verify_fraction: float = 1.0):
-    """Raises ValueError on a bad packing policy, max_tokens, batch_size or verify_fraction."""
+               batch_size: int, verify: bool, verify_fraction: float = 1.0,
+               verify_device: str = "cpu"):
+    """Raises ValueError on a bad packing policy, max_tokens, batch_size or verify settings."""
     super().__init__()
     if packing not in packing_lib.PACKING_POLICIES:
       raise ValueError(f"packing must be one of {packing_lib.PACKING_POLICIES}, got {packing!r}")
@@ -316,8 +326,12 @@ class Compress(beam.PTransform):
     self._batch_size = batch_size
     if not 0 < verify_fraction <= 1:
       raise ValueError(f"verify_fraction must lie in (0, 1], got {verify_fraction}")
+    if verify_device not in models.VERIFY_DEVICES:
+      raise ValueError(f"verify_device must be one of {models.VERIFY_DEVICES}, "
+                       f"got {verify_device!r}")
     self._verify = verify
     self._verify_fraction = verify_fraction
+    self._verify_device = verify_device
 
   def expand(self, examples):
     coded = (
@@ -334,7 +348,7 @@ class Compress(beam.PTransform):
         | "BatchRecords" >> beam.BatchElements(min_batch_size=4 * self._batch_size,
                                                max_batch_size=4 * self._batch_size)
         | "Verify" >> beam.ParDo(VerifyFn(self._method_spec, self._m1_spec,
-                                          self._verify_fraction)
+                                          self._verify_fraction, self._verify_device)
                                  ).with_outputs(ERRORS, main="records"))
     errors = (coded[ERRORS], checked[ERRORS]) | "MergeErrors" >> beam.Flatten()
     return {"records": checked.records, "errors": errors}

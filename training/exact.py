@@ -601,6 +601,7 @@ class ExactM1Model(base.ProbabilityModel):
     self.meta = dict(meta or {})
     self.cache_dtype = cache_dtype
     self.block_lanes = block_lanes
+    self.device = device
     self.fingerprint = fingerprint(params)
     self._tree = jax.device_put(unflatten({k: np.asarray(v) for k, v in params.items()}), device)
     self._step = jax.jit(functools.partial(decode_step, config), donate_argnums=(1,))
@@ -644,7 +645,7 @@ class ExactM1Model(base.ProbabilityModel):
     """Zeroed KV cache: per layer {"k", "v"}: [num_lanes, H, slots, D] of `cache_dtype`."""
     c = self.config
     shape = (num_lanes, c.num_heads, slots, c.head_dim)
-    return [{"k": jnp.zeros(shape, self.cache_dtype), "v": jnp.zeros(shape, self.cache_dtype)}
+    return [{name: jnp.zeros(shape, self.cache_dtype, device=self.device) for name in ("k", "v")}
             for _ in range(c.num_layers)]
 
   def step(self, cache: list[dict], tokens: np.ndarray, positions: np.ndarray,
@@ -672,8 +673,9 @@ class ExactM1Model(base.ProbabilityModel):
     return save(path, self.config, self.params, self.meta)
 
   @classmethod
-  def load(cls, path: str | os.PathLike, cache_dtype: str | None = None) -> "ExactM1Model":
-    return load(path, cache_dtype)
+  def load(cls, path: str | os.PathLike, cache_dtype: str | None = None,
+           device: jax.Device | None = None) -> "ExactM1Model":
+    return load(path, cache_dtype, device)
 
 
 class _Block:
@@ -887,12 +889,13 @@ def find(path: str | os.PathLike) -> epath.Path | None:
   return sub
 
 
-def load(path: str | os.PathLike, cache_dtype: str | None = None) -> ExactM1Model:
+def load(path: str | os.PathLike, cache_dtype: str | None = None,
+         device: jax.Device | None = None) -> ExactM1Model:
   """Loads an exact M1 directory written by `save`.
 
   Args:
     path: the directory.
-    cache_dtype: see `ExactM1Model`.
+    cache_dtype, device: see `ExactM1Model`.
 
   Raises:
     FileNotFoundError: a file is missing.
@@ -916,4 +919,4 @@ def load(path: str | os.PathLike, cache_dtype: str | None = None) -> ExactM1Mode
   if info.get("fingerprint") != fingerprint(params):
     raise ValueError(f"corrupt exact M1 at {path}: weights do not match the fingerprint in "
                      f"{CONFIG_FILE}; re-run eqinfo quantize-m1")
-  return ExactM1Model(config, params, info.get("meta"), cache_dtype)
+  return ExactM1Model(config, params, info.get("meta"), cache_dtype, device=device)

@@ -78,18 +78,21 @@ class M1Model(base.ProbabilityModel):
   Args:
     config: an M1 config (vocab_size 258).
     params: the model's variables, {"params": ...}.
+    device: where the weights live and so where tables are computed; None:
+      JAX's default device.
   """
 
   exact = False  # float inference: identical integers on one machine, not across devices
 
-  def __init__(self, config: configs.ModelConfig, params: Any):
+  def __init__(self, config: configs.ModelConfig, params: Any, device: jax.Device | None = None):
     if config.vocab_size != VOCAB_SIZE:
       raise ValueError(f"M1 needs vocab_size {VOCAB_SIZE} (257 symbols + BOS), "
                        f"got {config.vocab_size}")
     params = params if "params" in params else {"params": params}
     _check_shapes(config, params)
     self.config = config
-    self.params = jax.device_put(jax.tree_util.tree_map(jnp.asarray, params))
+    self.params = jax.device_put(jax.tree_util.tree_map(jnp.asarray, params), device)
+    self.device = device
     self.fingerprint = fingerprint(params)
     self._step = jax.jit(self._probs_step, donate_argnums=(1,))
     self._bos = None  # (probs, keys and values) of the BOS-only context, see `_bos_state`
@@ -388,8 +391,8 @@ def save(path: str | os.PathLike, config: configs.ModelConfig, params: Any) -> s
   return meta["fingerprint"]
 
 
-def load(path: str | os.PathLike,
-         exact: bool | None = None) -> "M1Model | exact_lib.ExactM1Model":
+def load(path: str | os.PathLike, exact: bool | None = None,
+         device: jax.Device | None = None) -> "M1Model | exact_lib.ExactM1Model":
   """Loads an M1 directory written by `save` (and `training.quantize_m1`).
 
   Args:
@@ -398,6 +401,7 @@ def load(path: str | os.PathLike,
     exact: None for the integer-exact M1 if the directory has one, else the
       float M1; True for the exact M1 only; False for the float M1 (identical
       integers on one machine and backend only).
+    device: where the model computes its tables; None: JAX's default device.
 
   Raises:
     FileNotFoundError: the directory or one of its files is missing, or
@@ -408,7 +412,7 @@ def load(path: str | os.PathLike,
   if exact is not False:
     found = exact_lib.find(path)  # path itself or path/exact; ValueError if stale
     if found is not None:
-      return exact_lib.load(found)
+      return exact_lib.load(found, device=device)
     if exact:
       raise FileNotFoundError(
           f"no integer-exact M1 at {path} or {path / exact_lib.SUBDIR}; convert the float M1 "
@@ -428,7 +432,7 @@ def load(path: str | os.PathLike,
   if meta.get("fingerprint") not in (None, fingerprint(params)):
     raise ValueError(f"corrupt M1 checkpoint at {path}: params fingerprint differs from "
                      f"{CONFIG_FILE}; re-export it with training.m1.save")
-  return M1Model(config, params)
+  return M1Model(config, params, device)
 
 
 def _read_meta(path: epath.Path) -> dict:

@@ -68,14 +68,15 @@ def test_verify_fraction_decodes_a_fixed_sample(context_runs, tmp_path):
   """A sampled verification writes the same shards; the sample is a hash of the record keys."""
   flags, (full, _, _), _ = context_runs
   out = tmp_path / "sampled"
-  stats = _compress(out, SINGLE, verify_fraction=0.4, **flags)
+  stats = _compress(out, SINGLE, verify_fraction=0.4, verify_device="worker", **flags)
   assert _shards(out) == _shards(full)
   keys = [r["key"] for r in _records(out)]
   sampled = sum(zlib.crc32(k) < 0.4 * 2**32 for k in keys)
   assert 0 < sampled < len(keys)
   assert stats["records_verified"] == sampled and stats["verify_fraction"] == 0.4
   assert stats["verification_failures"] == 0
-  assert f"({sampled} of {len(keys)} records decoded)" in compress.summary(stats)
+  assert stats["verify_device"] == "worker"
+  assert f"({sampled} of {len(keys)} records decoded on worker)" in compress.summary(stats)
 
 
 def test_stats_add_up(context_runs, validation_docs):
@@ -92,6 +93,9 @@ def test_stats_add_up(context_runs, validation_docs):
   assert len(stats["token_histogram"]) == stats["vocab_size"] == 256
   assert stats["verification_failures"] == 0 and stats["dropped"] == {}
   assert stats["records_verified"] == stats["examples"] and stats["verify_fraction"] == 1.0
+  assert stats["verify_device"] == "cpu"
+  assert f"({stats['examples']} of {stats['examples']} records decoded on cpu)" in (
+      compress.summary(stats))
   assert stats["wire_format"]["coder_version"] == stats["coder_version"]
   assert (out / sink.COMPLETED).exists()
   assert json.loads((out / sink.CONFIG).read_text())["method"] == "equal_info_ac[b=16,v=256]"

@@ -110,7 +110,7 @@ def test_a_batch_that_fails_is_coded_again_once(small_jsonl, undisturbed, tmp_pa
   marker = tmp_path / "failed-once"
   load_model = models.load_model
   monkeypatch.setattr(models, "load_model",
-                      lambda spec: FailOnceModel(load_model(spec), marker))
+                      lambda spec, device=None: FailOnceModel(load_model(spec, device), marker))
   monkeypatch.setattr(models, "_METHODS", {})  # the per-process cache of shared_method
   out = tmp_path / "out"
   result = compress.make_pipeline(_config(small_jsonl, out), IN_MEMORY).run()

@@ -1,0 +1,93 @@
+"""--verify_device: records coded by M1 on an accelerator are decoded by M1 on the host CPU."""
+import numpy as np
+import pytest
+
+from compressor.symbols import symbols_from_text
+from pipelines import models, options, transforms
+
+SPEC = "equal_info_ac[b=16,v=256]"
+
+
+@pytest.fixture(scope="module")
+def m1_dirs(tmp_path_factory, validation_docs):
+  """{"float": a random tiny M1 directory, "exact": the same M1 converted (DIR/exact)}."""
+  from training import m1, quantize_m1  # pylint: disable=import-outside-toplevel
+  root = tmp_path_factory.mktemp("m1_dirs")
+  config = m1.m1_config("tiny", max_len=64)
+  float_m1 = m1.M1Model.random(config, seed=3)
+  for name in ("float", "exact"):
+    m1.save(root / name, config, float_m1.params)
+  quantize_m1.convert(float_m1, validation_docs[:8], seq_len=64, max_sequences=4).save(
+      root / "exact" / "exact")
+  return {name: str(root / name) for name in ("float", "exact")}
+
+
+@pytest.fixture()
+def on_gpu(monkeypatch):
+  """Workers whose JAX default backend is a GPU (this machine has none)."""
+  monkeypatch.setattr(models, "default_backend", lambda: "gpu")
+
+
+def test_cpu_worker_verifies_with_its_coder(m1_dirs):
+  """Where M1 codes on the CPU, "cpu" and "worker" are one method: one M1 per process."""
+  coder = models.shared_method(SPEC, m1_dirs["exact"])
+  for device in models.VERIFY_DEVICES:
+    assert models.verifying_method(SPEC, m1_dirs["exact"], device) is coder
+  fitted = "context[order=2,fit=builtin:pydoc,docs=5]"
+  assert models.verifying_method(SPEC, fitted, "cpu") is models.shared_method(SPEC, fitted)
+  assert models.verifying_method("gzip[v=256]", None, "cpu").spec == "gzip[v=256]"
+
+
+def test_accelerator_worker_verifies_on_the_host_cpu(m1_dirs, on_gpu, validation_docs):
+  coder = models.shared_method(SPEC, m1_dirs["exact"])
+  verifier = models.verifying_method(SPEC, m1_dirs["exact"], "cpu")
+  assert verifier is not coder and verifier.model.device.platform == "cpu"
+  assert verifier.model.fingerprint == coder.model.fingerprint
+  assert models.verifying_method(SPEC, m1_dirs["exact"], "worker") is coder
+  symbols = [symbols_from_text(t)[:300] for t in validation_docs[:3]]
+  tokens = [e.tokens for e in coder.encode_batch(symbols)]
+  for got, want in zip(verifier.decode_batch(tokens), symbols):
+    np.testing.assert_array_equal(got, want)
+
+
+def test_float_m1_on_an_accelerator_cannot_promise_cpu_decoding(m1_dirs, on_gpu):
+  with pytest.raises(ValueError, match="--verify_device worker") as error:
+    models.verifying_method(SPEC, m1_dirs["float"], "cpu")
+  assert "quantize-m1" in str(error.value) and len(str(error.value).splitlines()) == 1
+  coder = models.shared_method(SPEC, m1_dirs["float"])
+  assert models.verifying_method(SPEC, m1_dirs["float"], "worker") is coder
+
+
+def test_verify_device_flag():
+  base = ["--input", "a", "--method", "b", "--output", "c"]
+  assert options.parse(base)[0].verify_device == "cpu"
+  assert options.parse(base + ["--verify_device", "worker"])[0].verify_device == "worker"
+  with pytest.raises(SystemExit):
+    options.parse(base + ["--verify_device", "gpu"])
+  with pytest.raises(ValueError, match="--verify_device"):
+    options.CompressConfig(input="a", method="b", output="c", verify_device="tpu")
+  with pytest.raises(ValueError, match="verify_device"):
+    transforms.Compress("bytes", None, 10, "continue", 1, True, verify_device="gpu")
+  with pytest.raises(ValueError, match="--verify_device"):
+    models.verifying_method("bytes", None, "gpu")
+
+
+def test_cpu_verification_failures_say_where_they_decoded(m1_dirs, on_gpu, validation_docs):
+  """VerifyFn on a (GPU) worker: the CPU decoder passes a good record, names itself on a bad one."""
+  symbols = symbols_from_text(validation_docs[0])[:200]
+  coded = models.shared_method(SPEC, m1_dirs["exact"]).encode_batch([symbols])[0]
+  good = transforms.Record((0, 0, 0, 0), coded.tokens, 200, coded.num_windows, 0, "doc", 0,
+                           symbols)
+  bad = good._replace(key=(0, 0, 1, 0), symbols=np.roll(symbols, 1))
+  fn = transforms.VerifyFn(SPEC, m1_dirs["exact"], 1.0, "cpu")
+  fn.setup()
+  passed, failed = [], []
+  for out in fn.process([bad, good]):
+    (failed if hasattr(out, "tag") else passed).append(out)
+  assert [(r.key, r.verified) for r in passed] == [((0, 0, 0, 0), True)]
+  assert [f.value.reason for f in failed] == ["verification_failed"]
+  assert "host CPU" in failed[0].value.detail and "check-devices" in failed[0].value.detail
+  fn = transforms.VerifyFn(SPEC, m1_dirs["exact"], 1.0, "worker")
+  fn.setup()
+  failed = [out for out in fn.process([bad]) if hasattr(out, "tag")]
+  assert "host CPU" not in failed[0].value.detail
