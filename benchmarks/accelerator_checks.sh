@@ -7,7 +7,8 @@
 # it does not sit beside the checkout, copy it in and point DATA at the copy.
 #
 # Writes to $OUT: accelerator.txt (the card), exact_devices.json (tables of
-# 102,400 contexts on the accelerator and the CPU, every integer compared),
+# 102,400 contexts on the accelerator and the CPU, every integer compared; the
+# optimised programs of each device in hlo/),
 # pytest_exact.txt (every exact-M1 test, run on the accelerator), exact_m1_bench.json (exact vs float
 # M1 coding symbols/s, and by lane block size), m1_bench.json (M1 coding against matmul speed) and
 # m2_bench.json (M2 tokens/s and MFU). Each step is bounded by `timeout` and a
@@ -33,8 +34,8 @@ step() {  # step SECONDS FILE COMMAND...: runs COMMAND with its output in $OUT/F
 }
 
 (nvidia-smi -L || "$PYTHON" -c "import jax; print(jax.devices())") > "$OUT/accelerator.txt" 2>&1
-step 120 exact_devices.json "$PYTHON" -m training.exact_devices \
-  --text "$DATA/validation/*.jsonl.gz" --sequences 200 --seq_len 512
+step 150 exact_devices.json "$PYTHON" -m training.exact_devices \
+  --text "$DATA/validation/*.jsonl.gz" --sequences 200 --seq_len 512 --hlo "$OUT/hlo"
 step 180 pytest_exact.txt "$PYTHON" -m pytest -m "not slow" tests/training/test_exact.py
 step 180 exact_m1_bench.json "$PYTHON" benchmarks/exact_m1_bench.py --data "$DATA" --lanes 2048 \
   --block_lanes 64,512,2048

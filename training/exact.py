@@ -638,6 +638,20 @@ class ExactM1Model(base.ProbabilityModel):
     order = [f"{i}.{name}" for i in range(self.config.num_layers) for name in TRACE_NAMES]
     return {name: np.asarray(seen[name]) for name in order + ["x", "freqs"]}
 
+  def compiled_text(self, inputs: np.ndarray, rows: int = MIN_BLOCK_LANES) -> dict[str, str]:
+    """The optimised programs this model's device runs, as text, for finding where devices part.
+
+    Returns:
+      {"sequence_freqs": the full recompute of [B, T] `inputs`,
+       "decode_step": one cached step of `rows` lanes with one chunk of slots}.
+    """
+    inputs = np.asarray(inputs, np.int32)
+    slots = min(CACHE_CHUNK, model_lib.cache_slots(self.config))
+    step_args = (self._tree, self.init_cache(rows, slots), np.zeros(rows, np.int32),
+                 np.ones(rows, np.int32), np.ones(rows, bool), self.bos_state()[1])
+    return {"sequence_freqs": self._sequence.lower(self._tree, inputs).compile().as_text(),
+            "decode_step": self._step.lower(*step_args).compile().as_text()}
+
   def lanes(self, num_lanes: int) -> "ExactLanes":
     return ExactLanes(self, num_lanes)
 

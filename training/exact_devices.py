@@ -19,6 +19,7 @@ host CPU):
 import argparse
 import hashlib
 import json
+import os
 import sys
 import time
 from typing import Iterable, Sequence
@@ -176,6 +177,25 @@ def compare_devices(model: exact_lib.ExactM1Model, symbols: np.ndarray,
   return report
 
 
+def write_programs(directory: str, name: str, model: exact_lib.ExactM1Model,
+                   symbols: np.ndarray, devices: Sequence[jax.Device]) -> list[str]:
+  """Writes each device's optimised programs of `model` as DIR/NAME.PLATFORM.PROGRAM.txt.
+
+  Returns the paths written.
+  """
+  os.makedirs(directory, exist_ok=True)
+  inputs = quantize_m1.bos_inputs(symbols)
+  paths = []
+  for device in devices:
+    with jax.default_device(device):
+      programs = on_device(model, device).compiled_text(inputs)
+    for program, text in programs.items():
+      paths.append(os.path.join(directory, f"{name}.{device.platform}.{program}.txt"))
+      with open(paths[-1], "w", encoding="utf-8") as f:
+        f.write(text)
+  return paths
+
+
 def converted_random_model(config: configs.ModelConfig, texts: Sequence[str],
                            seed: int = 0) -> exact_lib.ExactM1Model:
   """A random float M1 (logits scaled up 8x, so tables are far from uniform), converted.
@@ -201,6 +221,8 @@ def parse_flags(argv) -> argparse.Namespace:
   parser.add_argument("--seed", type=int, default=0, help="their weights' seed")
   parser.add_argument("--sequences", type=int, default=200)
   parser.add_argument("--seq_len", type=int, default=512)
+  parser.add_argument("--hlo", help="directory for the optimised programs of each model and "
+                      "device (MODEL.DEVICE.PROGRAM.txt), to compare where tables differ")
   return parser.parse_args(argv)
 
 
@@ -220,6 +242,9 @@ def run(argv=None) -> int:
     devices.insert(0, jax.devices()[0])
   reports = [{"model": name, "fingerprint": model.fingerprint,
               **compare_devices(model, symbols, devices)} for name, model in models.items()]
+  if args.hlo:
+    for name, model in models.items():
+      write_programs(args.hlo, name, model, symbols[:1], devices)
   report = {"equal": all(r["equal"] for r in reports), "models": reports}
   print(json.dumps(report, indent=2))
   return 0 if report["equal"] else 1

@@ -119,6 +119,17 @@ def _float_outputs(jaxpr) -> list[str]:
   return found
 
 
+def _products(jaxpr) -> list[tuple[str, str]]:
+  """Operand dtypes of every matrix product (dot_general) of a jaxpr and its sub-jaxprs."""
+  found = []
+  for eqn in jaxpr.eqns:
+    if eqn.primitive.name == "dot_general":
+      found.append(tuple(str(v.aval.dtype) for v in eqn.invars))
+    for sub in jax_core.jaxprs_in_params(eqn.params):
+      found += _products(sub)
+  return found
+
+
 def test_no_float_operation_makes_a_table(model):
   tree = model._tree  # pylint: disable=protected-access
   cache = model.init_cache(16, 64)
@@ -130,6 +141,10 @@ def test_no_float_operation_makes_a_table(model):
       tree, np.zeros((2, 8), np.int32))
   assert _float_outputs(full.jaxpr) == []
   assert bos_cdf.dtype == np.int32
+  # Matrix products multiply int8 by int8 only (the attention sums, whose weights go
+  # up to 2**12, are integer reductions): per layer qkv, q.k, out, wi, wo; then logits.
+  products = 5 * model.config.num_layers + 1
+  assert _products(step.jaxpr) == _products(full.jaxpr) == [("int8", "int8")] * products
 
 
 def test_integer_primitives_match_reference():
@@ -256,17 +271,21 @@ def test_hundred_thousand_contexts_full_equals_cached(device_symbols):
   assert report["devices"][0]["cached"] == report["digest"] == GOLDEN_DEVICE_SHA256
 
 
-def test_device_check_command(webtext_dir):
+def test_device_check_command(webtext_dir, tmp_path):
   stdout = io.StringIO()
   with contextlib.redirect_stdout(stdout):
     status = cli.main(["check-devices", "--text", str(webtext_dir / "validation" / "*.jsonl.gz"),
-                       "--sequences", "3", "--seq_len", "40"])
+                       "--sequences", "3", "--seq_len", "40", "--hlo", str(tmp_path)])
   report = json.loads(stdout.getvalue())
   assert status == 0 and report["equal"]
   drawn, converted = report["models"]
   assert drawn["model"] == "integer_drawn" and converted["model"] == "converted_random"
   assert drawn["fingerprint"] == random_integer_model().fingerprint
   assert drawn["contexts"] == converted["contexts"] == 120
+  assert sorted(p.name for p in tmp_path.iterdir()) == [
+      f"{m}.cpu.{p}.txt" for m in ("converted_random", "integer_drawn")
+      for p in ("decode_step", "sequence_freqs")]
+  assert "HloModule" in (tmp_path / "integer_drawn.cpu.decode_step.txt").read_text()
   with pytest.raises(ValueError, match="fewer --sequences"):
     exact_devices.text_symbols(iter(["short text"]), 2, 8)
 
