@@ -223,8 +223,10 @@ def check_params(config: configs.ModelConfig, params: dict[str, np.ndarray]) -> 
   buckets = params["buckets"]
   if buckets.min() < 0 or buckets.max() >= config.rel_pos_buckets:
     raise ValueError(f"buckets must lie in [0, {config.rel_pos_buckets})")
-  if np.abs(params["embed"]).max() > RESIDUAL_MAX:
-    raise ValueError(f"embed must lie in [-{RESIDUAL_MAX}, {RESIDUAL_MAX}]")
+  for name, a in params.items():
+    if (name == "embed" or name.endswith("/rel_bias")) and a.size and np.abs(a).max() > RESIDUAL_MAX:
+      raise ValueError(f"{name} must lie in [-{RESIDUAL_MAX}, {RESIDUAL_MAX}] (so that scores "
+                       "and the residual stream stay within int32)")
 
 
 def fingerprint(params: dict[str, np.ndarray]) -> str:

@@ -208,6 +208,10 @@ def test_freqs_contract_and_errors(model):
   broken = dict(model.params, **{"layers_0/qkv/mult": model.params["layers_0/qkv/mult"] * 4})
   with pytest.raises(ValueError, match="qkv/mult"):
     exact.ExactM1Model(model.config, broken)
+  bias = model.params["layers_1/rel_bias"].copy()
+  bias[0, 0] = exact.RESIDUAL_MAX + 1  # scores could leave int32
+  with pytest.raises(ValueError, match="layers_1/rel_bias must lie"):
+    exact.ExactM1Model(model.config, dict(model.params, **{"layers_1/rel_bias": bias}))
   assert "fingerprint" in repr(model) and "ExactLanes" in repr(model.lanes(2))
   assert model.exact and model.meta["source_fingerprint"]
 
