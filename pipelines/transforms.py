@@ -274,6 +274,10 @@ class VerifyFn(beam.DoFn):
     self._hint = "" if self._method is coder else (
         "; decoded by M1 on the host CPU, coded on an accelerator: run eqinfo check-devices "
         "--m1 DIR there")
+    if self._method is not coder and self._fraction > 0.1:
+      logging.warning("verification decodes %.0f%% of records with M1 on the CPU while M1 codes "
+                      "on an accelerator; pass --verify_fraction 0.01 to keep up with it",
+                      100 * self._fraction)
 
   def process(self, batch: list[Record]):
     batch = sorted(batch, key=lambda r: r.key)

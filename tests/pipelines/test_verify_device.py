@@ -1,4 +1,6 @@
 """--verify_device: records coded by M1 on an accelerator are decoded by M1 on the host CPU."""
+import logging
+
 import numpy as np
 import pytest
 
@@ -72,7 +74,8 @@ def test_verify_device_flag():
     models.verifying_method("bytes", None, "gpu")
 
 
-def test_cpu_verification_failures_say_where_they_decoded(m1_dirs, on_gpu, validation_docs):
+def test_cpu_verification_failures_say_where_they_decoded(m1_dirs, on_gpu, validation_docs,
+                                                          caplog):
   """VerifyFn on a (GPU) worker: the CPU decoder passes a good record, names itself on a bad one."""
   symbols = symbols_from_text(validation_docs[0])[:200]
   coded = models.shared_method(SPEC, m1_dirs["exact"]).encode_batch([symbols])[0]
@@ -80,7 +83,9 @@ def test_cpu_verification_failures_say_where_they_decoded(m1_dirs, on_gpu, valid
                            symbols)
   bad = good._replace(key=(0, 0, 1, 0), symbols=np.roll(symbols, 1))
   fn = transforms.VerifyFn(SPEC, m1_dirs["exact"], 1.0, "cpu")
-  fn.setup()
+  with caplog.at_level(logging.WARNING):
+    fn.setup()
+  assert "--verify_fraction 0.01" in caplog.text  # the CPU cannot keep up with a GPU
   passed, failed = [], []
   for out in fn.process([bad, good]):
     (failed if hasattr(out, "tag") else passed).append(out)
