@@ -92,13 +92,13 @@ OUT_ONE = 1 << 16  # output exp table at 0
 SPARE = constants.TOTAL_FREQ - constants.ALPHABET_SIZE  # counts shared out by probability
 CACHE_CHUNK = model_lib.DECODE_CHUNK  # the KV cache grows in whole chunks of slots
 BLOCK_LANES = 64  # most rows of one compiled step on CPU; more lanes run as several blocks
-ACCELERATOR_BLOCK_LANES = 2048  # the same on GPU/TPU (H100, 3m: 63.9k symbols/s at 64, 253k at 2048)
+ACCELERATOR_BLOCK_LANES = 2048  # the same on GPU/TPU (H100, 3m: 64k symbols/s at 64, 253k at 2048)
 MIN_BLOCK_LANES = 16  # fewest rows of one compiled step (a power of two from here up)
 CACHE_DTYPES = ("int8", "int32")  # KV cache containers; both hold int8 values, same tables
 _INT32_MIN = np.iinfo(np.int32).min
 TRACE_NAMES = ("x", "q", "k", "v", "scores", "p", "acc", "o")  # per layer, in computation order
 DOT_CHUNK = 1024  # int8 terms per exact contraction: 1024 * 127**2 < 2**24
-ATTENTION_SUM_ELEMENTS = 1 << 24  # most int32 products held at once by a full-recompute attention sum
+ATTENTION_SUM_ELEMENTS = 1 << 24  # most int32 products a full-recompute attention sum holds at once
 
 
 def norm_bits(d_model: int) -> int:
@@ -224,7 +224,8 @@ def check_params(config: configs.ModelConfig, params: dict[str, np.ndarray]) -> 
   if buckets.min() < 0 or buckets.max() >= config.rel_pos_buckets:
     raise ValueError(f"buckets must lie in [0, {config.rel_pos_buckets})")
   for name, a in params.items():
-    if (name == "embed" or name.endswith("/rel_bias")) and a.size and np.abs(a).max() > RESIDUAL_MAX:
+    bounded = name == "embed" or name.endswith("/rel_bias")
+    if bounded and a.size and np.abs(a).max() > RESIDUAL_MAX:
       raise ValueError(f"{name} must lie in [-{RESIDUAL_MAX}, {RESIDUAL_MAX}] (so that scores "
                        "and the residual stream stay within int32)")
 
