@@ -31,7 +31,8 @@ exec python -m pipelines.cli compress \
   --method "${METHOD}" \
   --m1 "${M1}" \
   --output "${OUTPUT}" \
-  --packing continue --max_tokens 512 --batch_size 256 \
+  --packing continue --max_tokens 512 --batch_size 1024 \
+  --verify_fraction 0.01 --verify_device cpu \
   --runner DataflowRunner \
   --project "${PROJECT}" \
   --region "${REGION}" \
