@@ -110,9 +110,22 @@ def load_model(spec: str | None, device: str | None = None):
     raise FileNotFoundError(
         f"--m1 {spec!r} does not exist; pass a trained M1 directory (eqinfo train-m1) or "
         f"context[order=3,fit=SRC]")
-  import jax  # pylint: disable=import-outside-toplevel
   from training import m1  # pylint: disable=import-outside-toplevel
-  return m1.load(spec, device=jax.devices(device)[0] if device else None)
+  return m1.load(spec, device=jax_device(device) if device else None)
+
+
+def jax_device(platform: str):
+  """The first JAX device of `platform` ("cpu": the host CPU).
+
+  Raises:
+    ValueError: JAX was started without that platform (JAX_PLATFORMS).
+  """
+  import jax  # pylint: disable=import-outside-toplevel
+  try:
+    return jax.devices(platform)[0]
+  except RuntimeError as e:
+    raise ValueError(f"JAX has no {platform} backend here ({str(e).splitlines()[0]}); add it to "
+                     f"JAX_PLATFORMS (e.g. cuda,{platform}) or pass --verify_device worker") from None
 
 
 def build_method(method_spec: str, m1_spec: str | None, device: str | None = None):

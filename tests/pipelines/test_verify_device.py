@@ -96,3 +96,10 @@ def test_cpu_verification_failures_say_where_they_decoded(m1_dirs, on_gpu, valid
   fn.setup()
   failed = [out for out in fn.process([bad]) if hasattr(out, "tag")]
   assert "host CPU" not in failed[0].value.detail
+
+
+def test_a_missing_jax_backend_says_what_to_do():
+  assert models.jax_device("cpu").platform == "cpu"
+  with pytest.raises(ValueError, match="JAX_PLATFORMS") as error:
+    models.jax_device("tpu")  # this machine has no TPU
+  assert "--verify_device worker" in str(error.value)
