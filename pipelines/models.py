@@ -124,8 +124,9 @@ def jax_device(platform: str):
   try:
     return jax.devices(platform)[0]
   except RuntimeError as e:
-    raise ValueError(f"JAX has no {platform} backend here ({str(e).splitlines()[0]}); add it to "
-                     f"JAX_PLATFORMS (e.g. cuda,{platform}) or pass --verify_device worker") from None
+    reason = str(e).splitlines()[0]
+    raise ValueError(f"JAX has no {platform} backend here ({reason}); add it to JAX_PLATFORMS "
+                     f"(e.g. cuda,{platform}) or pass --verify_device worker") from None
 
 
 def build_method(method_spec: str, m1_spec: str | None, device: str | None = None):
