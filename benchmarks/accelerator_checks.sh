@@ -10,7 +10,8 @@
 # 102,400 contexts on the accelerator and the CPU, every integer compared; the
 # optimised programs of each device in hlo/),
 # pytest_exact.txt (every exact-M1 test, run on the accelerator), exact_m1_bench.json (exact vs float
-# M1 coding symbols/s, and by lane block size), m1_bench.json (M1 coding against matmul speed) and
+# M1 coding symbols/s, and by lane block size), exact_m1_bench_ac.json (the same with contexts that
+# grow to 256 symbols), m1_bench.json (M1 coding against matmul speed) and
 # m2_bench.json (M2 tokens/s and MFU). Each step is bounded by `timeout` and a
 # failed step does not stop the others; the exit status counts the failures.
 set -uo pipefail
@@ -39,6 +40,8 @@ step 150 exact_devices.json "$PYTHON" -m training.exact_devices \
 step 180 pytest_exact.txt "$PYTHON" -m pytest -m "not slow" tests/training/test_exact.py
 step 180 exact_m1_bench.json "$PYTHON" benchmarks/exact_m1_bench.py --data "$DATA" --lanes 2048 \
   --block_lanes 64,512,2048
+step 120 exact_m1_bench_ac.json "$PYTHON" benchmarks/exact_m1_bench.py --data "$DATA" \
+  --lanes 1024 --symbols 256 --method 'ac[v=256]'
 step 150 m1_bench.json "$PYTHON" benchmarks/m1_bench.py --data "$DATA" --lanes 256,1024,4096
 step 120 m2_bench.json "$PYTHON" benchmarks/m2_bench.py --sizes mini,3m --batch_size 64
 echo "$failures step(s) failed"
