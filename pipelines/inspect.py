@@ -1,20 +1,28 @@
-"""`eqinfo inspect DIR [--decode N]`: totals, compression ratio, token histogram, decoded records.
+"""`eqinfo inspect DIR [--decode N] [--check [F]]`: totals, ratio, histogram, decoded records.
 
 Reads stats.json and every shard of an output directory of `eqinfo compress`,
 recounts records, tokens and bytes, and with `--decode N` prints record N (in
 shard order) decoded. For Equal-Info methods each window is decoded on its own
 and printed in brackets, like the paper's Table 7: `[The th][ree cu]...`.
+
+`--check` decodes every record on this machine (`--check 0.01`: a fixed 1% by
+key hash) and compares it with the checksum of its text that the record
+carries (`symbols_crc32`), so shards that an accelerator wrote can be checked
+on the CPU that will read them; the exit status is 1 if one does not decode.
 """
 import argparse
 import json
 import sys
 
 import numpy as np
+import tqdm
 from apache_beam.io.filesystems import FileSystems
 
 from compressor import constants
 from compressor.methods.base import bytes_to_tokens, tokens_to_bytes
-from pipelines import models, sink
+from pipelines import models, sink, transforms
+
+CHECK_BATCH = 256  # records decoded at once by --check (lanes of the decoder)
 
 
 class CorruptShardError(ValueError):
@@ -137,22 +145,90 @@ def describe_record(method, record: dict) -> str:
   return "\n".join(lines)
 
 
+def check_records(method, records: list[dict], fraction: float = 1.0,
+                  progress: bool = False) -> dict:
+  """Decodes a fixed sample of records and compares each with its text's checksum.
+
+  Args:
+    method: the method that coded the records, with its M1.
+    records: parsed records (`read_shard`).
+    fraction: share of records decoded, picked by a hash of the key (1: all).
+    progress: show a progress bar.
+
+  Returns:
+    {"checked": records decoded, "failed": [keys of records that do not decode
+    to num_bytes symbols with their symbols_crc32]}.
+
+  Raises:
+    ValueError: a sampled record carries no symbols_crc32.
+  """
+  chosen = [r for r in records if transforms.sampled(r["key"].decode(), fraction)]
+  bare = [r["key"].decode() for r in chosen if "symbols_crc32" not in r]
+  if bare:
+    raise ValueError(f"record {bare[0]} carries no symbols_crc32 (written by an older eqinfo); "
+                     "re-run eqinfo compress to write records that can be checked")
+  failed = []
+  with tqdm.tqdm(total=len(chosen), unit="record", disable=not progress) as bar:
+    for start in range(0, len(chosen), CHECK_BATCH):
+      batch = chosen[start:start + CHECK_BATCH]
+      for record, got in zip(batch, _decode_all(method, [r["targets"] for r in batch])):
+        if got is None or got.size != int(record["num_bytes"][0]) or (
+            transforms.symbols_crc32(got) != int(record["symbols_crc32"][0])):
+          failed.append(record["key"].decode())
+      bar.update(len(batch))
+  return {"checked": len(chosen), "failed": failed}
+
+
+def _decode_all(method, token_seqs: list[np.ndarray]) -> list[np.ndarray | None]:
+  """Decoded symbols of each token sequence; None where decoding raises."""
+  try:
+    return method.decode_batch(token_seqs)
+  except Exception:  # pylint: disable=broad-except  (find the records that fail)
+    out = []
+    for tokens in token_seqs:
+      try:
+        out.append(method.decode(tokens))
+      except Exception:  # pylint: disable=broad-except
+        out.append(None)
+    return out
+
+
 def parser() -> argparse.ArgumentParser:
   p = argparse.ArgumentParser(prog="eqinfo inspect", description=__doc__.splitlines()[0])
   p.add_argument("directory", help="output directory of eqinfo compress")
   p.add_argument("--decode", type=int, default=None, metavar="N",
                  help="decode record N (0-based, shards in name order) and print its text")
+  p.add_argument("--check", type=float, nargs="?", const=1.0, default=None, metavar="F",
+                 help="decode every record (or a fixed share F by key hash) on this machine and "
+                      "compare it with its text's checksum; exit status 1 if one differs")
   return p
 
 
-def report(directory: str, decode: int | None = None) -> str:
-  """The text `eqinfo inspect` prints.
+def report(directory: str, decode: int | None = None, check: float | None = None,
+           progress: bool = False) -> str:
+  """The text `eqinfo inspect` prints (see `inspect_directory`)."""
+  return inspect_directory(directory, decode, check, progress)[0]
+
+
+def inspect_directory(directory: str, decode: int | None = None, check: float | None = None,
+                      progress: bool = False) -> tuple[str, bool]:
+  """The text `eqinfo inspect` prints, and False if a checked record failed.
+
+  Args:
+    directory: output directory of `eqinfo compress`.
+    decode: index of a record to print decoded.
+    check: share of records to decode and compare with their checksums
+      (`check_records`).
+    progress: show a progress bar while checking.
 
   Raises:
     FileNotFoundError: for a directory without stats.json or shards.
     CorruptShardError: naming the corrupt shard and record.
-    ValueError: if --decode is out of range.
+    ValueError: if --decode is out of range, --check is outside (0, 1], or the
+      records carry no checksums.
   """
+  if check is not None and not 0 < check <= 1:
+    raise ValueError(f"--check must lie in (0, 1], got {check}")
   stats = load_stats(directory)
   records = [r for path in shard_paths(directory) for r in read_shard(path)]
   got = totals(records, stats["vocab_size"])
@@ -177,18 +253,35 @@ def report(directory: str, decode: int | None = None) -> str:
   for name in ("examples", "tokens", "bytes", "windows"):
     if got[name] != stats[name]:
       lines.append(f"MISMATCH: shards hold {name}={got[name]}, stats.json says {stats[name]}")
+  if decode is not None and not 0 <= decode < len(records):
+    raise ValueError(f"--decode {decode} is out of range: there are {len(records)} records")
+  if decode is None and check is None:
+    return "\n".join(lines), True
+  method = models.build_method(stats["method"], stats.get("m1"))
+  if stats.get("m1_fingerprint") and models.fingerprint(method) != stats["m1_fingerprint"]:
+    lines.append("warning: the M1 fingerprint differs from stats.json; decoding may be wrong")
   if decode is not None:
-    if not 0 <= decode < len(records):
-      raise ValueError(f"--decode {decode} is out of range: there are {len(records)} records")
-    method = models.build_method(stats["method"], stats.get("m1"))
-    if stats.get("m1_fingerprint") and models.fingerprint(method) != stats["m1_fingerprint"]:
-      lines.append("warning: the M1 fingerprint differs from stats.json; decoding may be wrong")
     lines += [f"record {decode}:", describe_record(method, records[decode])]
-  return "\n".join(lines)
+  ok = True
+  if check is not None:
+    result = check_records(method, records, check, progress)
+    lines.append(check_summary(result, len(records)))
+    ok = not result["failed"]
+  return "\n".join(lines), ok
+
+
+def check_summary(result: dict, total: int) -> str:
+  """One line on a `check_records` result; "CHECK FAILED" names the first failures."""
+  if result["failed"]:
+    return (f"CHECK FAILED: {len(result['failed'])} of {result['checked']} records checked do "
+            f"not decode to their text on this machine, e.g. {', '.join(result['failed'][:3])}")
+  return f"check: {result['checked']} of {total} records decode to their text on this machine"
 
 
 def run(argv=None) -> int:
-  """`eqinfo inspect` (see the module docstring)."""
+  """`eqinfo inspect` (see the module docstring). Exit status 1 if --check found a record."""
   args = parser().parse_args(sys.argv[1:] if argv is None else argv)
-  print(report(args.directory, args.decode))
-  return 0
+  text, ok = inspect_directory(args.directory, args.decode, args.check,
+                               progress=sys.stderr.isatty())
+  print(text)
+  return 0 if ok else 1

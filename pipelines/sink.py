@@ -8,6 +8,9 @@ Each record is a serialized `tf.train.Example` with the features
   num_literal_windows  int64       literal-escape windows among them
   source               bytes       provenance of the first covered document
   key                  bytes       the record's id, e.g. "f00003-g000012-e002-p001"
+  symbols_crc32        int64       CRC-32 of the covered symbols as little-endian
+                                   uint16 (EOS = 256): `eqinfo inspect --check`
+                                   decodes records and compares
 
 The proto is written here directly (features sorted by name, as TensorFlow's
 deterministic serialization does), so workers need not import TensorFlow; any
@@ -98,14 +101,17 @@ def encode_example(features: dict[str, bytes]) -> bytes:
 
 def serialize_record(rec: Record) -> bytes:
   """A Record as a serialized tf.train.Example (see the module docstring)."""
-  return encode_example({
+  features = {
       "targets": _int64_feature(rec.tokens),
       "num_bytes": _int64_feature([rec.num_bytes]),
       "num_windows": _int64_feature([rec.num_windows]),
       "num_literal_windows": _int64_feature([rec.num_literal_windows]),
       "source": _bytes_feature(rec.source.encode("utf-8", errors="surrogateescape")),
       "key": _bytes_feature(key_name(rec.key).encode()),
-  })
+  }
+  if rec.symbols_crc32 is not None:
+    features["symbols_crc32"] = _int64_feature([rec.symbols_crc32])
+  return encode_example(features)
 
 
 def _read_varint(data: bytes, pos: int) -> tuple[int, int]:
@@ -208,7 +214,7 @@ def write_bytes(path: str, data: bytes) -> None:
     f.write(data)
 
 
-def _write_array_record(path: str, records: list[bytes]) -> None:
+def write_array_record(path: str, records: list[bytes]) -> None:
   """Writes records as an ArrayRecord file (`group_size:1`), atomically.
 
   Local paths get a temp file next to them and a rename; other file systems
@@ -247,7 +253,7 @@ class WriteShardFn(beam.DoFn):
     index, grouped = item
     records = sorted(grouped["records"])  # (key, bytes): key order
     name = shard_name(self._split, self._method_spec, index, self._num_shards)
-    _write_array_record(join(self._output, name), [data for _, data in records])
+    write_array_record(join(self._output, name), [data for _, data in records])
     self._written.inc(len(records))
     yield name, len(records)
 

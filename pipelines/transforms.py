@@ -70,6 +70,8 @@ class Record(NamedTuple):
     offset: first covered symbol within the example.
     symbols: [num_bytes] the covered symbols, kept until verification (else None).
     verified: decoded back to its symbols by `VerifyFn`.
+    symbols_crc32: `symbols_crc32` of the covered symbols (None: not computed),
+      so any machine can check that it decodes the record to its text.
   """
   key: tuple[int, int, int, int]
   tokens: np.ndarray
@@ -80,6 +82,7 @@ class Record(NamedTuple):
   offset: int
   symbols: np.ndarray | None = None
   verified: bool = False
+  symbols_crc32: int | None = None
 
   def __repr__(self):
     return (f"Record({key_name(self.key)}, <{self.tokens.size} tokens>, "
@@ -89,6 +92,16 @@ class Record(NamedTuple):
 def key_name(key) -> str:
   """A readable, sortable name of a record or example key, e.g. "f00003-g000012-e002-p001"."""
   return "-".join(f"{tag}{v:0{w}d}" for tag, w, v in zip("fgep", (5, 6, 3, 3), key))
+
+
+def symbols_crc32(symbols: np.ndarray) -> int:
+  """CRC-32 of symbols (0..256, EOS = 256) as little-endian uint16: a record's text checksum."""
+  return zlib.crc32(np.asarray(symbols, "<u2").tobytes())
+
+
+def sampled(name: str, fraction: float) -> bool:
+  """Whether the record named `name` is among a fixed `fraction` of records (by its crc32)."""
+  return fraction >= 1 or zlib.crc32(name.encode()) < fraction * (1 << 32)
 
 
 def _counter(name: str):
@@ -219,9 +232,11 @@ class CompressFn(beam.DoFn):
       self._bytes.inc(rec.num_bytes)
       self._windows.inc(rec.num_windows)
       self._literal.inc(rec.num_literal_windows)
-      symbols = ex.symbols[rec.offset:rec.offset + rec.num_bytes] if self._keep_symbols else None
+      covered = ex.symbols[rec.offset:rec.offset + rec.num_bytes]
       yield Record(ex.key + (rec.piece,), rec.tokens, rec.num_bytes, rec.num_windows,
-                   rec.num_literal_windows, ex.source_at(rec.offset), rec.offset, symbols)
+                   rec.num_literal_windows, ex.source_at(rec.offset), rec.offset,
+                   covered if self._keep_symbols else None,
+                   symbols_crc32=symbols_crc32(covered))
     for ex, dropped in zip(batch, packing_lib.dropped_symbols([e.symbols for e in batch], packed)):
       if dropped:
         self._truncated.inc(dropped)
@@ -241,9 +256,7 @@ def verify_sampled(key, fraction: float) -> bool:
 
   A hash of the key name decides, so the same records are picked on every run.
   """
-  if fraction >= 1:
-    return True
-  return zlib.crc32(key_name(key).encode()) < fraction * (1 << 32)
+  return sampled(key_name(key), fraction)
 
 
 class VerifyFn(beam.DoFn):

@@ -7,7 +7,7 @@ import zlib
 import pytest
 
 from compressor import symbols
-from pipelines import cli, compress, inspect, models, options, sink
+from pipelines import cli, compress, inspect, models, options, sink, transforms
 
 MULTI = ["--direct_num_workers=2", "--direct_running_mode=multi_processing"]
 SINGLE = ["--direct_num_workers=1", "--direct_running_mode=in_memory"]
@@ -124,6 +124,54 @@ def test_inspect_reports_and_decodes_windows(context_runs, capsys):
   assert "MISMATCH" not in text
   record = text.split("record 0:\n", 1)[1]
   assert record.count("][") > 10  # windows shown as [..][..]
+
+
+def _copy_with_records(src: pathlib.Path, dst: pathlib.Path, change) -> None:
+  """Copies an output directory, passing each record of its second shard through `change`."""
+  dst.mkdir()
+  for path in src.iterdir():
+    if path.is_file():
+      (dst / path.name).write_bytes(path.read_bytes())
+  name = sorted(_shards(src))[1]
+  records = [change(r) for r in inspect.read_shard(str(src / name))]
+  sink.write_array_record(str(dst / name), [
+      sink.serialize_record(transforms.Record(
+          tuple(int(part[1:]) for part in r["key"].decode().split("-")), r["targets"],
+          int(r["num_bytes"][0]), int(r["num_windows"][0]), int(r["num_literal_windows"][0]),
+          r["source"].decode(), 0, symbols_crc32=r.get("symbols_crc32", [None])[0]))
+      for r in records])
+
+
+def test_inspect_check_decodes_records_on_this_machine(context_runs, tmp_path, capsys):
+  """--check: every record decodes to the text its checksum names; a changed token is caught."""
+  _, (out, _, _), (stats, _, _) = context_runs
+  assert cli.main(["inspect", str(out), "--check"]) == 0
+  n = stats["examples"]
+  assert f"check: {n} of {n} records decode to their text on this machine" in (
+      capsys.readouterr().out)
+  records = [r for p in inspect.shard_paths(str(out)) for r in inspect.read_shard(p)]
+  sample = sum(transforms.sampled(r["key"].decode(), 0.3) for r in records)
+  assert 0 < sample < n
+  assert cli.main(["inspect", str(out), "--check", "0.3"]) == 0
+  assert f"check: {sample} of {n} records" in capsys.readouterr().out
+  changed = []
+
+  def flip_one_token(record):
+    if not changed:  # the first record: its second window decodes to other text
+      changed.append(record["key"].decode())
+      record["targets"][2] ^= 1
+    return record
+
+  _copy_with_records(out, tmp_path / "flipped", flip_one_token)
+  assert cli.main(["inspect", str(tmp_path / "flipped"), "--check"]) == 1
+  text = capsys.readouterr().out
+  assert f"CHECK FAILED: 1 of {n} records checked" in text and changed[0] in text
+  with pytest.raises(ValueError, match="--check must lie in"):
+    inspect.report(str(out), check=1.5)
+  _copy_with_records(out, tmp_path / "bare", lambda r: {
+      k: v for k, v in r.items() if k != "symbols_crc32"})
+  with pytest.raises(ValueError, match="carries no symbols_crc32"):
+    inspect.report(str(tmp_path / "bare"), check=1.0)
 
 
 def test_inspect_names_a_corrupt_shard(context_runs, tmp_path, capsys):

@@ -128,14 +128,14 @@ def test_a_batch_that_fails_is_coded_again_once(small_jsonl, undisturbed, tmp_pa
 def test_a_crash_leaves_no_completed_and_a_rerun_matches(small_jsonl, undisturbed, tmp_path,
                                                          monkeypatch):
   marker = tmp_path / "crashed-once"
-  write = sink._write_array_record  # pylint: disable=protected-access
+  write = sink.write_array_record
 
   def write_then_crash(path, records):
     write(path, records)
     if claim(marker):
       raise OSError("worker lost after writing a shard (injected by the test)")
 
-  monkeypatch.setattr(sink, "_write_array_record", write_then_crash)
+  monkeypatch.setattr(sink, "write_array_record", write_then_crash)
   crashed = tmp_path / "crashed"
   with pytest.raises(Exception, match="injected by the test"):
     compress.compress(_config(small_jsonl, crashed), IN_MEMORY)

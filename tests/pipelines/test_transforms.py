@@ -1,5 +1,6 @@
 """Sources, transforms and the record schema on tiny fixtures (TestPipeline + assert_that)."""
 import random
+import zlib
 
 import apache_beam as beam
 import numpy as np
@@ -186,7 +187,10 @@ def test_accounting_balances():
 def test_serialized_record_is_a_tf_example():
   tf = pytest.importorskip("tensorflow")
   tokens = np.array([0, 1, 127, 128, 255, 16383, 16384, 65535], np.int32)
-  rec = transforms.Record((3, 12, 2, 1), tokens, 1234, 9, 1, "gs://b/c4.json.gz:7", 0)
+  crc = transforms.symbols_crc32(np.array([104, 105, 256]))
+  assert crc == zlib.crc32(b"h\x00i\x00\x00\x01")  # little-endian uint16, EOS = 256
+  rec = transforms.Record((3, 12, 2, 1), tokens, 1234, 9, 1, "gs://b/c4.json.gz:7", 0,
+                          symbols_crc32=crc)
   data = sink.serialize_record(rec)
   ex = tf.train.Example.FromString(data)
   f = ex.features.feature
@@ -196,10 +200,14 @@ def test_serialized_record_is_a_tf_example():
   assert f["num_literal_windows"].int64_list.value[0] == 1
   assert f["source"].bytes_list.value[0] == b"gs://b/c4.json.gz:7"
   assert f["key"].bytes_list.value[0] == b"f00003-g000012-e002-p001"
+  assert f["symbols_crc32"].int64_list.value[0] == crc
   assert data == ex.SerializeToString(deterministic=True)
   parsed = sink.parse_example(data)
   np.testing.assert_array_equal(parsed["targets"], tokens)
   assert parsed["source"] == b"gs://b/c4.json.gz:7" and int(parsed["num_bytes"][0]) == 1234
+  assert int(parsed["symbols_crc32"][0]) == crc
+  assert "symbols_crc32" not in sink.parse_example(sink.serialize_record(
+      rec._replace(symbols_crc32=None)))
 
 
 def test_shard_names_and_assignment_are_stable():
