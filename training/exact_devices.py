@@ -212,8 +212,8 @@ def converted_random_model(config: configs.ModelConfig, texts: Sequence[str],
 def parse_flags(argv) -> argparse.Namespace:
   parser = argparse.ArgumentParser(prog="eqinfo check-devices", description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument("--text", required=True, help="corpus spec of the contexts (see "
-                      "training.corpus): jsonl[.gz] glob, builtin:pydoc, tfds:...")
+  parser.add_argument("--text", default="builtin:pydoc", help="corpus spec of the contexts "
+                      "(see training.corpus): jsonl[.gz] glob, builtin:pydoc (default), tfds:...")
   parser.add_argument("--m1", help="M1 directory (its exact M1); default: an integer-drawn "
                       "model and a converted random model of --size")
   parser.add_argument("--size", default="tiny", help="config of the default models")

@@ -292,6 +292,10 @@ def test_device_check_command(webtext_dir, tmp_path):
   assert "HloModule" in (tmp_path / "integer_drawn.cpu.decode_step.txt").read_text()
   with pytest.raises(ValueError, match="fewer --sequences"):
     exact_devices.text_symbols(iter(["short text"]), 2, 8)
+  stdout = io.StringIO()
+  with contextlib.redirect_stdout(stdout):  # the default text ships with Python
+    assert cli.main(["check-devices", "--sequences", "2", "--seq_len", "16"]) == 0
+  assert [m["contexts"] for m in json.loads(stdout.getvalue())["models"]] == [32, 32]
 
 
 def test_trace_names_where_devices_part(model, streams):
