@@ -259,8 +259,17 @@ def verify_sampled(key, fraction: float) -> bool:
   return sampled(key_name(key), fraction)
 
 
+class DeviceMismatchError(ValueError):
+  """M1 on the host CPU does not decode what M1 on the accelerator coded."""
+
+
 class VerifyFn(beam.DoFn):
   """[Record] -> Records, the sampled ones decoded and compared; failures go to errors.
+
+  A record that fails with M1 on the host CPU but decodes with the coder's
+  M1 on the accelerator shows that the two devices compute different tables:
+  then every shard of this worker would fail to decode elsewhere, so instead of
+  dropping it, `process` raises DeviceMismatchError and the job stops.
 
   Args:
     method_spec, m1_spec: the method and M1 that coded the records.
@@ -277,6 +286,7 @@ class VerifyFn(beam.DoFn):
     self._fraction = fraction
     self._device = device
     self._method = None
+    self._coder = None  # the coding method, where it is not `_method`
     self._hint = ""  # appended to failures when the decoder is not the coder
     self._verified = _counter("records_verified")
     self._failed = _counter("verification_failures")
@@ -284,6 +294,7 @@ class VerifyFn(beam.DoFn):
   def setup(self):
     self._method = models.verifying_method(self._method_spec, self._m1_spec, self._device)
     coder = models.shared_method(self._method_spec, self._m1_spec)
+    self._coder = None if self._method is coder else coder
     self._hint = "" if self._method is coder else (
         "; decoded by M1 on the host CPU, coded on an accelerator: run eqinfo check-devices "
         "--m1 DIR there")
@@ -309,6 +320,7 @@ class VerifyFn(beam.DoFn):
         self._verified.inc()
         yield rec._replace(symbols=None, verified=True)
       else:
+        self._check_devices_agree(rec)
         self._failed.inc()
         _counter("dropped_verification_failed").inc()
         detail = ("decode raised" if got is None else
@@ -317,11 +329,22 @@ class VerifyFn(beam.DoFn):
             ERRORS, Dropped(key_name(rec.key), "verification_failed", rec.num_bytes, "verify",
                             f"{detail} (first document {rec.source}){self._hint}"))
 
-  def _decode_one(self, tokens):
+  def _decode_one(self, tokens, method=None):
     try:
-      return self._method.decode(tokens)
+      return (method or self._method).decode(tokens)
     except Exception:  # pylint: disable=broad-except
       return None
+
+  def _check_devices_agree(self, rec: Record) -> None:
+    """Raises DeviceMismatchError if the coder's M1 decodes a record that the CPU's does not."""
+    if self._coder is None:
+      return
+    got = self._decode_one(rec.tokens, self._coder)
+    if got is not None and np.array_equal(got, rec.symbols):
+      raise DeviceMismatchError(
+          f"record {key_name(rec.key)} decodes with M1 on the accelerator that coded it but not "
+          f"with M1 on the host CPU: their tables differ, so no shard of it would decode on "
+          f"another machine; run eqinfo check-devices --m1 DIR there, or code on the CPU")
 
 
 class Compress(beam.PTransform):

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from compressor.symbols import symbols_from_text
-from pipelines import models, options, transforms
+from pipelines import models, options, sources, transforms
 
 SPEC = "equal_info_ac[b=16,v=256]"
 
@@ -103,3 +103,33 @@ def test_a_missing_jax_backend_says_what_to_do():
   with pytest.raises(ValueError, match="JAX_PLATFORMS") as error:
     models.jax_device("tpu")  # this machine has no TPU
   assert "--verify_device worker" in str(error.value)
+
+
+def test_tables_that_differ_across_devices_stop_the_job(m1_dirs, on_gpu, validation_docs,
+                                                        monkeypatch):
+  """A record the coder decodes but the CPU does not is a device mismatch, not a bad record.
+
+  The host CPU's M1 is stood in for by one whose tables differ (its logits
+  rolled by one symbol): what a device that computes other tables amounts to.
+  """
+  from compressor import get_method  # pylint: disable=import-outside-toplevel
+  from training import exact  # pylint: disable=import-outside-toplevel
+  coder = models.shared_method(SPEC, m1_dirs["exact"])
+  params = dict(coder.model.params)
+  for name in ("logits/kernel", "logits/mult", "logits/shift"):
+    params[name] = np.roll(params[name], 1, axis=-1)
+  other = get_method(SPEC, exact.ExactM1Model(coder.model.config, params))
+  monkeypatch.setattr(models, "verifying_method", lambda *args: other)
+  symbols = symbols_from_text(validation_docs[1])[:400]
+  coded = coder.encode_batch([symbols])[0]
+  assert not np.array_equal(other.decode(coded.tokens), symbols)
+  rec = transforms.Record((0, 0, 0, 0), coded.tokens, 400, coded.num_windows, 0, "doc", 0,
+                          symbols)
+  fn = transforms.VerifyFn(SPEC, m1_dirs["exact"], 1.0, "cpu")
+  fn.setup()
+  with pytest.raises(transforms.DeviceMismatchError, match="f00000-g000000-e000-p000"):
+    list(fn.process([rec]))
+  # A record that the coder does not decode either is a bad record: dropped and counted.
+  bad = rec._replace(symbols=np.roll(symbols, 1))
+  [out] = list(fn.process([bad]))
+  assert out.tag == sources.ERRORS and out.value.reason == "verification_failed"
