@@ -4,6 +4,10 @@ import functools
 import hashlib
 import io
 import json
+import os
+import pathlib
+import subprocess
+import sys
 
 import jax
 import jax.extend.core as jax_core
@@ -18,6 +22,7 @@ from tests.lanes_contract import (assert_lanes_match_freqs,
                                   assert_old_tables_kept_and_reset_restarts)
 from training import exact, exact_devices, exact_reference, m1, quantize_m1
 
+REPO = pathlib.Path(__file__).resolve().parents[2]
 MAX_LEN = 96  # two cache chunks; contexts of up to 200 symbols wrap the ring buffer
 
 
@@ -296,6 +301,31 @@ def test_device_check_command(webtext_dir, tmp_path):
   with contextlib.redirect_stdout(stdout):  # the default text ships with Python
     assert cli.main(["check-devices", "--sequences", "2", "--seq_len", "16"]) == 0
   assert [m["contexts"] for m in json.loads(stdout.getvalue())["models"]] == [32, 32]
+
+
+@pytest.mark.parametrize("xla_flags", [
+    "--xla_backend_optimization_level=0",
+    "--xla_cpu_enable_fast_math=true --xla_cpu_multi_thread_eigen=false"])
+def test_tables_do_not_depend_on_how_xla_compiles(model, validation_docs, webtext_dir, tmp_path,
+                                                  xla_flags):
+  """The same weights give the same tables under other compiler settings (a fresh process).
+
+  Float code changes under these flags (a float M1 converted under them gets
+  other weights); the exact M1's integers do not.
+  """
+  symbols = exact_devices.text_symbols(iter(validation_docs), 20, 128)
+  digest = exact_devices.compare_devices(model, symbols, [jax.devices("cpu")[0]])["digest"]
+  model.save(tmp_path / "exact")
+  env = {**os.environ, "XLA_FLAGS": xla_flags, "JAX_PLATFORMS": "cpu"}
+  proc = subprocess.run(
+      [sys.executable, "-m", "training.exact_devices", "--m1", str(tmp_path / "exact"),
+       "--text", str(webtext_dir / "validation" / "*.jsonl.gz"), "--sequences", "20",
+       "--seq_len", "128"], cwd=REPO, env=env, capture_output=True, text=True, timeout=600,
+      check=False)
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  [report] = json.loads(proc.stdout)["models"]
+  assert report["fingerprint"] == model.fingerprint
+  assert report["devices"][0]["full"] == report["devices"][0]["cached"] == digest
 
 
 def test_trace_names_where_devices_part(model, streams):
