@@ -198,6 +198,8 @@ def parser() -> argparse.ArgumentParser:
   p.add_argument("directory", help="output directory of eqinfo compress")
   p.add_argument("--decode", type=int, default=None, metavar="N",
                  help="decode record N (0-based, shards in name order) and print its text")
+  p.add_argument("--m1", default=None, help="M1 to decode with, e.g. a local copy of the one "
+                 "that coded the shards (default: the m1 of stats.json)")
   p.add_argument("--check", type=float, nargs="?", const=1.0, default=None, metavar="F",
                  help="decode every record (or a fixed share F by key hash) on this machine and "
                       "compare it with its text's checksum; exit status 1 if one differs")
@@ -205,13 +207,13 @@ def parser() -> argparse.ArgumentParser:
 
 
 def report(directory: str, decode: int | None = None, check: float | None = None,
-           progress: bool = False) -> str:
+           progress: bool = False, m1: str | None = None) -> str:
   """The text `eqinfo inspect` prints (see `inspect_directory`)."""
-  return inspect_directory(directory, decode, check, progress)[0]
+  return inspect_directory(directory, decode, check, progress, m1)[0]
 
 
 def inspect_directory(directory: str, decode: int | None = None, check: float | None = None,
-                      progress: bool = False) -> tuple[str, bool]:
+                      progress: bool = False, m1: str | None = None) -> tuple[str, bool]:
   """The text `eqinfo inspect` prints, and False if a checked record failed.
 
   Args:
@@ -220,6 +222,7 @@ def inspect_directory(directory: str, decode: int | None = None, check: float | 
     check: share of records to decode and compare with their checksums
       (`check_records`).
     progress: show a progress bar while checking.
+    m1: the M1 to decode with (default: stats.json's m1).
 
   Raises:
     FileNotFoundError: for a directory without stats.json or shards.
@@ -257,9 +260,10 @@ def inspect_directory(directory: str, decode: int | None = None, check: float | 
     raise ValueError(f"--decode {decode} is out of range: there are {len(records)} records")
   if decode is None and check is None:
     return "\n".join(lines), True
-  method = models.build_method(stats["method"], stats.get("m1"))
+  method = models.build_method(stats["method"], m1 or stats.get("m1"))
   if stats.get("m1_fingerprint") and models.fingerprint(method) != stats["m1_fingerprint"]:
-    lines.append("warning: the M1 fingerprint differs from stats.json; decoding may be wrong")
+    lines.append(f"warning: the M1 fingerprint {models.fingerprint(method)} differs from "
+                 f"stats.json's {stats['m1_fingerprint']}; decoding may be wrong")
   if decode is not None:
     lines += [f"record {decode}:", describe_record(method, records[decode])]
   ok = True
@@ -282,6 +286,6 @@ def run(argv=None) -> int:
   """`eqinfo inspect` (see the module docstring). Exit status 1 if --check found a record."""
   args = parser().parse_args(sys.argv[1:] if argv is None else argv)
   text, ok = inspect_directory(args.directory, args.decode, args.check,
-                               progress=sys.stderr.isatty())
+                               progress=sys.stderr.isatty(), m1=args.m1)
   print(text)
   return 0 if ok else 1

@@ -144,7 +144,7 @@ def _copy_with_records(src: pathlib.Path, dst: pathlib.Path, change) -> None:
 
 def test_inspect_check_decodes_records_on_this_machine(context_runs, tmp_path, capsys):
   """--check: every record decodes to the text its checksum names; a changed token is caught."""
-  _, (out, _, _), (stats, _, _) = context_runs
+  flags, (out, _, _), (stats, _, _) = context_runs
   assert cli.main(["inspect", str(out), "--check"]) == 0
   n = stats["examples"]
   assert f"check: {n} of {n} records decode to their text on this machine" in (
@@ -154,6 +154,11 @@ def test_inspect_check_decodes_records_on_this_machine(context_runs, tmp_path, c
   assert 0 < sample < n
   assert cli.main(["inspect", str(out), "--check", "0.3"]) == 0
   assert f"check: {sample} of {n} records" in capsys.readouterr().out
+  # Another M1 (an order-2 model of the same text) does not decode them, and says so.
+  assert cli.main(["inspect", str(out), "--check", "0.3", "--m1",
+                   flags["m1"].replace("order=3", "order=2")]) == 1
+  text = capsys.readouterr().out
+  assert "warning: the M1 fingerprint" in text and f"CHECK FAILED: {sample} of {sample}" in text
   changed = []
 
   def flip_one_token(record):
