@@ -127,7 +127,9 @@ def summary(stats: dict) -> str:
   dropped = ", ".join(f"{r}: {e['inputs']} ({e['bytes']} B)"
                       for r, e in stats["dropped"].items()) or "none"
   return "\n".join([
-      f"method {stats['method']}  m1 {stats['m1'] or '-'}  packing {stats['packing']}",
+      f"method {stats['method']}  m1 {stats['m1'] or '-'}"
+      f"{'  on ' + ', '.join(stats['m1_devices']) if stats.get('m1_devices') else ''}"
+      f"  packing {stats['packing']}",
       f"examples {stats['examples']}  tokens {stats['tokens']}  bytes {stats['bytes']}  "
       f"windows {stats['windows']} (literal {stats['literal_windows']})",
       f"compression ratio {ratio:.3f} (bytes / token bytes)  "

@@ -237,7 +237,8 @@ def inspect_directory(directory: str, decode: int | None = None, check: float | 
   got = totals(records, stats["vocab_size"])
   token_bits = stats.get("token_bits") or 8
   lines = [
-      f"{directory}: method {stats['method']}, m1 {stats.get('m1') or '-'}, "
+      f"{directory}: method {stats['method']}, m1 {stats.get('m1') or '-'}"
+      f"{' on ' + ', '.join(stats['m1_devices']) if stats.get('m1_devices') else ''}, "
       f"packing {stats['packing']}, {len(stats['shards'])} shards",
       f"records {got['examples']}  tokens {got['tokens']}  bytes {got['bytes']}  "
       f"windows {got['windows']}",

@@ -189,6 +189,21 @@ def verifying_method(method_spec: str, m1_spec: str | None, verify_device: str):
   return shared_method(method_spec, m1_spec, device="cpu")
 
 
+def model_device(method) -> str | None:
+  """Where the method's model computes its tables: "PLATFORM:KIND" (e.g. "gpu:NVIDIA L4").
+
+  "cpu:numpy" for fitted table models; None for model-free methods.
+  """
+  model = getattr(method, "model", None) or getattr(method, "_model", None)
+  if model is None:
+    return None
+  if not hasattr(model, "exact"):
+    return "cpu:numpy"
+  import jax  # pylint: disable=import-outside-toplevel
+  device = getattr(model, "device", None) or jax.devices()[0]
+  return f"{device.platform}:{device.device_kind}"
+
+
 def fingerprint(method) -> str:
   """The M1 fingerprint of a method's model ("" for model-free methods)."""
   model = getattr(method, "model", None) or getattr(method, "_model", None)

@@ -314,6 +314,7 @@ def build_stats(accounting: dict, shards: list, info: dict) -> dict:
       "windows": accounting["windows"],
       "literal_windows": accounting["literal_windows"],
       "records_verified": accounting["verified"],
+      "m1_devices": accounting["m1_devices"],
       "verification_failures": accounting["dropped"].get("verification_failed", {}).get("inputs",
                                                                                         0),
       "bytes_in": accounting["bytes_in"],

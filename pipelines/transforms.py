@@ -72,6 +72,8 @@ class Record(NamedTuple):
     verified: decoded back to its symbols by `VerifyFn`.
     symbols_crc32: `symbols_crc32` of the covered symbols (None: not computed),
       so any machine can check that it decodes the record to its text.
+    m1_device: where M1 computed the tables that coded it, e.g. "gpu:NVIDIA L4"
+      (`models.model_device`; None for methods without a model).
   """
   key: tuple[int, int, int, int]
   tokens: np.ndarray
@@ -83,6 +85,7 @@ class Record(NamedTuple):
   symbols: np.ndarray | None = None
   verified: bool = False
   symbols_crc32: int | None = None
+  m1_device: str | None = None
 
   def __repr__(self):
     return (f"Record({key_name(self.key)}, <{self.tokens.size} tokens>, "
@@ -186,6 +189,7 @@ class CompressFn(beam.DoFn):
     self._packing = packing
     self._keep_symbols = keep_symbols
     self._method = None
+    self._device = None  # models.model_device of the method
     self._records = _counter("m2_examples")
     self._tokens = _counter("tokens")
     self._bytes = _counter("bytes_in_records")
@@ -195,6 +199,7 @@ class CompressFn(beam.DoFn):
 
   def setup(self):
     self._method = models.shared_method(self._method_spec, self._m1_spec)
+    self._device = models.model_device(self._method)
 
   def _pack(self, batch: list[Example]):
     """Packs a batch; if that raises, packs example by example.
@@ -236,7 +241,7 @@ class CompressFn(beam.DoFn):
       yield Record(ex.key + (rec.piece,), rec.tokens, rec.num_bytes, rec.num_windows,
                    rec.num_literal_windows, ex.source_at(rec.offset), rec.offset,
                    covered if self._keep_symbols else None,
-                   symbols_crc32=symbols_crc32(covered))
+                   symbols_crc32=symbols_crc32(covered), m1_device=self._device)
     for ex, dropped in zip(batch, packing_lib.dropped_symbols([e.symbols for e in batch], packed)):
       if dropped:
         self._truncated.inc(dropped)
@@ -405,7 +410,7 @@ class RecordStatsFn(beam.CombineFn):
 
   def create_accumulator(self):
     return {"records": 0, "m1_examples": 0, "tokens": 0, "bytes": 0, "windows": 0,
-            "literal_windows": 0, "verified": 0,
+            "literal_windows": 0, "verified": 0, "m1_devices": {},
             "histogram": np.zeros(self._vocab_size, np.int64), "pending": [], "pending_size": 0}
 
   def _flush(self, acc):
@@ -422,6 +427,8 @@ class RecordStatsFn(beam.CombineFn):
     acc["windows"] += int(rec.num_windows)
     acc["literal_windows"] += int(rec.num_literal_windows)
     acc["verified"] += int(rec.verified)
+    if rec.m1_device:
+      acc["m1_devices"][rec.m1_device] = acc["m1_devices"].get(rec.m1_device, 0) + 1
     acc["pending"].append(np.asarray(rec.tokens, np.int64))
     acc["pending_size"] += int(rec.tokens.size)
     if acc["pending_size"] > self._FLUSH:
@@ -435,6 +442,8 @@ class RecordStatsFn(beam.CombineFn):
       for name in ("records", "m1_examples", "tokens", "bytes", "windows", "literal_windows",
                    "verified", "histogram"):
         out[name] = out[name] + acc[name]
+      for device, count in acc["m1_devices"].items():
+        out["m1_devices"][device] = out["m1_devices"].get(device, 0) + count
     return out
 
   def compact(self, acc):
@@ -442,8 +451,10 @@ class RecordStatsFn(beam.CombineFn):
 
   def extract_output(self, acc):
     self._flush(acc)
-    out = {k: int(v) for k, v in acc.items() if k not in ("histogram", "pending", "pending_size")}
+    skip = ("histogram", "pending", "pending_size", "m1_devices")
+    out = {k: int(v) for k, v in acc.items() if k not in skip}
     out["histogram"] = acc["histogram"].tolist()
+    out["m1_devices"] = dict(sorted(acc["m1_devices"].items()))
     return out
 
 

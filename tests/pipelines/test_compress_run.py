@@ -94,6 +94,9 @@ def test_stats_add_up(context_runs, validation_docs):
   assert stats["verification_failures"] == 0 and stats["dropped"] == {}
   assert stats["records_verified"] == stats["examples"] and stats["verify_fraction"] == 1.0
   assert stats["verify_device"] == "cpu"
+  assert stats["m1_devices"] == {"cpu:numpy": stats["examples"]}  # a fitted table model
+  assert "m1 context[order=3," in compress.summary(stats) and " on cpu:numpy " in (
+      compress.summary(stats))
   assert f"({stats['examples']} of {stats['examples']} records decoded on cpu)" in (
       compress.summary(stats))
   assert stats["wire_format"]["coder_version"] == stats["coder_version"]
@@ -261,6 +264,7 @@ def test_cli_errors_are_one_line(small_jsonl, tmp_path, capsys):
 def test_trained_m1_directory_drives_equal_info(small_jsonl, webtext_dir, validation_docs,
                                                 tmp_path):
   """--m1 DIR: a tiny M1 trained here codes real text on 2 workers, losslessly."""
+  import jax  # pylint: disable=import-outside-toplevel
   from training import m1, train_m1  # pylint: disable=import-outside-toplevel
   assert train_m1.run(["--train", str(webtext_dir / "train" / "*.jsonl.gz"), "--size", "tiny",
                        "--steps", "60", "--batch_size", "8", "--seq_len", "128",
@@ -271,6 +275,7 @@ def test_trained_m1_directory_drives_equal_info(small_jsonl, webtext_dir, valida
                     method="equal_info_ac[b=16,v=256]", num_shards=2, batch_size=8)
   assert stats["m1_fingerprint"] == model.fingerprint and stats["m1"] == str(tmp_path / "m1")
   assert stats["m1_inference"] == "exact"  # train-m1 wrote DIR/exact; load prefers it
+  assert stats["m1_devices"] == {f"cpu:{jax.devices('cpu')[0].device_kind}": stats["examples"]}
   assert stats["verification_failures"] == 0
   assert stats["bytes"] == stats["bytes_in"]
   assert stats["bytes"] / stats["tokens"] > 1.0  # a trained M1 compresses

@@ -234,7 +234,8 @@ def test_tfds_source_reads_chunks_in_order():
 
 def test_finalize_refuses_an_unbalanced_run(tmp_path):
   accounting = {"records": 1, "m1_examples": 1, "tokens": 3, "bytes": 4, "windows": 0,
-                "literal_windows": 0, "verified": 1, "histogram": [0, 1, 2, 0], "bytes_in": 9,
+                "literal_windows": 0, "verified": 1, "m1_devices": {}, "histogram": [0, 1, 2, 0],
+                "bytes_in": 9,
                 "bytes_dropped": 1, "dropped": {}, "balanced": False}
   fn = sink.FinalizeFn(str(tmp_path), {"vocab_size": 4}, "{}")
   with pytest.raises(AssertionError, match="bytes in"):
