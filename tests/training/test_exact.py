@@ -291,9 +291,10 @@ def test_device_check_command(webtext_dir, tmp_path):
   assert drawn["model"] == "integer_drawn" and converted["model"] == "converted_random"
   assert drawn["fingerprint"] == random_integer_model().fingerprint
   assert drawn["contexts"] == converted["contexts"] == 120
+  platforms = sorted({"cpu", jax.default_backend()})  # the accelerator's too, where there is one
   assert sorted(p.name for p in tmp_path.iterdir()) == [
-      f"{m}.cpu.{p}.txt" for m in ("converted_random", "integer_drawn")
-      for p in ("decode_step", "sequence_freqs")]
+      f"{m}.{platform}.{p}.txt" for m in ("converted_random", "integer_drawn")
+      for platform in platforms for p in ("decode_step", "sequence_freqs")]
   assert "HloModule" in (tmp_path / "integer_drawn.cpu.decode_step.txt").read_text()
   with pytest.raises(ValueError, match="fewer --sequences"):
     exact_devices.text_symbols(iter(["short text"]), 2, 8)
