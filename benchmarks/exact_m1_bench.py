@@ -53,7 +53,7 @@ def make_examples(texts: list[str], count: int, length: int) -> list[np.ndarray]
 
 
 def throughput(model, examples: list[np.ndarray], num_lanes: int, spec: str = SPEC) -> float:
-  """Symbols/s of `spec` encoding, after a warm-up on short prefixes."""
+  """Symbols/s of `spec` encoding, after a warm-up that compiles every step it uses."""
   method = get_method(spec, model)
   method.num_lanes = num_lanes
   # Compiles the steps this run will use: Equal-Info windows restart the context

@@ -171,26 +171,13 @@ def check_records(method, records: list[dict], fraction: float = 1.0,
   with tqdm.tqdm(total=len(chosen), unit="record", disable=not progress) as bar:
     for start in range(0, len(chosen), CHECK_BATCH):
       batch = chosen[start:start + CHECK_BATCH]
-      for record, got in zip(batch, _decode_all(method, [r["targets"] for r in batch])):
+      decoded = transforms.decode_each(method, [r["targets"] for r in batch])
+      for record, got in zip(batch, decoded):
         if got is None or got.size != int(record["num_bytes"][0]) or (
             transforms.symbols_crc32(got) != int(record["symbols_crc32"][0])):
           failed.append(record["key"].decode())
       bar.update(len(batch))
   return {"checked": len(chosen), "failed": failed}
-
-
-def _decode_all(method, token_seqs: list[np.ndarray]) -> list[np.ndarray | None]:
-  """Decoded symbols of each token sequence; None where decoding raises."""
-  try:
-    return method.decode_batch(token_seqs)
-  except Exception:  # pylint: disable=broad-except  (find the records that fail)
-    out = []
-    for tokens in token_seqs:
-      try:
-        out.append(method.decode(tokens))
-      except Exception:  # pylint: disable=broad-except
-        out.append(None)
-    return out
 
 
 def parser() -> argparse.ArgumentParser:

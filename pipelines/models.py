@@ -176,12 +176,13 @@ def verifying_method(method_spec: str, m1_spec: str | None, verify_device: str):
   if verify_device not in VERIFY_DEVICES:
     raise ValueError(f"--verify_device must be one of {VERIFY_DEVICES}, got {verify_device!r}")
   coder = shared_method(method_spec, m1_spec)
-  if verify_device == "worker" or inference(coder) not in ("exact", "float"):
+  kind = inference(coder)
+  if verify_device == "worker" or kind not in ("exact", "float"):
     return coder
   backend = default_backend()
   if backend == "cpu":
     return coder
-  if inference(coder) == "float":
+  if kind == "float":
     raise ValueError(
         f"--verify_device cpu with a float M1 on {backend}: its tables differ across devices, so "
         f"its records would not decode on a CPU; convert it (eqinfo quantize-m1 --m1 {m1_spec} "
@@ -189,12 +190,17 @@ def verifying_method(method_spec: str, m1_spec: str | None, verify_device: str):
   return shared_method(method_spec, m1_spec, device="cpu")
 
 
+def model_of(method):
+  """The probability model a method codes with, or None."""
+  return getattr(method, "model", None) or getattr(method, "_model", None)
+
+
 def model_device(method) -> str | None:
   """Where the method's model computes its tables: "PLATFORM:KIND" (e.g. "gpu:NVIDIA L4").
 
   "cpu:numpy" for fitted table models; None for model-free methods.
   """
-  model = getattr(method, "model", None) or getattr(method, "_model", None)
+  model = model_of(method)
   if model is None:
     return None
   if not hasattr(model, "exact"):
@@ -206,7 +212,7 @@ def model_device(method) -> str | None:
 
 def fingerprint(method) -> str:
   """The M1 fingerprint of a method's model ("" for model-free methods)."""
-  model = getattr(method, "model", None) or getattr(method, "_model", None)
+  model = model_of(method)
   return str(getattr(model, "fingerprint", "") or "")
 
 
@@ -217,7 +223,7 @@ def inference(method) -> str | None:
   M1: identical on one machine and backend), "table" (a fitted ContextModel or
   UnigramModel), or None for model-free methods.
   """
-  model = getattr(method, "model", None) or getattr(method, "_model", None)
+  model = model_of(method)
   if model is None:
     return None
   if hasattr(model, "exact"):
@@ -230,7 +236,7 @@ def flops_per_byte(method) -> float:
 
   0 for model-free methods and for table models (ContextModel, UnigramModel).
   """
-  model = getattr(method, "model", None) or getattr(method, "_model", None)
+  model = model_of(method)
   config = getattr(model, "config", None)
   if config is None:
     return 0.0

@@ -107,6 +107,20 @@ def sampled(name: str, fraction: float) -> bool:
   return fraction >= 1 or zlib.crc32(name.encode()) < fraction * (1 << 32)
 
 
+def decode_each(method, token_seqs: list[np.ndarray]) -> list[np.ndarray | None]:
+  """Decoded symbols of each token sequence, in one batch; None where decoding raises."""
+  try:
+    return method.decode_batch(token_seqs)
+  except Exception:  # pylint: disable=broad-except  (find the sequences that fail)
+    out = []
+    for tokens in token_seqs:
+      try:
+        out.append(method.decode(tokens))
+      except Exception:  # pylint: disable=broad-except
+        out.append(None)
+    return out
+
+
 def _counter(name: str):
   return beam.metrics.Metrics.counter(_NAMESPACE, name)
 
@@ -292,7 +306,6 @@ class VerifyFn(beam.DoFn):
     self._device = device
     self._method = None
     self._coder = None  # the coding method, where it is not `_method`
-    self._hint = ""  # appended to failures when the decoder is not the coder
     self._verified = _counter("records_verified")
     self._failed = _counter("verification_failures")
 
@@ -300,10 +313,7 @@ class VerifyFn(beam.DoFn):
     self._method = models.verifying_method(self._method_spec, self._m1_spec, self._device)
     coder = models.shared_method(self._method_spec, self._m1_spec)
     self._coder = None if self._method is coder else coder
-    self._hint = "" if self._method is coder else (
-        "; decoded by M1 on the host CPU, coded on an accelerator: run eqinfo check-devices "
-        "--m1 DIR there")
-    if self._method is not coder and self._fraction > 0.1:
+    if self._coder is not None and self._fraction > 0.1:
       logging.warning("verification decodes %.0f%% of records with M1 on the CPU while M1 codes "
                       "on an accelerator; pass --verify_fraction 0.01 to keep up with it",
                       100 * self._fraction)
@@ -316,11 +326,9 @@ class VerifyFn(beam.DoFn):
         sampled.append(rec)
       else:
         yield rec._replace(symbols=None)
-    try:
-      decoded = self._method.decode_batch([r.tokens for r in sampled])
-    except Exception:  # pylint: disable=broad-except  (fall back to one at a time)
-      decoded = [self._decode_one(r.tokens) for r in sampled]
-    for rec, got in zip(sampled, decoded):
+    if not sampled:
+      return
+    for rec, got in zip(sampled, decode_each(self._method, [r.tokens for r in sampled])):
       if got is not None and np.array_equal(got, rec.symbols):
         self._verified.inc()
         yield rec._replace(symbols=None, verified=True)
@@ -330,21 +338,16 @@ class VerifyFn(beam.DoFn):
         _counter("dropped_verification_failed").inc()
         detail = ("decode raised" if got is None else
                   f"decoded {got.size} symbols, expected {rec.num_bytes}")
+        hint = "" if self._coder is None else "; fails on the host CPU and the coding device alike"
         yield beam.pvalue.TaggedOutput(
             ERRORS, Dropped(key_name(rec.key), "verification_failed", rec.num_bytes, "verify",
-                            f"{detail} (first document {rec.source}){self._hint}"))
-
-  def _decode_one(self, tokens, method=None):
-    try:
-      return (method or self._method).decode(tokens)
-    except Exception:  # pylint: disable=broad-except
-      return None
+                            f"{detail} (first document {rec.source}){hint}"))
 
   def _check_devices_agree(self, rec: Record) -> None:
     """Raises DeviceMismatchError if the coder's M1 decodes a record that the CPU's does not."""
     if self._coder is None:
       return
-    got = self._decode_one(rec.tokens, self._coder)
+    got = decode_each(self._coder, [rec.tokens])[0]
     if got is not None and np.array_equal(got, rec.symbols):
       raise DeviceMismatchError(
           f"record {key_name(rec.key)} decodes with M1 on the accelerator that coded it but not "

@@ -609,6 +609,7 @@ class ExactM1Model(base.ProbabilityModel):
     self._tree = jax.device_put(unflatten({k: np.asarray(v) for k, v in params.items()}), device)
     self._step = jax.jit(functools.partial(decode_step, config), donate_argnums=(1,))
     self._sequence = jax.jit(functools.partial(sequence_freqs, config))
+    self._trace = jax.jit(functools.partial(sequence_freqs, config, trace=True))
     self._bos = None  # see `bos_state`
 
   def __repr__(self):
@@ -636,8 +637,7 @@ class ExactM1Model(base.ProbabilityModel):
 
   def trace(self, inputs: np.ndarray) -> dict[str, np.ndarray]:
     """Every intermediate of `sequence_freqs` for [B, T] inputs, by name, in order."""
-    _, seen = jax.jit(functools.partial(sequence_freqs, self.config, trace=True))(
-        self._tree, np.asarray(inputs, np.int32))
+    _, seen = self._trace(self._tree, np.asarray(inputs, np.int32))
     order = [f"{i}.{name}" for i in range(self.config.num_layers) for name in TRACE_NAMES]
     return {name: np.asarray(seen[name]) for name in order + ["x", "freqs"]}
 

@@ -76,7 +76,7 @@ def test_verify_device_flag():
 
 def test_cpu_verification_failures_say_where_they_decoded(m1_dirs, on_gpu, validation_docs,
                                                           caplog):
-  """VerifyFn on a (GPU) worker: the CPU decoder passes a good record, names itself on a bad one."""
+  """VerifyFn on a (GPU) worker: the CPU passes a good record; a bad one fails on both devices."""
   symbols = symbols_from_text(validation_docs[0])[:200]
   coded = models.shared_method(SPEC, m1_dirs["exact"]).encode_batch([symbols])[0]
   good = transforms.Record((0, 0, 0, 0), coded.tokens, 200, coded.num_windows, 0, "doc", 0,
@@ -91,7 +91,7 @@ def test_cpu_verification_failures_say_where_they_decoded(m1_dirs, on_gpu, valid
     (failed if hasattr(out, "tag") else passed).append(out)
   assert [(r.key, r.verified) for r in passed] == [((0, 0, 0, 0), True)]
   assert [f.value.reason for f in failed] == ["verification_failed"]
-  assert "host CPU" in failed[0].value.detail and "check-devices" in failed[0].value.detail
+  assert "fails on the host CPU and the coding device alike" in failed[0].value.detail
   fn = transforms.VerifyFn(SPEC, m1_dirs["exact"], 1.0, "worker")
   fn.setup()
   failed = [out for out in fn.process([bad]) if hasattr(out, "tag")]
