@@ -18,6 +18,7 @@ COMMANDS = {
     "train-m2": ("training.train_m2", "train M2 on ArrayRecord shards"),
     "eval": ("training.evaluate", "bits/byte of a checkpoint, with Table 3 baselines"),
     "generate": ("pipelines.generate", "sample M2 tokens and decode them through M1"),
+    "report": ("pipelines.report", "compression and bits/byte of runs beside the paper's"),
 }
 
 

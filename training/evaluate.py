@@ -174,7 +174,7 @@ def evaluate(args) -> dict:
       "data": args.data, "examples": counter.examples, "tokens": result["tokens"],
       "bytes": result["bytes"], "tokens_per_byte": result["tokens"] / result["bytes"],
       "loss": result["loss"], "bits_per_byte": result["bits_per_byte"],
-      "flops_per_byte": 2.0 * n * result["tokens"] / result["bytes"] + extra,
+      "flops_per_byte": train.flops_per_byte(n, result["tokens"], result["bytes"], extra),
       "baselines": baselines(vocab, result["tokens"], result["bytes"], hist),
       "unigram_histogram": source, "token_vocab": vocab,
   }

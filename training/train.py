@@ -316,13 +316,19 @@ class Meter:
     self.steps += 1
 
 
+def flops_per_byte(non_embedding_params: int, tokens: float, num_bytes: float,
+                   m1_flops_per_byte: float) -> float:
+  """Paper §3.8: 2 * non-embedding params * tokens/bytes, plus M1's FLOPs/byte."""
+  return 2.0 * non_embedding_params * tokens / num_bytes + m1_flops_per_byte
+
+
 class Throughput:
   """Turns meter sums into bits/byte, FLOPs/byte, tokens/s and MFU."""
 
   def __init__(self, task: Task, seq_len: int, peak_flops: float):
     n = model_lib.count_params(model_lib.param_shapes(task.model_config))
+    self.task = task
     self.non_embedding_params = n
-    self.extra = task.extra_flops_per_byte
     self.train_flops_per_token = 3.0 * model_lib.flops_per_token(task.model_config, seq_len, n)
     self.peak_flops = peak_flops
 
@@ -335,7 +341,8 @@ class Throughput:
         "loss": s["xent"] / tokens,
         "z_loss": s["z_loss"] / tokens,
         "bits_per_byte": s["xent"] / num_bytes / LN2,
-        "flops_per_byte": 2.0 * self.non_embedding_params * tokens / num_bytes + self.extra,
+        "flops_per_byte": flops_per_byte(self.non_embedding_params, tokens, num_bytes,
+                                         self.task.extra_flops_per_byte),
         "tokens_per_s": tokens_per_s,
         "steps_per_s": m.steps / elapsed,
         "mfu": self.train_flops_per_token * tokens_per_s / self.peak_flops,
@@ -446,6 +453,9 @@ class _Loop:
       logging.warning("validation at step %d skipped: %s", step, e)
       return
     if metrics is not None:
+      n = model_lib.count_params(model_lib.param_shapes(self.task.model_config))
+      metrics["flops_per_byte"] = flops_per_byte(n, metrics["tokens"], metrics["bytes"],
+                                                 self.task.extra_flops_per_byte)
       self.writer.write("validation", step, metrics)
       logging.info("step %d validation %s", step, metrics)
 

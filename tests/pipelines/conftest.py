@@ -46,3 +46,18 @@ def bad_jsonl(tmp_path) -> pathlib.Path:
   path.parent.mkdir()
   path.write_bytes(b"\n".join(BAD_LINES) + b"\n")
   return path
+
+
+@pytest.fixture(scope="session")
+def m2_run(tmp_path_factory) -> tuple[pathlib.Path, pathlib.Path]:
+  """(shard directory of `eqinfo demo` on 12 topics, a tiny M2 trained 4 steps on it)."""
+  from pipelines import cli  # pylint: disable=import-outside-toplevel
+  root = tmp_path_factory.mktemp("m2_run")
+  shards, run = root / "shards", root / "m2"
+  assert cli.main(["demo", "--max_docs", "12", "--output", str(shards)]) == 0
+  glob = str(shards / "train-*.array_record")
+  assert cli.main(["train-m2", "--train", glob, "--validation", glob, "--size", "tiny",
+                   "--steps", "4", "--batch_size", "4", "--seq_len", "512", "--warmup", "2",
+                   "--log_every", "2", "--checkpoint_every", "4", "--eval_batches", "1",
+                   "--no_progress", "--out", str(run)]) == 0
+  return shards, run

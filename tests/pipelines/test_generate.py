@@ -8,14 +8,8 @@ from pipelines import cli
 from pipelines import generate, models
 
 
-def test_generate_decodes_m2_samples(tmp_path, capsys):
-  shards, run = tmp_path / "shards", tmp_path / "m2"
-  assert cli.main(["demo", "--max_docs", "12", "--output", str(shards)]) == 0
-  glob = str(shards / "train-*.array_record")
-  assert cli.main(["train-m2", "--train", glob, "--validation", glob, "--size", "tiny",
-                   "--steps", "4", "--batch_size", "4", "--seq_len", "512", "--warmup", "2",
-                   "--log_every", "2", "--checkpoint_every", "4", "--eval_batches", "1",
-                   "--no_progress", "--out", str(run)]) == 0
+def test_generate_decodes_m2_samples(m2_run, capsys):
+  shards, run = m2_run
   capsys.readouterr()
   assert cli.main(["generate", "--checkpoint", str(run), "--shards", str(shards),
                    "--num_samples", "2", "--max_tokens", "24", "--seed", "1"]) == 0

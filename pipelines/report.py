@@ -1,0 +1,199 @@
+"""`eqinfo report DIR [DIR ...] [--json FILE]`: a run's results beside the paper's.
+
+  eqinfo report shards/train-* runs/m1 runs/m2-* --json report.json
+
+Each DIR is an output directory of `eqinfo compress` (it holds stats.json) or
+a training run of `eqinfo train-m1` / `eqinfo train-m2` (its config.json names
+the kind). Prints two Markdown tables:
+
+* compression, one row per shard directory (paper Table 2): records, text
+  bytes, tokens, bytes/token (the paper's compression ratio) and the paper's
+  figure for the method, raw bits / coded bits, Table 3's uniform and unigram
+  bits/byte baselines from the token histogram, literal windows, records
+  decoded and compared before writing, bytes dropped, and whether the job
+  finished (COMPLETED).
+* training, one row per run (paper Table 3, §3.2): kind, method, Table 4
+  size, non-embedding parameters, the last validation bits/byte (and the
+  paper's 1.457 for a 3m M1), FLOPs/byte, the last training bits/byte,
+  tokens/s and MFU, from the run's metrics.jsonl.
+
+`--json FILE` also writes both tables, unrounded, as one JSON object.
+"""
+import argparse
+import json
+import sys
+
+from apache_beam.io.filesystems import FileSystems
+
+from pipelines import paper, sink
+from training import checkpoint as checkpoint_lib
+from training import configs
+from training import evaluate
+from training import model as model_lib
+
+SIZE_FIELDS = ("d_model", "num_heads", "num_layers", "mlp_dim", "head_dim")
+
+COMPRESSION_COLUMNS = (  # (key, header, format)
+    ("directory", "shards", "{}"), ("method", "method", "{}"), ("m1", "M1", "{}"),
+    ("examples", "records", "{}"), ("bytes", "bytes", "{}"), ("tokens", "tokens", "{}"),
+    ("bytes_per_token", "bytes/token", "{:.3f}"),
+    ("paper_bytes_per_token", "paper", "{:.2f}"),
+    ("compression_ratio", "raw/coded bits", "{:.3f}"),
+    ("uniform_bits_per_byte", "uniform bits/byte", "{:.3f}"),
+    ("unigram_bits_per_byte", "unigram bits/byte", "{:.3f}"),
+    ("literal_windows", "literal windows", "{}"),
+    ("records_verified", "verified", "{}"), ("bytes_dropped", "bytes dropped", "{}"),
+    ("completed", "completed", "{}"),
+)
+
+TRAINING_COLUMNS = (
+    ("directory", "run", "{}"), ("kind", "kind", "{}"), ("method", "method", "{}"),
+    ("size", "size", "{}"), ("non_embedding_params", "params", "{}"), ("step", "step", "{}"),
+    ("validation_bits_per_byte", "bits/byte", "{:.3f}"),
+    ("paper_bits_per_byte", "paper", "{:.3f}"),
+    ("flops_per_byte", "FLOPs/byte", "{:.4g}"),
+    ("train_bits_per_byte", "train bits/byte", "{:.3f}"),
+    ("tokens_per_s", "tokens/s", "{:.0f}"), ("mfu", "MFU", "{:.3f}"),
+)
+
+
+def parse_flags(argv) -> argparse.Namespace:
+  parser = argparse.ArgumentParser(prog="eqinfo report", description=__doc__,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument("directories", nargs="+", metavar="DIR",
+                      help="shard directories (eqinfo compress) and training runs")
+  parser.add_argument("--json", help="also write the report as JSON to this file")
+  return parser.parse_args(argv)
+
+
+def is_shard_directory(directory: str) -> bool:
+  """True for an output directory of `eqinfo compress` (it has stats.json)."""
+  return FileSystems.exists(sink.join(directory, sink.STATS))
+
+
+def read_json(path: str) -> dict:
+  with FileSystems.open(path) as f:
+    return json.loads(f.read())
+
+
+def shard_row(directory: str) -> dict:
+  """The compression row of a shard directory, from its stats.json."""
+  stats = read_json(sink.join(directory, sink.STATS))
+  tokens, num_bytes = stats["tokens"], stats["bytes"]
+  token_bits = stats.get("token_bits") or 8
+  row = {
+      "directory": directory, "method": stats["method"], "m1": stats.get("m1"),
+      "m1_inference": stats.get("m1_inference"), "examples": stats["examples"],
+      "bytes": num_bytes, "tokens": tokens,
+      "bytes_per_token": num_bytes / tokens if tokens else None,
+      "paper_bytes_per_token": paper.bytes_per_token(stats["method"]),
+      "compression_ratio": 8 * num_bytes / (token_bits * tokens) if tokens else None,
+      "uniform_bits_per_byte": None, "unigram_bits_per_byte": None,
+      "windows": stats.get("windows"), "literal_windows": stats.get("literal_windows"),
+      "records_verified": stats.get("records_verified"),
+      "verification_failures": stats.get("verification_failures"),
+      "bytes_in": stats.get("bytes_in"), "bytes_dropped": stats.get("bytes_dropped"),
+      "completed": FileSystems.exists(sink.join(directory, sink.COMPLETED)),
+  }
+  histogram = evaluate.stats_histogram(stats, stats["vocab_size"])
+  if tokens and num_bytes and histogram is not None:
+    base = evaluate.baselines(stats["vocab_size"], tokens, num_bytes, histogram)
+    row["uniform_bits_per_byte"], row["unigram_bits_per_byte"] = base["uniform"], base["unigram"]
+  return row
+
+
+def last_metrics(run: str) -> dict[str, dict]:
+  """The last record of each split ("train", "validation") in a run's metrics.jsonl."""
+  path = checkpoint_lib.as_path(run) / "metrics.jsonl"
+  last = {}
+  if path.exists():
+    for line in path.read_text().splitlines():
+      if line.strip():
+        record = json.loads(line)
+        last[record["split"]] = record
+  return last
+
+
+def size_name(model: dict) -> str:
+  """The Table 4 size whose dimensions a run's model config has, else "custom"."""
+  for name, size in configs.SIZES.items():
+    if all(model.get(f) == getattr(size, f) for f in SIZE_FIELDS):
+      return name
+  return "custom"
+
+
+def run_row(directory: str) -> dict:
+  """The training row of a train-m1 / train-m2 run directory.
+
+  Raises:
+    ValueError: if `directory` is not a training run, saying what to pass.
+  """
+  run = evaluate.run_directory(directory)
+  if run is None:
+    raise ValueError(f"{directory!r} is neither a shard directory (stats.json) nor a training "
+                     "run (config.json with a kind); pass directories written by eqinfo "
+                     "compress, train-m1 or train-m2")
+  config = checkpoint_lib.load_config(run)
+  model = configs.from_dict(config["model"])
+  size = size_name(config["model"])
+  metrics = last_metrics(run)
+  train, validation = metrics.get("train", {}), metrics.get("validation", {})
+  return {
+      "directory": directory, "kind": config["kind"], "method": config.get("method"),
+      "size": size,
+      "non_embedding_params": model_lib.count_params(model_lib.param_shapes(model)),
+      "steps": config.get("train", {}).get("steps"),
+      "step": max(train.get("step", 0), validation.get("step", 0)) or None,
+      "validation_step": validation.get("step"),
+      "validation_bits_per_byte": validation.get("bits_per_byte"),
+      "paper_bits_per_byte": paper.m1_bits_per_byte(size) if config["kind"] == "m1" else None,
+      "flops_per_byte": validation.get("flops_per_byte", train.get("flops_per_byte")),
+      "train_bits_per_byte": train.get("bits_per_byte"),
+      "tokens_per_s": train.get("tokens_per_s"), "mfu": train.get("mfu"),
+  }
+
+
+def build(directories: list[str]) -> dict:
+  """{"compression": [shard rows], "training": [run rows]} in the order given."""
+  result = {"compression": [], "training": []}
+  for directory in directories:
+    if is_shard_directory(directory):
+      result["compression"].append(shard_row(directory))
+    else:
+      result["training"].append(run_row(directory))
+  return result
+
+
+def markdown(rows: list[dict], columns) -> str:
+  """A Markdown table of `rows`; a missing value prints as "-"."""
+  lines = ["| " + " | ".join(header for _, header, _ in columns) + " |",
+           "|" + "---|" * len(columns)]
+  for row in rows:
+    cells = ["-" if row.get(key) is None else fmt.format(row[key]) for key, _, fmt in columns]
+    lines.append("| " + " | ".join(cells) + " |")
+  return "\n".join(lines)
+
+
+def render(result: dict) -> str:
+  """The text `eqinfo report` prints."""
+  parts = []
+  if result["compression"]:
+    parts += ["compression (paper Table 2: bytes/token is its compression ratio; "
+              "uniform/unigram are Table 3's baselines)",
+              markdown(result["compression"], COMPRESSION_COLUMNS)]
+  if result["training"]:
+    parts += ["training (last validation bits/byte; paper §3.2 for a 3m M1)",
+              markdown(result["training"], TRAINING_COLUMNS)]
+  return "\n\n".join(parts)
+
+
+def run(argv=None) -> int:
+  """Entry point of `eqinfo report`."""
+  args = parse_flags(argv)
+  result = build(args.directories)
+  print(render(result))
+  if args.json:
+    with FileSystems.create(args.json) as f:
+      f.write((json.dumps(result, indent=2) + "\n").encode())
+    print(f"wrote {args.json}", file=sys.stderr)
+  return 0

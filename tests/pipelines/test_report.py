@@ -1,0 +1,103 @@
+"""`eqinfo report`: shard and training rows from their files, beside the paper's figures."""
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from pipelines import cli, inspect, paper, report
+
+
+def test_paper_table2_ratios():
+  assert paper.bytes_per_token("ac[v=256]") == 5.49
+  assert paper.bytes_per_token("static_ac[v=65k]") == 3.46
+  assert paper.bytes_per_token("equal_info_ac[b=16,v=256]") == 2.66
+  assert paper.bytes_per_token("equal_info_ac[b=16,v=65k]") == 5.32
+  assert paper.bytes_per_token("equal_info_ac[b=128,v=256]") == 4.61
+  assert paper.bytes_per_token("bytes") == 1.0
+  assert paper.bytes_per_token("equal_info_ac[b=24,v=256]") is None  # not in Table 2
+  assert paper.bytes_per_token("gzip[v=256]") is None
+  assert paper.m1_bits_per_byte("3m") == 1.457 and paper.m1_bits_per_byte("tiny") is None
+  with pytest.raises(ValueError, match="bad method spec"):
+    paper.bytes_per_token("equal_info_ac[b=16")
+
+
+def test_size_names():
+  assert report.size_name({"d_model": 256, "num_heads": 4, "num_layers": 3, "mlp_dim": 1024,
+                           "head_dim": 64, "vocab_size": 258}) == "3m"
+  assert report.size_name({"d_model": 512, "num_heads": 8, "num_layers": 6, "mlp_dim": 2048,
+                           "head_dim": 64}) == "25m"
+  assert report.size_name({"d_model": 512, "num_heads": 8, "num_layers": 5, "mlp_dim": 2048,
+                           "head_dim": 64}) == "custom"
+
+
+def test_report_of_shards_and_m2_run(m2_run, tmp_path, capsys):
+  shards, run = m2_run
+  out = tmp_path / "report.json"
+  capsys.readouterr()
+  assert cli.main(["report", str(shards), str(run), "--json", str(out)]) == 0
+  text = capsys.readouterr().out
+  result = json.loads(out.read_text())
+  stats = json.loads((shards / "stats.json").read_text())
+  records = [r for p in inspect.shard_paths(str(shards)) for r in inspect.read_shard(p)]
+  tokens = sum(r["targets"].size for r in records)
+  num_bytes = sum(int(r["num_bytes"][0]) for r in records)
+
+  (row,) = result["compression"]
+  assert row["method"] == "equal_info_ac[b=16,v=256]" and row["completed"] is True
+  assert (row["examples"], row["tokens"], row["bytes"]) == (len(records), tokens, num_bytes)
+  assert row["bytes_per_token"] == num_bytes / tokens
+  assert row["compression_ratio"] == num_bytes / tokens  # 8-bit tokens: raw/coded bits
+  assert row["paper_bytes_per_token"] == 2.66
+  assert row["uniform_bits_per_byte"] == pytest.approx(8 * tokens / num_bytes, rel=1e-12)
+  counts = np.bincount(np.concatenate([r["targets"] for r in records]), minlength=256)
+  p = counts[counts > 0] / tokens
+  assert row["unigram_bits_per_byte"] == pytest.approx(-(p * np.log2(p)).sum() * tokens
+                                                       / num_bytes, rel=1e-12)
+  assert row["records_verified"] == len(records) and row["bytes_dropped"] == 0
+  assert stats["tokens"] == tokens
+
+  (train_row,) = result["training"]
+  lines = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+  validation = [m for m in lines if m["split"] == "validation"][-1]
+  assert train_row["kind"] == "m2" and train_row["method"] == "equal_info_ac[b=16,v=256]"
+  assert (train_row["size"], train_row["step"], train_row["steps"]) == ("tiny", 4, 4)
+  assert train_row["non_embedding_params"] == 106_944
+  assert train_row["validation_bits_per_byte"] == validation["bits_per_byte"]
+  assert train_row["flops_per_byte"] == validation["flops_per_byte"]
+  assert validation["flops_per_byte"] == pytest.approx(  # §3.8; the context model adds none
+      2 * 106_944 * validation["tokens"] / validation["bytes"], rel=1e-12)
+  assert train_row["paper_bits_per_byte"] is None
+
+  assert f"| {shards} | equal_info_ac[b=16,v=256] |" in text
+  assert f"| {num_bytes / tokens:.3f} | 2.66 |" in text
+  assert f"| {run} | m2 | equal_info_ac[b=16,v=256] | tiny | 106944 | 4 | " \
+         f"{validation['bits_per_byte']:.3f} | - |" in text
+
+
+def test_report_of_a_3m_m1_sets_the_paper_beside_it(tmp_path, capsys):
+  out = tmp_path / "m1"
+  assert cli.main(["train-m1", "--train", "builtin:pydoc", "--validation", "builtin:pydoc",
+                   "--size", "3m", "--steps", "1", "--batch_size", "2", "--seq_len", "64",
+                   "--warmup", "1", "--eval_batches", "1", "--no-exact", "--no_progress",
+                   "--peak_flops", "1e12", "--out", str(out)]) == 0
+  capsys.readouterr()
+  assert cli.main(["report", str(out)]) == 0
+  (row,) = report.build([str(out)])["training"]
+  assert (row["kind"], row["size"], row["method"], row["step"]) == ("m1", "3m", None, 1)
+  assert row["paper_bits_per_byte"] == 1.457
+  assert row["non_embedding_params"] == 3_147_904  # gated MLP, as in Table 4's "3m"
+  assert row["validation_bits_per_byte"] > 0
+  assert "| 1.457 |" in capsys.readouterr().out
+
+
+def test_report_marks_an_unfinished_job_and_rejects_other_directories(m2_run, tmp_path, capsys):
+  unfinished = tmp_path / "unfinished"
+  unfinished.mkdir()
+  shutil.copy(m2_run[0] / "stats.json", unfinished / "stats.json")  # no COMPLETED
+  (row,) = report.build([str(unfinished)])["compression"]
+  assert row["completed"] is False
+  assert cli.main(["report", str(tmp_path / "elsewhere")]) == 1
+  err = capsys.readouterr().err.strip()
+  assert len(err.splitlines()) == 1
+  assert "neither a shard directory" in err and "train-m2" in err
