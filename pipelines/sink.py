@@ -263,10 +263,8 @@ class WriteShards(beam.PTransform):
 
   def __init__(self, output: str, split: str, method_spec: str, num_shards: int):
     super().__init__()
-    self._output = output
-    self._split = split
-    self._method_spec = method_spec
     self._num_shards = num_shards
+    self._write_shard = WriteShardFn(output, split, method_spec, num_shards)
 
   def expand(self, records):
     n = self._num_shards
@@ -277,8 +275,7 @@ class WriteShards(beam.PTransform):
            | "ShardIds" >> beam.Create([(i, None) for i in range(n)]))
     return ({"ids": ids, "records": keyed}
             | "GroupByShard" >> beam.CoGroupByKey()
-            | "WriteShard" >> beam.ParDo(WriteShardFn(self._output, self._split,
-                                                      self._method_spec, n)))
+            | "WriteShard" >> beam.ParDo(self._write_shard))
 
 
 def write_errors(lines: list[str], output: str) -> int:

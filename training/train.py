@@ -7,6 +7,7 @@ gives N devices. Multi-host runs call `jax.distributed.initialize()` first
 (`--multihost`); every process then reads its own slice of the data
 (`training.data`).
 """
+import argparse
 import dataclasses
 import itertools
 import json
@@ -347,6 +348,22 @@ class Throughput:
         "steps_per_s": m.steps / elapsed,
         "mfu": self.train_flops_per_token * tokens_per_s / self.peak_flops,
     }
+
+
+def prepare(argv, parse_flags, build_task) -> tuple[argparse.Namespace, Task, TrainConfig]:
+  """The start of train-m1 and train-m2: logging, flags, jax.distributed, the Task.
+
+  Args:
+    argv: command-line arguments.
+    parse_flags: argv -> parsed flags (with --multihost and --batch_size).
+    build_task: parsed flags -> (Task, TrainConfig).
+  """
+  logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+  args = parse_flags(argv)
+  maybe_initialize_distributed(args.multihost)
+  check_batch_size(args.batch_size)
+  task, config = build_task(args)
+  return args, task, config
 
 
 def run_config(task: Task, config: TrainConfig) -> dict:

@@ -79,11 +79,7 @@ def build_task(args) -> tuple[train.Task, train.TrainConfig]:
 
 def run(argv=None) -> int:
   """Entry point of `eqinfo train-m1`."""
-  logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-  args = parse_flags(argv)
-  train.maybe_initialize_distributed(args.multihost)
-  train.check_batch_size(args.batch_size)
-  task, config = build_task(args)
+  args, task, config = train.prepare(argv, parse_flags, build_task)
   state = train.train(task, config)
   if jax.process_index() == 0:
     params = jax.device_get(state["params"])

@@ -11,7 +11,6 @@ The token vocabulary comes from the shard directory's stats.json
 larger (BOS, see training.data).
 """
 import argparse
-import logging
 
 from compressor import constants
 from training import data
@@ -72,10 +71,6 @@ def build_task(args) -> tuple[train.Task, train.TrainConfig]:
 
 def run(argv=None) -> int:
   """Entry point of `eqinfo train-m2`."""
-  logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-  args = parse_flags(argv)
-  train.maybe_initialize_distributed(args.multihost)
-  train.check_batch_size(args.batch_size)
-  task, config = build_task(args)
+  _, task, config = train.prepare(argv, parse_flags, build_task)
   train.train(task, config)
   return 0
