@@ -19,7 +19,8 @@ import numpy as np
 from compressor import examples as examples_lib
 from compressor.methods import CodingError
 from compressor import packing as packing_lib
-from pipelines import models
+from pipelines import device_check, models
+from pipelines.device_check import DeviceMismatchError
 from pipelines.sources import ERRORS, Document, Dropped
 
 _NAMESPACE = "eqinfo"
@@ -191,7 +192,9 @@ class MakeExamplesFn(beam.DoFn):
 class CompressFn(beam.DoFn):
   """[Example] -> Records (and Dropped "truncated" counts) with packing.
 
-  The method (and its M1) is built once per worker process in `setup()`.
+  The method (and its M1) is built once per worker process in `setup()`;
+  where an exact M1 codes on an accelerator, setup first checks that its
+  tables equal the host CPU's (`device_check`).
   """
 
   def __init__(self, method_spec: str, m1_spec: str | None, max_tokens: int, packing: str,
@@ -214,6 +217,7 @@ class CompressFn(beam.DoFn):
   def setup(self):
     self._method = models.shared_method(self._method_spec, self._m1_spec)
     self._device = models.model_device(self._method)
+    device_check.check_coding_device(self._method_spec, self._m1_spec)
 
   def _pack(self, batch: list[Example]):
     """Packs a batch; if that raises, packs example by example.
@@ -276,10 +280,6 @@ def verify_sampled(key, fraction: float) -> bool:
   A hash of the key name decides, so the same records are picked on every run.
   """
   return sampled(key_name(key), fraction)
-
-
-class DeviceMismatchError(ValueError):
-  """M1 on the host CPU does not decode what M1 on the accelerator coded."""
 
 
 class VerifyFn(beam.DoFn):

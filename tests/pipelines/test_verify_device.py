@@ -133,3 +133,37 @@ def test_tables_that_differ_across_devices_stop_the_job(m1_dirs, on_gpu, validat
   bad = rec._replace(symbols=np.roll(symbols, 1))
   [out] = list(fn.process([bad]))
   assert out.tag == sources.ERRORS and out.value.reason == "verification_failed"
+
+
+def test_workers_check_their_device_before_coding(m1_dirs, on_gpu, monkeypatch):
+  """CompressFn.setup compares the coder's tables with the host CPU's, once per process."""
+  from compressor import get_method  # pylint: disable=import-outside-toplevel
+  from pipelines import device_check  # pylint: disable=import-outside-toplevel
+  from training import exact  # pylint: disable=import-outside-toplevel
+  monkeypatch.setattr(device_check, "_CHECKED", {})
+  fn = transforms.CompressFn(SPEC, m1_dirs["exact"], 64, "continue", False)
+  fn.setup()  # the "GPU" here is this CPU: the tables agree
+  assert device_check._CHECKED == {(SPEC, m1_dirs["exact"]): "cpu:cpu"}
+  assert device_check.check_symbols().shape == (device_check.SEQUENCES, device_check.SEQ_LEN)
+  # Nothing to check: a table model, a float M1, a CPU worker.
+  fitted = "context[order=2,fit=builtin:pydoc,docs=5]"
+  assert device_check.check_coding_device(SPEC, fitted) is None
+  assert device_check.check_coding_device(SPEC, m1_dirs["float"]) is None
+  monkeypatch.setattr(models, "default_backend", lambda: "cpu")
+  assert device_check.check_coding_device("bytes", None) is None
+  monkeypatch.setattr(models, "default_backend", lambda: "gpu")
+
+  # A host CPU whose tables differ (logits rolled by one symbol) stops the worker at setup.
+  coder = models.shared_method(SPEC, m1_dirs["exact"])
+  params = dict(coder.model.params)
+  for name in ("logits/kernel", "logits/mult", "logits/shift"):
+    params[name] = np.roll(params[name], 1, axis=-1)
+  other = get_method(SPEC, exact.ExactM1Model(coder.model.config, params))
+  real_shared = models.shared_method
+  monkeypatch.setattr(models, "shared_method", lambda spec, m1, device=None: (
+      other if device == "cpu" else real_shared(spec, m1, device)))
+  monkeypatch.setattr(device_check, "_CHECKED", {})
+  with pytest.raises(transforms.DeviceMismatchError,
+                     match=r"M1 on cpu:cpu computes other tables .* \(lane 0, position 0 of 1024"):
+    transforms.CompressFn(SPEC, m1_dirs["exact"], 64, "continue", False).setup()
+  assert device_check._CHECKED == {}
