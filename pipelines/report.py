@@ -15,7 +15,7 @@ the kind). Prints two Markdown tables:
 * training, one row per run (paper Table 3, §3.2): kind, method, Table 4
   size, non-embedding parameters, the last validation bits/byte (and the
   paper's 1.457 for a 3m M1), FLOPs/byte, the last training bits/byte,
-  tokens/s and MFU, from the run's metrics.jsonl.
+  bytes of text per step, tokens/s and MFU, from the run's metrics.jsonl.
 
 `--json FILE` also writes both tables, unrounded, as one JSON object.
 """
@@ -53,6 +53,7 @@ TRAINING_COLUMNS = (
     ("paper_bits_per_byte", "paper", "{:.3f}"),
     ("flops_per_byte", "FLOPs/byte", "{:.4g}"),
     ("train_bits_per_byte", "train bits/byte", "{:.3f}"),
+    ("bytes_per_step", "bytes/step", "{:.0f}"),
     ("tokens_per_s", "tokens/s", "{:.0f}"), ("mfu", "MFU", "{:.3f}"),
 )
 
@@ -149,6 +150,7 @@ def run_row(directory: str) -> dict:
       "paper_bits_per_byte": paper.m1_bits_per_byte(size) if config["kind"] == "m1" else None,
       "flops_per_byte": validation.get("flops_per_byte", train.get("flops_per_byte")),
       "train_bits_per_byte": train.get("bits_per_byte"),
+      "bytes_per_step": train.get("bytes_per_step"),
       "tokens_per_s": train.get("tokens_per_s"), "mfu": train.get("mfu"),
   }
 

@@ -324,7 +324,7 @@ def flops_per_byte(non_embedding_params: int, tokens: float, num_bytes: float,
 
 
 class Throughput:
-  """Turns meter sums into bits/byte, FLOPs/byte, tokens/s and MFU."""
+  """Turns meter sums into bits/byte, FLOPs/byte, bytes/step, tokens/s and MFU."""
 
   def __init__(self, task: Task, seq_len: int, peak_flops: float):
     n = model_lib.count_params(model_lib.param_shapes(task.model_config))
@@ -344,6 +344,7 @@ class Throughput:
         "bits_per_byte": s["xent"] / num_bytes / LN2,
         "flops_per_byte": flops_per_byte(self.non_embedding_params, tokens, num_bytes,
                                          self.task.extra_flops_per_byte),
+        "bytes_per_step": s["bytes"] / max(m.steps, 1),  # text one step trains on
         "tokens_per_s": tokens_per_s,
         "steps_per_s": m.steps / elapsed,
         "mfu": self.train_flops_per_token * tokens_per_s / self.peak_flops,

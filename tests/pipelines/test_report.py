@@ -68,6 +68,8 @@ def test_report_of_shards_and_m2_run(m2_run, tmp_path, capsys):
   assert validation["flops_per_byte"] == pytest.approx(  # §3.8; the context model adds none
       2 * 106_944 * validation["tokens"] / validation["bytes"], rel=1e-12)
   assert train_row["paper_bits_per_byte"] is None
+  last_train = [m for m in lines if m["split"] == "train"][-1]
+  assert train_row["bytes_per_step"] == last_train["bytes_per_step"] > 0
 
   assert f"| {shards} | equal_info_ac[b=16,v=256] |" in text
   assert f"| {num_bytes / tokens:.3f} | 2.66 |" in text

@@ -109,6 +109,10 @@ def test_tiny_m1_beats_the_unigram_baseline(webtext_dir, tmp_path, capsys):
   train_bpb = [m["bits_per_byte"] for m in metrics if m["split"] == "train"]
   assert train_bpb[-1] < train_bpb[0]
   assert {"flops_per_byte", "tokens_per_s", "mfu", "loss"} <= set(metrics[0])
+  # M1 reads a byte per position: a step trains on batch x seq_len bytes, less the
+  # padding of the last, shorter sequence of each document group.
+  per_step = [m["bytes_per_step"] for m in metrics if m["split"] == "train"]
+  assert len(per_step) == 2 and all(0.99 * 16 * 128 < b <= 16 * 128 for b in per_step)
   assert list((out / "train" / "tensorboard" / "train").glob("events.out.tfevents.*"))
 
 
