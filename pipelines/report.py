@@ -127,8 +127,12 @@ def run_row(directory: str) -> dict:
   """The training row of a train-m1 / train-m2 run directory.
 
   Raises:
+    FileNotFoundError: if `directory` does not exist.
     ValueError: if `directory` is not a training run, saying what to pass.
   """
+  if not FileSystems.exists(directory):
+    raise FileNotFoundError(f"{directory!r} does not exist; pass shard directories and "
+                            "training runs that do")
   run = evaluate.run_directory(directory)
   if run is None:
     raise ValueError(f"{directory!r} is neither a shard directory (stats.json) nor a training "

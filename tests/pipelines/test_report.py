@@ -99,7 +99,9 @@ def test_report_marks_an_unfinished_job_and_rejects_other_directories(m2_run, tm
   shutil.copy(m2_run[0] / "stats.json", unfinished / "stats.json")  # no COMPLETED
   (row,) = report.build([str(unfinished)])["compression"]
   assert row["completed"] is False
-  assert cli.main(["report", str(tmp_path / "elsewhere")]) == 1
+  assert cli.main(["report", str(tmp_path)]) == 1
   err = capsys.readouterr().err.strip()
   assert len(err.splitlines()) == 1
   assert "neither a shard directory" in err and "train-m2" in err
+  assert cli.main(["report", str(tmp_path / "elsewhere")]) == 1
+  assert "elsewhere' does not exist" in capsys.readouterr().err
