@@ -2,9 +2,10 @@
 
   eqinfo report shards/train-* runs/m1 runs/m2-* --json report.json
 
-Each DIR is an output directory of `eqinfo compress` (it holds stats.json) or
-a training run of `eqinfo train-m1` / `eqinfo train-m2` (its config.json names
-the kind). Prints two Markdown tables:
+Each DIR is an output directory of `eqinfo compress` (it holds stats.json), a
+training run of `eqinfo train-m1` / `eqinfo train-m2` (its config.json names
+the kind), or a JSON file written by `eqinfo eval --out`. Prints a Markdown
+table for each kind given:
 
 * compression, one row per shard directory (paper Table 2): records, text
   bytes, tokens, bytes/token (the paper's compression ratio) and the paper's
@@ -16,6 +17,9 @@ the kind). Prints two Markdown tables:
   size, non-embedding parameters, the last validation bits/byte (and the
   paper's 1.457 for a 3m M1), FLOPs/byte, the last training bits/byte,
   bytes of text per step, tokens/s and MFU, from the run's metrics.jsonl.
+* evaluation, one row per `eqinfo eval --out` file (paper Table 3): the
+  checkpoint and its step, the data, bits/byte beside the uniform and
+  unigram baselines of the same sample, and FLOPs/byte.
 
 `--json FILE` also writes both tables, unrounded, as one JSON object.
 """
@@ -58,11 +62,21 @@ TRAINING_COLUMNS = (
 )
 
 
+EVALUATION_COLUMNS = (
+    ("path", "file", "{}"), ("checkpoint", "checkpoint", "{}"), ("kind", "kind", "{}"),
+    ("step", "step", "{}"), ("data", "data", "{}"), ("tokens", "tokens", "{:.0f}"),
+    ("bytes", "bytes", "{:.0f}"), ("bits_per_byte", "bits/byte", "{:.3f}"),
+    ("uniform_bits_per_byte", "uniform", "{:.3f}"), ("unigram_bits_per_byte", "unigram", "{:.3f}"),
+    ("flops_per_byte", "FLOPs/byte", "{:.4g}"),
+)
+
+
 def parse_flags(argv) -> argparse.Namespace:
   parser = argparse.ArgumentParser(prog="eqinfo report", description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("directories", nargs="+", metavar="DIR",
-                      help="shard directories (eqinfo compress) and training runs")
+                      help="shard directories (eqinfo compress), training runs and "
+                           "eqinfo eval --out files")
   parser.add_argument("--json", help="also write the report as JSON to this file")
   return parser.parse_args(argv)
 
@@ -159,14 +173,37 @@ def run_row(directory: str) -> dict:
   }
 
 
-def build(directories: list[str]) -> dict:
-  """{"compression": [shard rows], "training": [run rows]} in the order given."""
-  result = {"compression": [], "training": []}
-  for directory in directories:
-    if is_shard_directory(directory):
-      result["compression"].append(shard_row(directory))
+def evaluation_row(path: str) -> dict:
+  """The row of an `eqinfo eval --out` file.
+
+  Raises:
+    FileNotFoundError: if there is no such file.
+    ValueError: if the file is not such a result.
+  """
+  if not FileSystems.exists(path):
+    raise FileNotFoundError(f"{path!r} does not exist; pass the file eqinfo eval --out wrote")
+  try:
+    result = read_json(path)
+  except (json.JSONDecodeError, UnicodeDecodeError):
+    result = None
+  if not isinstance(result, dict) or "bits_per_byte" not in result or "baselines" not in result:
+    raise ValueError(f"{path!r} is not a result of eqinfo eval --out; pass the file it wrote")
+  row = {key: result.get(key) for key, _, _ in EVALUATION_COLUMNS}
+  row.update(path=path, uniform_bits_per_byte=result["baselines"].get("uniform"),
+             unigram_bits_per_byte=result["baselines"].get("unigram"))
+  return row
+
+
+def build(paths: list[str]) -> dict:
+  """{"compression": [...], "training": [...], "evaluation": [...]} rows, in the order given."""
+  result = {"compression": [], "training": [], "evaluation": []}
+  for path in paths:
+    if path.endswith(".json"):
+      result["evaluation"].append(evaluation_row(path))
+    elif is_shard_directory(path):
+      result["compression"].append(shard_row(path))
     else:
-      result["training"].append(run_row(directory))
+      result["training"].append(run_row(path))
   return result
 
 
@@ -190,6 +227,9 @@ def render(result: dict) -> str:
   if result["training"]:
     parts += ["training (last validation bits/byte; paper §3.2 for a 3m M1)",
               markdown(result["training"], TRAINING_COLUMNS)]
+  if result["evaluation"]:
+    parts += ["evaluation (eqinfo eval: bits/byte beside Table 3's baselines on the same sample)",
+              markdown(result["evaluation"], EVALUATION_COLUMNS)]
   return "\n\n".join(parts)
 
 

@@ -15,6 +15,7 @@ baselines (paper §3.8, Table 3):
 
 where the unigram histogram is stats.json's "token_histogram" next to
 `--data` if present, else the histogram of the sample's own targets.
+`--out FILE` also writes the object to FILE, which `eqinfo report` reads.
 """
 import argparse
 import dataclasses
@@ -59,6 +60,8 @@ def parse_flags(argv) -> argparse.Namespace:
   parser.add_argument("--m1_flops_per_byte", type=float, default=-1.0,
                       help="M1's FLOPs/byte for M1-based methods (default: stats.json)")
   parser.add_argument("--data_dir", help="TFDS data_dir for tfds: specs (M1)")
+  parser.add_argument("--out", help="also write the result to this JSON file "
+                                    "(`eqinfo report FILE` shows it beside the baselines)")
   return parser.parse_args(argv)
 
 
@@ -182,7 +185,10 @@ def evaluate(args) -> dict:
 
 def run(argv=None) -> int:
   """Entry point of `eqinfo eval`: prints the result as JSON."""
-  result = evaluate(parse_flags(argv))
-  json.dump(result, sys.stdout, indent=2)
-  sys.stdout.write("\n")
+  args = parse_flags(argv)
+  result = evaluate(args)
+  text = json.dumps(result, indent=2) + "\n"
+  sys.stdout.write(text)
+  if args.out:
+    checkpoint_lib.as_path(args.out).write_text(text)
   return 0

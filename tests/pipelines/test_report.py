@@ -77,6 +77,28 @@ def test_report_of_shards_and_m2_run(m2_run, tmp_path, capsys):
          f"{validation['bits_per_byte']:.3f} | - |" in text
 
 
+def test_report_of_an_eval_result(m2_run, tmp_path, capsys):
+  shards, run = m2_run
+  result_file = tmp_path / "eval.json"
+  assert cli.main(["eval", "--checkpoint", str(run), "--data", str(shards / "train-*"),
+                   "--num_batches", "1", "--batch_size", "2", "--out", str(result_file)]) == 0
+  printed = json.loads(capsys.readouterr().out)
+  assert json.loads(result_file.read_text()) == printed
+  (row,) = report.build([str(result_file)])["evaluation"]
+  assert (row["checkpoint"], row["kind"], row["step"]) == (str(run), "m2", 4)
+  assert (row["tokens"], row["bytes"]) == (printed["tokens"], printed["bytes"])
+  assert row["bits_per_byte"] == printed["bits_per_byte"]
+  assert row["uniform_bits_per_byte"] == printed["baselines"]["uniform"]
+  assert row["unigram_bits_per_byte"] == printed["baselines"]["unigram"]
+  assert cli.main(["report", str(result_file)]) == 0
+  assert f"| {printed['bits_per_byte']:.3f} | {printed['baselines']['uniform']:.3f} |" in \
+      capsys.readouterr().out
+  other = tmp_path / "other.json"
+  other.write_text(json.dumps({"loss": 1.0}))
+  assert cli.main(["report", str(other)]) == 1
+  assert "not a result of eqinfo eval --out" in capsys.readouterr().err
+
+
 def test_report_of_a_3m_m1_sets_the_paper_beside_it(tmp_path, capsys):
   out = tmp_path / "m1"
   assert cli.main(["train-m1", "--train", "builtin:pydoc", "--validation", "builtin:pydoc",
