@@ -240,6 +240,6 @@ def run(argv=None) -> int:
   print(render(result))
   if args.json:
     with FileSystems.create(args.json) as f:
-      f.write((json.dumps(result, indent=2) + "\n").encode())
+      f.write((json.dumps({"inputs": args.directories, **result}, indent=2) + "\n").encode())
     print(f"wrote {args.json}", file=sys.stderr)
   return 0

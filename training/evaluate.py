@@ -180,6 +180,7 @@ def evaluate(args) -> dict:
       "flops_per_byte": train.flops_per_byte(n, result["tokens"], result["bytes"], extra),
       "baselines": baselines(vocab, result["tokens"], result["bytes"], hist),
       "unigram_histogram": source, "token_vocab": vocab,
+      "batch_size": batch_size, "seq_len": seq_len, "num_batches": args.num_batches,
   }
 
 

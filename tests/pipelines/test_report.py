@@ -38,6 +38,7 @@ def test_report_of_shards_and_m2_run(m2_run, tmp_path, capsys):
   assert cli.main(["report", str(shards), str(run), "--json", str(out)]) == 0
   text = capsys.readouterr().out
   result = json.loads(out.read_text())
+  assert result["inputs"] == [str(shards), str(run)]
   stats = json.loads((shards / "stats.json").read_text())
   records = [r for p in inspect.shard_paths(str(shards)) for r in inspect.read_shard(p)]
   tokens = sum(r["targets"].size for r in records)
@@ -87,6 +88,7 @@ def test_report_of_an_eval_result(m2_run, tmp_path, capsys):
   (row,) = report.build([str(result_file)])["evaluation"]
   assert (row["checkpoint"], row["kind"], row["step"]) == (str(run), "m2", 4)
   assert (row["tokens"], row["bytes"]) == (printed["tokens"], printed["bytes"])
+  assert (printed["batch_size"], printed["seq_len"], printed["num_batches"]) == (2, 512, 1)
   assert row["bits_per_byte"] == printed["bits_per_byte"]
   assert row["uniform_bits_per_byte"] == printed["baselines"]["uniform"]
   assert row["unigram_bits_per_byte"] == printed["baselines"]["unigram"]
