@@ -9,7 +9,9 @@
 # Writes to $OUT: accelerator.txt (the card), exact_devices.json (tables of
 # 102,400 contexts on the accelerator and the CPU, every integer compared; the
 # optimised programs of each device in hlo/),
-# pytest_exact.txt (every exact-M1 test, run on the accelerator), exact_m1_bench.json (exact vs float
+# pytest_exact.txt (every exact-M1 test, run on the accelerator), pytest_verify_device.txt
+# (the pipeline's CPU verification and its check before coding, with M1 coding on the
+# accelerator), exact_m1_bench.json (exact vs float
 # M1 coding symbols/s, and by lane block size), exact_m1_bench_ac.json (the same with contexts that
 # grow to 256 symbols), m1_bench.json (M1 coding against matmul speed) and
 # m2_bench.json (M2 tokens/s and MFU). Each step is bounded by `timeout` and a
@@ -38,6 +40,7 @@ step() {  # step SECONDS FILE COMMAND...: runs COMMAND with its output in $OUT/F
 step 150 exact_devices.json "$PYTHON" -m training.exact_devices \
   --text "$DATA/validation/*.jsonl.gz" --sequences 200 --seq_len 512 --hlo "$OUT/hlo"
 step 180 pytest_exact.txt "$PYTHON" -m pytest -m "not slow" tests/training/test_exact.py
+step 120 pytest_verify_device.txt "$PYTHON" -m pytest tests/pipelines/test_verify_device.py
 step 180 exact_m1_bench.json "$PYTHON" benchmarks/exact_m1_bench.py --data "$DATA" --lanes 2048 \
   --block_lanes 64,512,2048
 step 120 exact_m1_bench_ac.json "$PYTHON" benchmarks/exact_m1_bench.py --data "$DATA" \
