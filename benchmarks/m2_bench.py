@@ -6,7 +6,8 @@ Usage:
 Builds real shards once (`eqinfo demo`: Python's docs through
 EqualInfoAC[b=16, v=256]), then runs `eqinfo train-m2` per size and reports
 the steady-state figures of its last logged step (the first log step, which
-includes compilation, is skipped). MFU is tokens/s x 6 x non-embedding
+includes compilation, is skipped), once with one record per row and once with
+`--pack_records`: bytes of text trained per second, and their ratio. MFU is tokens/s x 6 x non-embedding
 parameters (+ attention) / the device's measured matmul FLOP/s, as the training
 loop logs it; the measured peak is printed beside it.
 """
@@ -40,17 +41,24 @@ def main(argv=None):
       assert cli.main(["demo", "--output", str(shards)]) == 0
     glob = str(shards / "train-*.array_record")
     for size in args.sizes.split(","):
-      run = pathlib.Path(tmp) / size
-      flags = ["train-m2", "--train", glob, "--validation", glob, "--size", size,
-               "--steps", str(args.steps), "--batch_size", str(args.batch_size),
-               "--seq_len", "512", "--warmup", "10", "--log_every", str(args.steps // 3),
-               "--checkpoint_every", str(args.steps), "--eval_batches", "1", "--no_progress",
-               "--out", str(run)]
-      assert cli.main(flags) == 0
-      metrics = last_train_metrics(run)
-      out["sizes"][size] = {"tokens_per_s": round(metrics["tokens_per_s"]),
-                            "mfu": round(metrics["mfu"], 4),
-                            "command": "eqinfo " + " ".join(flags)}
+      row = {}
+      for name, pack in (("record_per_row", []), ("packed", ["--pack_records"])):
+        run = pathlib.Path(tmp) / f"{size}-{name}"
+        flags = ["train-m2", "--train", glob, "--validation", glob, "--size", size,
+                 "--steps", str(args.steps), "--batch_size", str(args.batch_size),
+                 "--seq_len", "512", "--warmup", "10", "--log_every", str(args.steps // 3),
+                 "--checkpoint_every", str(args.steps), "--eval_batches", "1", "--no_progress",
+                 "--out", str(run), *pack]
+        assert cli.main(flags) == 0
+        metrics = last_train_metrics(run)
+        row[name] = {"tokens_per_s": round(metrics["tokens_per_s"]),
+                     "mfu": round(metrics["mfu"], 4),
+                     "bytes_per_step": round(metrics["bytes_per_step"]),
+                     "text_bytes_per_s": round(metrics["bytes_per_step"] * metrics["steps_per_s"]),
+                     "command": "eqinfo " + " ".join(flags)}
+      row["packed_over_record_per_row_bytes_per_s"] = round(
+          row["packed"]["text_bytes_per_s"] / row["record_per_row"]["text_bytes_per_s"], 3)
+      out["sizes"][size] = row
   print(json.dumps(out, indent=2))
 
 

@@ -310,6 +310,7 @@ class M2DataConfig:
   shuffle: bool = True           # global shuffle; False keeps file/record order
   repeat: bool = True            # loop over the shards forever (training)
   num_threads: int = 2           # grain read threads (the order does not depend on it)
+  pack: bool = False             # pack several records into a row (first fit), see m2_batches
 
   def __post_init__(self):
     for name in ("token_vocab", "seq_len", "batch_size"):
@@ -317,14 +318,19 @@ class M2DataConfig:
         raise ValueError(f"M2DataConfig.{name} must be >= 1, got {getattr(self, name)}")
 
 
-def parse_m2_record(record: bytes, seq_len: int, bos: int) -> dict[str, np.ndarray]:
-  """Parses one serialized tf.train.Example (`targets`, `num_bytes`) to a packed example."""
+def record_tokens(record: bytes) -> tuple[np.ndarray, int]:
+  """([n] int64 `targets`, `num_bytes`) of one serialized tf.train.Example."""
   from tensorflow.core.example import example_pb2  # pylint: disable=import-outside-toplevel
-  example = example_pb2.Example.FromString(record)
-  features = example.features.feature
+  features = example_pb2.Example.FromString(record).features.feature
   tokens = np.asarray(features["targets"].int64_list.value, np.int64)
+  return tokens, int(features["num_bytes"].int64_list.value[0])
+
+
+def parse_m2_record(record: bytes, seq_len: int, bos: int) -> dict[str, np.ndarray]:
+  """Parses one serialized tf.train.Example (`targets`, `num_bytes`) to a padded example."""
+  tokens, num_bytes = record_tokens(record)
   out = pack_sequence(tokens, seq_len, bos)
-  out["num_bytes"] = np.int64(features["num_bytes"].int64_list.value[0])
+  out["num_bytes"] = np.int64(num_bytes)
   return out
 
 
@@ -341,13 +347,12 @@ class _ParseRecord(grain.transforms.Map):
     return out
 
 
-def m2_dataset(config: M2DataConfig) -> grain.MapDataset:
-  """Returns the batched grain MapDataset of this process's M2 examples.
+def m2_records(config: M2DataConfig) -> grain.MapDataset:
+  """(record id, serialized Example) of this process, in epoch order.
 
   Order: all shards in sorted name order form one record list; process p of
   P takes records p, p+P, ...; each epoch is a global shuffle of those with
-  the config seed (grain reseeds every epoch); batches of B/P examples
-  (drop_remainder=True).
+  the config seed (grain reseeds every epoch).
   """
   count = jax.process_count()
   if config.batch_size % count:
@@ -361,13 +366,29 @@ def m2_dataset(config: M2DataConfig) -> grain.MapDataset:
     ds = ds.shuffle(seed=config.seed)
   if config.repeat:
     ds = ds.repeat(None)
-  ds = ds.map(_ParseRecord(config.seq_len, config.token_vocab))
-  return ds.batch(config.batch_size // count, drop_remainder=True, batch_fn=stack)
+  return ds
+
+
+def m2_dataset(config: M2DataConfig) -> grain.MapDataset:
+  """The batched grain MapDataset of this process's M2 examples, one record per row.
+
+  Records in `m2_records` order; batches of B/P examples (drop_remainder=True).
+  """
+  ds = m2_records(config).map(_ParseRecord(config.seq_len, config.token_vocab))
+  return ds.batch(config.batch_size // jax.process_count(), drop_remainder=True, batch_fn=stack)
 
 
 def m2_batches(config: M2DataConfig) -> grain.DatasetIterator:
-  """Returns a checkpointable iterator (get_state/set_state) over M2 batches."""
+  """Returns a checkpointable iterator (get_state/set_state) over M2 batches.
+
+  With `config.pack`, rows hold several records (`row_packing.packed_rows`) and
+  batches also carry `segments` [B, T] (see there); otherwise one record per
+  row, padded (`m2_dataset`).
+  """
   read = grain.ReadOptions(num_threads=config.num_threads, prefetch_buffer_size=4)
+  if config.pack:
+    from training import row_packing  # pylint: disable=import-outside-toplevel
+    return iter(row_packing.packed_rows(config, read))
   return iter(m2_dataset(config).to_iter_dataset(read))
 
 

@@ -118,7 +118,7 @@ class Attention(nn.Module):
     Args:
       x: [B, T, d] normed inputs.
       buckets: [T, T] int32 relative bucket of (query, key).
-      valid: [T, T] bool, key visible from query.
+      valid: [B or 1, T, T] bool, key visible from query.
 
     Returns:
       [B, T, d].
@@ -128,7 +128,7 @@ class Attention(nn.Module):
     scores = jnp.einsum("bqhd,bkhd->bhqk", q, k, preferred_element_type=jnp.float32)
     bias = jnp.transpose(self.rel_embedding[buckets], (2, 0, 1))  # [H, T, T]
     scores = scores / math.sqrt(c.head_dim) + bias[None]
-    scores = jnp.where(valid[None, None], scores, _NEG)
+    scores = jnp.where(valid[:, None], scores, _NEG)
     probs = jax.nn.softmax(scores, axis=-1).astype(_dtype(c))  # [B, H, T, T]
     out = jnp.einsum("bhqk,bkhd->bqhd", probs, v)
     return self.out(out)
@@ -239,11 +239,15 @@ class Transformer(nn.Module):
     self.logits_dense = nn.Dense(c.vocab_size, use_bias=False, dtype=_dtype(c),
                                  param_dtype=jnp.float32, kernel_init=_dense_init())
 
-  def __call__(self, tokens):
-    """Causal logits of a full sequence.
+  def __call__(self, tokens, segments=None):
+    """Causal logits of a full sequence, or of several sequences packed in a row.
 
     Args:
       tokens: [B, T] int32, positions 0..T-1.
+      segments: optional [B, T] int32 segment ids of packed rows: a position
+        sees only earlier positions of its own segment. A segment's relative
+        position biases are those of the sequence alone (they depend on the
+        distance only), so its logits are the sequence's own.
 
     Returns:
       [B, T, V] float32 logits; row t predicts token t+1.
@@ -252,7 +256,9 @@ class Transformer(nn.Module):
     t = tokens.shape[1]
     pos = np.arange(t)
     dist = pos[:, None] - pos[None, :]  # [T, T] query - key
-    valid = jnp.asarray((dist >= 0) & (dist < c.max_len))
+    valid = jnp.asarray((dist >= 0) & (dist < c.max_len))[None]  # [1, T, T]
+    if segments is not None:
+      valid = valid & (segments[:, :, None] == segments[:, None, :])  # [B, T, T]
     buckets = jnp.asarray(relative_bucket_table(c)[np.clip(dist, 0, c.max_len - 1)])
     x = self.token_embed(tokens)  # [B, T, d]
     for layer in self.layers:

@@ -31,6 +31,7 @@ from training import optim
 
 State = dict[str, Any]  # {"params", "opt_state", "step"}
 DEVICE_KEYS = ("inputs", "targets", "weights", "num_bytes")  # batch arrays sent to devices
+PACKED_KEYS = ("segments",)  # also sent, where rows hold several records (train-m2 --pack_records)
 LN2 = math.log(2.0)
 
 
@@ -171,7 +172,7 @@ def make_train_step(model_config: configs.ModelConfig, optimizer: optax.Gradient
   model = model_lib.Transformer(model_config)
 
   def loss_fn(params, batch):
-    logits = model.apply({"params": params}, batch["inputs"])  # [B, T, V]
+    logits = model.apply({"params": params}, batch["inputs"], batch.get("segments"))  # [B, T, V]
     loss, sums = optim.masked_loss(logits, batch["targets"], batch["weights"], z_loss)
     return loss, {**sums, "bytes": jnp.sum(batch["num_bytes"].astype(jnp.float32))}
 
@@ -190,7 +191,7 @@ def make_eval_step(model_config: configs.ModelConfig, mesh: Mesh) -> Callable:
   model = model_lib.Transformer(model_config)
 
   def step(params, batch):
-    logits = model.apply({"params": params}, batch["inputs"])
+    logits = model.apply({"params": params}, batch["inputs"], batch.get("segments"))
     sums = optim.masked_loss(logits, batch["targets"], batch["weights"], 0.0)[1]
     return {**sums, "bytes": jnp.sum(batch["num_bytes"].astype(jnp.float32))}
 
@@ -201,7 +202,7 @@ def shard_batch(batch: dict[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Array
   """Places this process's slice of a batch on the mesh, sharded over "data"."""
   sharding = NamedSharding(mesh, P("data"))
   return {k: jax.make_array_from_process_local_data(sharding, _to_32(batch[k]))
-          for k in DEVICE_KEYS}
+          for k in DEVICE_KEYS + PACKED_KEYS if k in batch}
 
 
 def _to_32(x: np.ndarray) -> np.ndarray:
@@ -300,7 +301,9 @@ class ExampleIdLog:
   def write(self, step: int, batch: dict) -> None:
     if self.enabled:
       with open(self.path, "a", encoding="utf-8") as f:
-        f.write(json.dumps({"step": step, "ids": [int(i) for i in batch["ids"]]}) + "\n")
+        ids = np.asarray(batch["ids"])  # [B], or [B, T] with -1 between packed records' starts
+        ids = ids[ids >= 0] if ids.ndim == 2 else ids
+        f.write(json.dumps({"step": step, "ids": [int(i) for i in ids]}) + "\n")
 
 
 @dataclasses.dataclass

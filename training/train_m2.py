@@ -27,6 +27,10 @@ def parse_flags(argv) -> argparse.Namespace:
   parser.add_argument("--m1_flops_per_byte", type=float, default=-1.0,
                       help="M1's FLOPs/byte added to FLOPs/byte (default: from stats.json: "
                            "'m1_flops_per_byte' or 2 * params of its 'm1' checkpoint)")
+  parser.add_argument("--pack_records", action="store_true",
+                      help="pack several records into each row of --seq_len positions, each "
+                           "attending only to itself, instead of padding every short record "
+                           "(training/row_packing.py)")
   train.add_train_flags(parser, batch_size=256, seq_len=constants.MAX_TOKENS)
   return parser.parse_args(argv)
 
@@ -50,7 +54,8 @@ def build_task(args) -> tuple[train.Task, train.TrainConfig]:
   vocab = token_vocab(args, stats)
   model_config = train.model_config_from_flags(args, data.model_vocab_size(vocab))
   train_data = data.M2DataConfig(args.train, vocab, seq_len=args.seq_len,
-                                 batch_size=args.batch_size, seed=args.seed)
+                                 batch_size=args.batch_size, seed=args.seed,
+                                 pack=args.pack_records)
   validation = None
   if args.validation:
     val_data = data.M2DataConfig(args.validation, vocab, seq_len=args.seq_len,
@@ -64,7 +69,9 @@ def build_task(args) -> tuple[train.Task, train.TrainConfig]:
       validation=validation, extra_flops_per_byte=extra,
       run_config={"data": {"train": args.train, "validation": args.validation,
                            "token_vocab": vocab, "seq_len": args.seq_len,
-                           "batch_size": args.batch_size, "seed": args.seed},
+                           "batch_size": args.batch_size, "seed": args.seed,
+                           # only when set, so runs saved without the key still resume
+                           **({"pack_records": True} if args.pack_records else {})},
                   "method": stats.get("method")})
   return task, train.train_config_from_flags(args)
 

@@ -122,6 +122,23 @@ def test_one_layer_long_context_equals_recompute_on_last_window():
     np.testing.assert_allclose(cached[:, t], recompute, atol=1e-5, rtol=1e-5)
 
 
+def test_packed_records_get_the_logits_they_get_alone():
+  """Segments keep records apart: each record's logits equal those of the record alone."""
+  config, params = _random_model(max_len=40)
+  rng = np.random.default_rng(0)
+  a, b = rng.integers(1, config.vocab_size, 11), rng.integers(1, config.vocab_size, 15)
+  row = np.zeros((1, 32), np.int32)
+  row[0, :11], row[0, 11:26] = a, b
+  segments = np.array([[1] * 11 + [2] * 15 + [0] * 6], np.int32)
+  apply = jax.jit(model.Transformer(config).apply)
+  packed = np.asarray(apply(params, row, segments))
+  alone = [np.asarray(apply(params, np.pad(x, (0, 32 - x.size))[None]))[0] for x in (a, b)]
+  np.testing.assert_allclose(packed[0, :11], alone[0][:11], atol=1e-5, rtol=1e-5)
+  np.testing.assert_allclose(packed[0, 11:26], alone[1][:15], atol=1e-5, rtol=1e-5)
+  unmasked = np.asarray(apply(params, row))  # without segments, b would see a
+  assert np.abs(unmasked[0, 11:26] - alone[1][:15]).max() > 1e-2
+
+
 def test_bfloat16_compute_keeps_float32_params_and_logits():
   config, params = _random_model(32, dtype="bfloat16")
   assert all(x.dtype == jnp.float32 for x in jax.tree_util.tree_leaves(params))

@@ -120,13 +120,15 @@ def test_tiny_m1_beats_the_unigram_baseline(webtext_dir, tmp_path, capsys):
 # M2: resume, data parallelism, checkpoints
 
 
-def test_killed_then_resumed_m2_equals_uninterrupted(m2_shards, tmp_path):
-  steps = 12  # 12 x 8 = the 96 training records: one epoch
+@pytest.mark.parametrize("pack", [[], ["--pack_records"]], ids=["record_per_row", "packed"])
+def test_killed_then_resumed_m2_equals_uninterrupted(m2_shards, tmp_path, pack):
+  steps = 12  # 12 x 8 = the 96 training records: one epoch (one record per row)
   whole = tmp_path / "whole"
   assert train_m2.run(m2_flags(m2_shards, whole, steps, "--checkpoint_every", "4",
-                               "--log_example_ids")) == 0
+                               "--log_example_ids", *pack)) == 0
   killed = tmp_path / "killed"
-  flags = m2_flags(m2_shards, killed, steps, "--checkpoint_every", "4", "--log_example_ids")
+  flags = m2_flags(m2_shards, killed, steps, "--checkpoint_every", "4", "--log_example_ids",
+                   *pack)
   proc = run_cli(["train-m2", *flags, "--stop_after", "10"])
   assert proc.returncode == 3, proc.stderr[-2000:]  # os._exit(3): died without cleaning up
   assert max(ids_by_step(killed)) == 10
@@ -138,7 +140,12 @@ def test_killed_then_resumed_m2_equals_uninterrupted(m2_shards, tmp_path):
     np.testing.assert_array_equal(a, b, err_msg=jax.tree_util.keystr(path))
   ids_whole, ids_killed = ids_by_step(whole), ids_by_step(killed)
   assert ids_killed == ids_whole and sorted(ids_whole) == list(range(1, steps + 1))
-  assert sorted(i for ids in ids_whole.values() for i in ids) == list(range(96))
+  ids = sorted(i for ids in ids_whole.values() for i in ids)
+  if pack:  # more than an epoch of records in the same 12 steps
+    assert len(ids) > 96 and set(ids) == set(range(96))
+    assert checkpoint_lib.load_config(str(killed))["data"]["pack_records"] is True
+  else:
+    assert ids == list(range(96))
 
 
 def test_killed_then_resumed_m1_equals_uninterrupted(train_docs, tmp_path):
