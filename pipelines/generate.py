@@ -40,7 +40,7 @@ def parse_flags(argv) -> argparse.Namespace:
 
 def sample(config, params, batch: int, length: int, token_vocab: int, temperature: float,
            seed: int) -> np.ndarray:
-  """Samples [batch, length] M2 tokens (BOS first, never emitted) by full recompute.
+  """Samples [batch, length] M2 tokens (BOS first, never emitted), one KV-cached step each.
 
   Args:
     config: M2's ModelConfig (vocabulary = token_vocab + BOS).
@@ -52,21 +52,25 @@ def sample(config, params, batch: int, length: int, token_vocab: int, temperatur
   """
   if not 1 <= length <= config.max_len:
     raise ValueError(f"--max_tokens must be in 1..{config.max_len}, got {length}")
-  model = model_lib.Transformer(config)
 
   @jax.jit
-  def next_token(params, tokens, t, key):  # tokens [B, T] with BOS at 0
-    logits = model.apply({"params": params}, tokens)[:, t, :token_vocab]  # [B, V]
+  def step(cache, token, position, key):  # token [B] at position t -> token t + 1
+    positions = jnp.full((batch,), position, jnp.int32)
+    logits, cache = model_lib.decode_step(config, {"params": params}, cache, token, positions)
+    logits = logits[:, :token_vocab]  # [B, V]
     if temperature == 0:
-      return jnp.argmax(logits, axis=-1)
-    return jax.random.categorical(key, logits / temperature, axis=-1)
+      return jnp.argmax(logits, axis=-1).astype(jnp.int32), cache
+    return jax.random.categorical(key, logits / temperature, axis=-1).astype(jnp.int32), cache
 
-  tokens = jnp.zeros((batch, length + 1), jnp.int32).at[:, 0].set(token_vocab)
+  cache = model_lib.init_cache(config, batch)
+  token = jnp.full((batch,), token_vocab, jnp.int32)  # BOS
   key = jax.random.PRNGKey(seed)
+  out = []
   for t in range(length):
     key, sub = jax.random.split(key)
-    tokens = tokens.at[:, t + 1].set(next_token(params, tokens, t, sub))
-  return np.asarray(tokens[:, 1:])
+    token, cache = step(cache, token, t, sub)
+    out.append(token)
+  return np.asarray(jnp.stack(out, axis=1))
 
 
 def describe(method, tokens: np.ndarray) -> dict:
