@@ -6,8 +6,9 @@ Usage:
 Builds real shards once (`eqinfo demo`: Python's docs through
 EqualInfoAC[b=16, v=256]), then runs `eqinfo train-m2` per size and reports
 the steady-state figures of its last logged step (the first log step, which
-includes compilation, is skipped), once with one record per row and once with
-`--pack_records`: bytes of text trained per second, and their ratio. MFU is tokens/s x 6 x non-embedding
+includes compilation, is skipped), once with one record per row
+(`--no-pack_records`) and once packed (the default): bytes of text trained per
+second, and their ratio. MFU is tokens/s x 6 x non-embedding
 parameters (+ attention) / the device's measured matmul FLOP/s, as the training
 loop logs it; the measured peak is printed beside it.
 """
@@ -42,7 +43,7 @@ def main(argv=None):
     glob = str(shards / "train-*.array_record")
     for size in args.sizes.split(","):
       row = {}
-      for name, pack in (("record_per_row", []), ("packed", ["--pack_records"])):
+      for name, pack in (("record_per_row", ["--no-pack_records"]), ("packed", [])):
         run = pathlib.Path(tmp) / f"{size}-{name}"
         flags = ["train-m2", "--train", glob, "--validation", glob, "--size", size,
                  "--steps", str(args.steps), "--batch_size", str(args.batch_size),

@@ -2,8 +2,8 @@
 
 With one record per row, every record shorter than T is padded: the last record
 of each compressed example is, which is about 5 to 8% of M2's positions for
-EqualInfoAC[b=16] shards. `eqinfo train-m2 --pack_records` packs records first
-fit into rows of T positions (grain's FirstFitPackIterDataset, one bin per row
+EqualInfoAC[b=16] shards. `eqinfo train-m2` (`--pack_records`, the default)
+packs records first fit into rows of T positions (grain's FirstFitPackIterDataset, one bin per row
 of the local batch) and keeps each record to itself: a position attends only
 to earlier positions of its own record (`segments`), and relative position
 biases depend on the distance alone, so a record's logits are those it gets

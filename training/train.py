@@ -387,8 +387,17 @@ def check_resume_config(directory: str, resolved: dict) -> None:
   saved = checkpoint_lib.load_config(directory)
   for key in ("kind", "model", "data"):
     if saved.get(key) != resolved[key]:
-      raise ValueError(f"{directory} holds a run with a different {key} ({saved.get(key)}); "
-                       "pass a new --out or the same flags as that run")
+      raise ValueError(f"{directory} holds a run with a different {key} "
+                       f"({_differences(saved.get(key), resolved[key])}); pass a new --out or "
+                       "the same flags as that run")
+
+
+def _differences(saved, now) -> str:
+  """What differs between a saved and a resolved config entry, e.g. "seed: 0 -> 1"."""
+  if not (isinstance(saved, dict) and isinstance(now, dict)):
+    return f"{saved} -> {now}"
+  keys = sorted(k for k in set(saved) | set(now) if saved.get(k, "unset") != now.get(k, "unset"))
+  return ", ".join(f"{k}: {saved.get(k, 'unset')} -> {now.get(k, 'unset')}" for k in keys)
 
 
 def restore_or_start(ckpt: checkpoint_lib.Checkpointer, state: State,

@@ -6,6 +6,10 @@ Example (the paper's M2 on EqualInfoAC[b=16, v=65k] shards, 25m size):
       --validation 'shards/validation-*.array_record' \\
       --size 25m --steps 200000 --batch_size 256 --out runs/m2-eqinfo16-65k
 
+Rows hold several records by default (`--pack_records`), so no position is
+spent on padding; `--no-pack_records` gives each record its own row, as the
+paper does.
+
 The token vocabulary comes from the shard directory's stats.json
 ("vocab_size") unless --vocab_size is given; the model's vocabulary is one
 larger (BOS, see training.data).
@@ -27,10 +31,11 @@ def parse_flags(argv) -> argparse.Namespace:
   parser.add_argument("--m1_flops_per_byte", type=float, default=-1.0,
                       help="M1's FLOPs/byte added to FLOPs/byte (default: from stats.json: "
                            "'m1_flops_per_byte' or 2 * params of its 'm1' checkpoint)")
-  parser.add_argument("--pack_records", action="store_true",
+  parser.add_argument("--pack_records", action=argparse.BooleanOptionalAction, default=True,
                       help="pack several records into each row of --seq_len positions, each "
                            "attending only to itself, instead of padding every short record "
-                           "(training/row_packing.py)")
+                           "(training/row_packing.py); --no-pack_records: one record per row, "
+                           "as in the paper")
   train.add_train_flags(parser, batch_size=256, seq_len=constants.MAX_TOKENS)
   return parser.parse_args(argv)
 
@@ -70,7 +75,7 @@ def build_task(args) -> tuple[train.Task, train.TrainConfig]:
       run_config={"data": {"train": args.train, "validation": args.validation,
                            "token_vocab": vocab, "seq_len": args.seq_len,
                            "batch_size": args.batch_size, "seed": args.seed,
-                           # only when set, so runs saved without the key still resume
+                           # absent for one record per row, as in runs saved before packing
                            **({"pack_records": True} if args.pack_records else {})},
                   "method": stats.get("method")})
   return task, train.train_config_from_flags(args)

@@ -120,7 +120,7 @@ def test_tiny_m1_beats_the_unigram_baseline(webtext_dir, tmp_path, capsys):
 # M2: resume, data parallelism, checkpoints
 
 
-@pytest.mark.parametrize("pack", [[], ["--pack_records"]], ids=["record_per_row", "packed"])
+@pytest.mark.parametrize("pack", [["--no-pack_records"], []], ids=["record_per_row", "packed"])
 def test_killed_then_resumed_m2_equals_uninterrupted(m2_shards, tmp_path, pack):
   steps = 12  # 12 x 8 = the 96 training records: one epoch (one record per row)
   whole = tmp_path / "whole"
@@ -141,7 +141,7 @@ def test_killed_then_resumed_m2_equals_uninterrupted(m2_shards, tmp_path, pack):
   ids_whole, ids_killed = ids_by_step(whole), ids_by_step(killed)
   assert ids_killed == ids_whole and sorted(ids_whole) == list(range(1, steps + 1))
   ids = sorted(i for ids in ids_whole.values() for i in ids)
-  if pack:  # more than an epoch of records in the same 12 steps
+  if not pack:  # packed: more than an epoch of records in the same 12 steps
     assert len(ids) > 96 and set(ids) == set(range(96))
     assert checkpoint_lib.load_config(str(killed))["data"]["pack_records"] is True
   else:
@@ -207,8 +207,10 @@ def test_missing_or_corrupt_checkpoint_gives_a_one_line_error(m2_shards, tmp_pat
     ckpt.restore({"x": np.zeros(2)})
   run_dir = tmp_path / "run"
   assert train_m2.run(m2_flags(m2_shards, run_dir, 2, "--checkpoint_every", "2")) == 0
-  with pytest.raises(ValueError, match="different data"):  # another order would break resume
-    train_m2.run(m2_flags(m2_shards, run_dir, 4, "--seed", "5"))
+  with pytest.raises(ValueError, match=r"different data \(seed: 0 -> 5\)"):  # another order
+    train_m2.run(m2_flags(m2_shards, run_dir, 4, "--seed", "5"))          # would break resume
+  with pytest.raises(ValueError, match=r"different data \(pack_records: True -> unset\)"):
+    train_m2.run(m2_flags(m2_shards, run_dir, 4, "--no-pack_records"))
   state_dir = run_dir / "checkpoints" / "2" / "state"
   for path in state_dir.rglob("*"):
     if path.is_file() and path.stat().st_size > 0:
