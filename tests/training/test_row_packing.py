@@ -79,3 +79,16 @@ def test_a_record_longer_than_a_row_says_what_to_do(m2_shards):
   else:
     raise AssertionError("a record longer than --seq_len was packed")
   assert row_packing.SEQUENCE_KEYS[:3] == ("inputs", "targets", "weights")
+
+
+def test_packed_processes_read_disjoint_halves(m2_shards, monkeypatch):
+  import jax  # pylint: disable=import-outside-toplevel
+  monkeypatch.setattr(jax, "process_count", lambda: 2)
+  seen = []
+  for index in (0, 1):
+    monkeypatch.setattr(jax, "process_index", lambda index=index: index)
+    batches = data.m2_batches(_config(m2_shards, batch_size=16, shuffle=False, repeat=False))
+    ids = [int(i) for b in batches for i in b["ids"].ravel() if i >= 0]
+    assert ids and all(i % 2 == index for i in ids) and len(ids) == len(set(ids))
+    seen.append(set(ids))
+  assert not seen[0] & seen[1]
