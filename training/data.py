@@ -326,25 +326,25 @@ def record_tokens(record: bytes) -> tuple[np.ndarray, int]:
   return tokens, int(features["num_bytes"].int64_list.value[0])
 
 
-def parse_m2_record(record: bytes, seq_len: int, bos: int) -> dict[str, np.ndarray]:
-  """Parses one serialized tf.train.Example (`targets`, `num_bytes`) to a padded example."""
+def parse_m2_record(record: bytes, record_id: int, seq_len: int,
+                    bos: int) -> dict[str, np.ndarray]:
+  """One serialized tf.train.Example (`targets`, `num_bytes`) as a padded row with its id."""
   tokens, num_bytes = record_tokens(record)
   out = pack_sequence(tokens, seq_len, bos)
   out["num_bytes"] = np.int64(num_bytes)
+  out["ids"] = np.int64(record_id)
   return out
 
 
-class _ParseRecord(grain.transforms.Map):
-  """grain Map: (record id, serialized Example) -> packed example with its id."""
+class ParseRecord(grain.transforms.Map):
+  """grain Map: (record id, serialized Example) -> parse(record, record id, seq_len, bos)."""
 
-  def __init__(self, seq_len: int, bos: int):
-    self.seq_len, self.bos = seq_len, bos
+  def __init__(self, parse, seq_len: int, bos: int):
+    self.parse, self.seq_len, self.bos = parse, seq_len, bos
 
   def map(self, element):
     record_id, record = element
-    out = parse_m2_record(record, self.seq_len, self.bos)
-    out["ids"] = np.int64(record_id)
-    return out
+    return self.parse(record, record_id, self.seq_len, self.bos)
 
 
 def m2_records(config: M2DataConfig) -> grain.MapDataset:
@@ -374,7 +374,7 @@ def m2_dataset(config: M2DataConfig) -> grain.MapDataset:
 
   Records in `m2_records` order; batches of B/P examples (drop_remainder=True).
   """
-  ds = m2_records(config).map(_ParseRecord(config.seq_len, config.token_vocab))
+  ds = m2_records(config).map(ParseRecord(parse_m2_record, config.seq_len, config.token_vocab))
   return ds.batch(config.batch_size // jax.process_count(), drop_remainder=True, batch_fn=stack)
 
 

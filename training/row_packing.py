@@ -47,17 +47,6 @@ def record_sequence(record: bytes, record_id: int, seq_len: int, bos: int) -> di
   return out
 
 
-class _ParseSequence(grain.transforms.Map):
-  """grain Map: (record id, serialized Example) -> `record_sequence`."""
-
-  def __init__(self, seq_len: int, bos: int):
-    self.seq_len, self.bos = seq_len, bos
-
-  def map(self, element):
-    record_id, record = element
-    return record_sequence(record, record_id, self.seq_len, self.bos)
-
-
 class _FinishRow(grain.transforms.Map):
   """grain Map: a packed bin -> one row of the batch layout above."""
 
@@ -75,7 +64,8 @@ class _FinishRow(grain.transforms.Map):
 def packed_rows(config: data.M2DataConfig, read: grain.ReadOptions) -> grain.IterDataset:
   """Batches of packed rows of this process's records (`data.m2_records` order)."""
   local_batch = config.batch_size // jax.process_count()
-  records = data.m2_records(config).map(_ParseSequence(config.seq_len, config.token_vocab))
+  records = data.m2_records(config).map(
+      data.ParseRecord(record_sequence, config.seq_len, config.token_vocab))
   packed = FirstFitPackIterDataset(
       records.to_iter_dataset(read),
       length_struct={k: config.seq_len for k in SEQUENCE_KEYS},
