@@ -14,7 +14,8 @@ table for each kind given:
   decoded and compared before writing, bytes dropped, and whether the job
   finished (COMPLETED).
 * training, one row per run (paper Table 3, §3.2): kind, method, Table 4
-  size, non-embedding parameters, the last validation bits/byte (and the
+  size, non-embedding parameters, whether M2's rows held several records
+  (train-m2 --pack_records), the last validation bits/byte (and the
   paper's 1.457 for a 3m M1), FLOPs/byte, the last training bits/byte,
   bytes of text per step, tokens/s and MFU, from the run's metrics.jsonl.
 * evaluation, one row per `eqinfo eval --out` file (paper Table 3): the
@@ -52,7 +53,8 @@ COMPRESSION_COLUMNS = (  # (key, header, format)
 
 TRAINING_COLUMNS = (
     ("directory", "run", "{}"), ("kind", "kind", "{}"), ("method", "method", "{}"),
-    ("size", "size", "{}"), ("non_embedding_params", "params", "{}"), ("step", "step", "{}"),
+    ("size", "size", "{}"), ("non_embedding_params", "params", "{}"),
+    ("packed", "packed rows", "{}"), ("step", "step", "{}"),
     ("validation_bits_per_byte", "bits/byte", "{:.3f}"),
     ("paper_bits_per_byte", "paper", "{:.3f}"),
     ("flops_per_byte", "FLOPs/byte", "{:.4g}"),
@@ -161,6 +163,8 @@ def run_row(directory: str) -> dict:
       "directory": directory, "kind": config["kind"], "method": config.get("method"),
       "size": size,
       "non_embedding_params": model_lib.count_params(model_lib.param_shapes(model)),
+      "packed": (bool(config.get("data", {}).get("pack_records", False))
+                 if config["kind"] == "m2" else None),
       "steps": config.get("train", {}).get("steps"),
       "step": max(train.get("step", 0), validation.get("step", 0)) or None,
       "validation_step": validation.get("step"),

@@ -63,6 +63,7 @@ def test_report_of_shards_and_m2_run(m2_run, tmp_path, capsys):
   validation = [m for m in lines if m["split"] == "validation"][-1]
   assert train_row["kind"] == "m2" and train_row["method"] == "equal_info_ac[b=16,v=256]"
   assert (train_row["size"], train_row["step"], train_row["steps"]) == ("tiny", 4, 4)
+  assert train_row["packed"] is True  # train-m2's default
   assert train_row["non_embedding_params"] == 106_944
   assert train_row["validation_bits_per_byte"] == validation["bits_per_byte"]
   assert train_row["flops_per_byte"] == validation["flops_per_byte"]
@@ -74,7 +75,7 @@ def test_report_of_shards_and_m2_run(m2_run, tmp_path, capsys):
 
   assert f"| {shards} | equal_info_ac[b=16,v=256] |" in text
   assert f"| {num_bytes / tokens:.3f} | 2.66 |" in text
-  assert f"| {run} | m2 | equal_info_ac[b=16,v=256] | tiny | 106944 | 4 | " \
+  assert f"| {run} | m2 | equal_info_ac[b=16,v=256] | tiny | 106944 | True | 4 | " \
          f"{validation['bits_per_byte']:.3f} | - |" in text
 
 
@@ -111,6 +112,7 @@ def test_report_of_a_3m_m1_sets_the_paper_beside_it(tmp_path, capsys):
   assert cli.main(["report", str(out)]) == 0
   (row,) = report.build([str(out)])["training"]
   assert (row["kind"], row["size"], row["method"], row["step"]) == ("m1", "3m", None, 1)
+  assert row["packed"] is None
   assert row["paper_bits_per_byte"] == 1.457
   assert row["non_embedding_params"] == 3_147_904  # gated MLP, as in Table 4's "3m"
   assert row["validation_bits_per_byte"] > 0
