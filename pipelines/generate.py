@@ -54,7 +54,7 @@ def sample(config, params, batch: int, length: int, token_vocab: int, temperatur
     raise ValueError(f"--max_tokens must be in 1..{config.max_len}, got {length}")
 
   @jax.jit
-  def step(cache, token, position, key):  # token [B] at position t -> token t + 1
+  def step(params, cache, token, position, key):  # token [B] at position t -> token t + 1
     positions = jnp.full((batch,), position, jnp.int32)
     logits, cache = model_lib.decode_step(config, {"params": params}, cache, token, positions)
     logits = logits[:, :token_vocab]  # [B, V]
@@ -68,7 +68,7 @@ def sample(config, params, batch: int, length: int, token_vocab: int, temperatur
   out = []
   for t in range(length):
     key, sub = jax.random.split(key)
-    token, cache = step(cache, token, t, sub)
+    token, cache = step(params, cache, token, t, sub)
     out.append(token)
   return np.asarray(jnp.stack(out, axis=1))
 

@@ -320,15 +320,15 @@ class VerifyFn(beam.DoFn):
 
   def process(self, batch: list[Record]):
     batch = sorted(batch, key=lambda r: r.key)
-    sampled = []
+    picked = []
     for rec in batch:
       if verify_sampled(rec.key, self._fraction):
-        sampled.append(rec)
+        picked.append(rec)
       else:
         yield rec._replace(symbols=None)
-    if not sampled:
+    if not picked:
       return
-    for rec, got in zip(sampled, decode_each(self._method, [r.tokens for r in sampled])):
+    for rec, got in zip(picked, decode_each(self._method, [r.tokens for r in picked])):
       if got is not None and np.array_equal(got, rec.symbols):
         self._verified.inc()
         yield rec._replace(symbols=None, verified=True)

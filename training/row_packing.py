@@ -3,12 +3,13 @@
 With one record per row, every record shorter than T is padded: the last record
 of each compressed example is, which is about 5 to 8% of M2's positions for
 EqualInfoAC[b=16] shards. `eqinfo train-m2` (`--pack_records`, the default)
-packs records first fit into rows of T positions (grain's FirstFitPackIterDataset, one bin per row
-of the local batch) and keeps each record to itself: a position attends only
-to earlier positions of its own record (`segments`), and relative position
-biases depend on the distance alone, so a record's logits are those it gets
-alone in a row. Every record is still read once per epoch; a record that does
-not fit the open bins starts the next batch.
+packs records first fit into rows of T positions (grain's
+FirstFitPackIterDataset with BINS open rows per row of the local batch: a
+record that fits none of them sends them all on, in order) and keeps each
+record to itself: a position attends only to earlier positions of its own
+record (`segments`), and relative position biases depend on the distance
+alone, so a record's logits are those it gets alone in a row. Every record is
+read once per epoch; open rows may mix the end of one epoch with the next.
 
 Batch layout (the per-record one is in training.data):
   inputs, targets, weights  [B, T]        records side by side, then padding
@@ -23,7 +24,7 @@ from grain.experimental import FirstFitPackIterDataset
 
 from training import data
 
-BINS = 16  # open bins per row of the local batch: more bins, fuller rows (97.8% vs 94.6% at 1)
+BINS = 16  # open rows per row of the local batch: more, fuller rows (97.8% text vs 94.6% at 1)
 SEQUENCE_KEYS = ("inputs", "targets", "weights", "bytes", "ids")  # packed side by side
 
 

@@ -329,10 +329,10 @@ def flops_per_byte(non_embedding_params: int, tokens: float, num_bytes: float,
 class Throughput:
   """Turns meter sums into bits/byte, FLOPs/byte, bytes/step, tokens/s and MFU."""
 
-  def __init__(self, task: Task, seq_len: int, peak_flops: float):
-    n = model_lib.count_params(model_lib.param_shapes(task.model_config))
-    self.task = task
+  def __init__(self, task: Task, seq_len: int, peak_flops: float, non_embedding_params: int):
+    n = non_embedding_params
     self.non_embedding_params = n
+    self.m1_flops_per_byte = task.extra_flops_per_byte
     self.train_flops_per_token = 3.0 * model_lib.flops_per_token(task.model_config, seq_len, n)
     self.peak_flops = peak_flops
 
@@ -346,7 +346,7 @@ class Throughput:
         "z_loss": s["z_loss"] / tokens,
         "bits_per_byte": s["xent"] / num_bytes / LN2,
         "flops_per_byte": flops_per_byte(self.non_embedding_params, tokens, num_bytes,
-                                         self.task.extra_flops_per_byte),
+                                         self.m1_flops_per_byte),
         "bytes_per_step": s["bytes"] / max(m.steps, 1),  # text one step trains on
         "tokens_per_s": tokens_per_s,
         "steps_per_s": m.steps / elapsed,
@@ -448,12 +448,14 @@ class _Loop:
     self.eval_step = make_eval_step(task.model_config, mesh)
     self.writer = MetricsWriter(config.out)
     self.ids = ExampleIdLog(config.out, config.log_example_ids)
+    self.non_embedding_params = model_lib.count_params(model_lib.param_shapes(task.model_config))
 
   def run(self, state: State, start: int, ckpt: checkpoint_lib.Checkpointer) -> State:
     cfg, batches = self.config, self.task.train_batches
     bar = tqdm.tqdm(total=cfg.steps, initial=start, unit="step", dynamic_ncols=True,
                     disable=not cfg.progress or jax.process_index() != 0)
-    rates = Throughput(self.task, self.task.model_config.max_len, self._peak_flops())
+    rates = Throughput(self.task, self.task.model_config.max_len, self._peak_flops(),
+                       self.non_embedding_params)
     meter = Meter()
     for done in range(start + 1, cfg.steps + 1):
       batch = next(batches)
@@ -483,9 +485,8 @@ class _Loop:
       logging.warning("validation at step %d skipped: %s", step, e)
       return
     if metrics is not None:
-      n = model_lib.count_params(model_lib.param_shapes(self.task.model_config))
-      metrics["flops_per_byte"] = flops_per_byte(n, metrics["tokens"], metrics["bytes"],
-                                                 self.task.extra_flops_per_byte)
+      metrics["flops_per_byte"] = flops_per_byte(self.non_embedding_params, metrics["tokens"],
+                                                 metrics["bytes"], self.task.extra_flops_per_byte)
       self.writer.write("validation", step, metrics)
       logging.info("step %d validation %s", step, metrics)
 
