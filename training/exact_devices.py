@@ -223,6 +223,8 @@ def parse_flags(argv) -> argparse.Namespace:
   parser.add_argument("--seq_len", type=int, default=512)
   parser.add_argument("--hlo", help="directory for the optimised programs of each model and "
                       "device (MODEL.DEVICE.PROGRAM.txt), to compare where tables differ")
+  parser.add_argument("--save", help="directory for each model's exact weights (DIR/MODEL, "
+                      "loadable with --m1), so tables that differ can be recomputed elsewhere")
   return parser.parse_args(argv)
 
 
@@ -245,6 +247,9 @@ def run(argv=None) -> int:
   if args.hlo:
     for name, model in models.items():
       write_programs(args.hlo, name, model, symbols[:1], devices)
+  if args.save:
+    for name, model in models.items():
+      model.save(os.path.join(args.save, name))
   report = {"equal": all(r["equal"] for r in reports), "models": reports}
   print(json.dumps(report, indent=2))
   return 0 if report["equal"] else 1

@@ -284,7 +284,8 @@ def test_device_check_command(webtext_dir, tmp_path):
   stdout = io.StringIO()
   with contextlib.redirect_stdout(stdout):
     status = cli.main(["check-devices", "--text", str(webtext_dir / "validation" / "*.jsonl.gz"),
-                       "--sequences", "3", "--seq_len", "40", "--hlo", str(tmp_path)])
+                       "--sequences", "3", "--seq_len", "40", "--hlo", str(tmp_path / "hlo"),
+                       "--save", str(tmp_path / "models")])
   report = json.loads(stdout.getvalue())
   assert status == 0 and report["equal"]
   drawn, converted = report["models"]
@@ -292,10 +293,18 @@ def test_device_check_command(webtext_dir, tmp_path):
   assert drawn["fingerprint"] == random_integer_model().fingerprint
   assert drawn["contexts"] == converted["contexts"] == 120
   platforms = sorted({"cpu", jax.default_backend()})  # the accelerator's too, where there is one
-  assert sorted(p.name for p in tmp_path.iterdir()) == [
+  assert sorted(p.name for p in (tmp_path / "hlo").iterdir()) == [
       f"{m}.{platform}.{p}.txt" for m in ("converted_random", "integer_drawn")
       for platform in platforms for p in ("decode_step", "sequence_freqs")]
-  assert "HloModule" in (tmp_path / "integer_drawn.cpu.decode_step.txt").read_text()
+  assert "HloModule" in (tmp_path / "hlo" / "integer_drawn.cpu.decode_step.txt").read_text()
+  stdout = io.StringIO()
+  with contextlib.redirect_stdout(stdout):  # a saved model gives the same tables elsewhere
+    assert cli.main(["check-devices", "--text", str(webtext_dir / "validation" / "*.jsonl.gz"),
+                     "--sequences", "3", "--seq_len", "40",
+                     "--m1", str(tmp_path / "models" / "converted_random")]) == 0
+  (saved,) = json.loads(stdout.getvalue())["models"]
+  assert saved["fingerprint"] == converted["fingerprint"]
+  assert saved["digest"] == converted["digest"]
   with pytest.raises(ValueError, match="fewer --sequences"):
     exact_devices.text_symbols(iter(["short text"]), 2, 8)
   stdout = io.StringIO()
