@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The checks that need a GPU or TPU, in one run (about 10 minutes on one H100).
+# The checks that need a GPU or TPU, in one run (about 12 minutes on one H100).
 #
 # Usage: DATA=../shared/data/webtext OUT=accelerator_checks benchmarks/accelerator_checks.sh
 #
@@ -8,7 +8,7 @@
 #
 # Writes to $OUT: accelerator.txt (the card), exact_devices.json (tables of
 # 102,400 contexts on the accelerator and the CPU, every integer compared; the
-# optimised programs of each device in hlo/),
+# optimised programs of each device in hlo/, the compared weights in models/),
 # pytest_exact.txt (every exact-M1 test, run on the accelerator), pytest_verify_device.txt
 # (the pipeline's CPU verification and its check before coding, with M1 coding on the
 # accelerator), exact_m1_bench.json (exact vs float
@@ -38,8 +38,9 @@ step() {  # step SECONDS FILE COMMAND...: runs COMMAND with its output in $OUT/F
 
 (nvidia-smi -L || "$PYTHON" -c "import jax; print(jax.devices())") > "$OUT/accelerator.txt" 2>&1
 step 150 exact_devices.json "$PYTHON" -m training.exact_devices \
-  --text "$DATA/validation/*.jsonl.gz" --sequences 200 --seq_len 512 --hlo "$OUT/hlo"
-step 180 pytest_exact.txt "$PYTHON" -m pytest -m "not slow" tests/training/test_exact.py
+  --text "$DATA/validation/*.jsonl.gz" --sequences 200 --seq_len 512 --hlo "$OUT/hlo" \
+  --save "$OUT/models"
+step 300 pytest_exact.txt "$PYTHON" -m pytest -m "not slow" tests/training/test_exact.py
 step 120 pytest_verify_device.txt "$PYTHON" -m pytest tests/pipelines/test_verify_device.py
 step 180 exact_m1_bench.json "$PYTHON" benchmarks/exact_m1_bench.py --data "$DATA" --lanes 2048 \
   --block_lanes 64,512,2048

@@ -23,11 +23,11 @@ Number formats (all values are int32 at run time; int64 is never needed):
   (longer contractions are summed chunk by chunk in int32), so a product stays
   exact even where a backend computes it through float arithmetic with partial
   sums below 2**24;
+* layer 0's normed input depends on the token alone, so it is a table
+  computed once on the host (`first_norm_table`) and gathered on the device;
 * attention sums (weights times values, below 2**12 * 127 * 2048 < 2**31) are
-  an integer multiply and an integer reduction, not matrix products: on an
-  H100, such a sum computed by a matrix product inside the model once came out
-  wrong while the same product computed alone was exact (cause not
-  established), and on CPU the reduction is also the faster of the two;
+  an integer multiply and an integer reduction, not matrix products (on CPU
+  the reduction is also the faster of the two);
 * requantisation: `mul_shift(x, mult, shift)` = round(x * mult / 2**shift)
   with 15-bit multipliers, per output channel, evaluated in int32 without
   overflow (the product is split into 15-bit halves);
@@ -58,6 +58,7 @@ import functools
 import hashlib
 import io
 import json
+import math
 import os
 import zipfile
 from typing import Any, Sequence
@@ -262,9 +263,14 @@ def mul_shift(x: jax.Array, mult: jax.Array, shift: jax.Array) -> jax.Array:
   return jnp.where(shift >= 15, down, up)
 
 
+def floor_div(n: jax.Array, d: jax.Array) -> jax.Array:
+  """floor(n / d) for d >= 1."""
+  return jnp.floor_divide(n, d)
+
+
 def round_div(n: jax.Array, d: jax.Array) -> jax.Array:
   """floor((n + floor(d / 2)) / d) for d >= 1: n / d rounded, halves up."""
-  return jnp.floor_divide(n + (d >> 1), d)
+  return floor_div(n + (d >> 1), d)
 
 
 def isqrt(n: jax.Array) -> jax.Array:
@@ -385,7 +391,7 @@ def table_freqs(params: dict, x: jax.Array, bits: int) -> jax.Array:
   zmax = jnp.max(z, axis=-1, keepdims=True)
   p = exp[jnp.minimum(zmax - z, exp.shape[0] - 1)]  # [..., 257]
   total = jnp.sum(p, axis=-1, keepdims=True)  # >= exp[0]
-  freqs = 1 + (p * SPARE) // total
+  freqs = 1 + floor_div(p * SPARE, total)
   rest = constants.TOTAL_FREQ - jnp.sum(freqs, axis=-1, keepdims=True)
   index = jnp.arange(constants.ALPHABET_SIZE)
   top = jnp.min(jnp.where(p == exp[0], index, constants.ALPHABET_SIZE), axis=-1, keepdims=True)
@@ -394,9 +400,46 @@ def table_freqs(params: dict, x: jax.Array, bits: int) -> jax.Array:
 
 # -- the transformer -----------------------------------------------------------
 
-def _qkv(config: configs.ModelConfig, layer: dict, x: jax.Array):
-  """[..., d] residual -> q, k, v [..., H, D] int8 values."""
-  h = rms_norm(x, layer["attn_norm"], norm_bits(config.d_model))
+def first_norm_table(config: configs.ModelConfig, params: dict[str, np.ndarray]) -> np.ndarray:
+  """[VOCAB_SIZE, d] int8: `rms_norm` of every embedding row with layer 0's attention norm.
+
+  Layer 0 normalises the embedding of its input token, so its normed input is
+  a table of the weights alone. It is computed once, on the host, in int64
+  numpy, and the device programs gather from it: no device reduces over a
+  gathered embedding row. On an H100 (jax 0.11.2) that fused gather and
+  reduction gave one token's row of a converted M1 a different power-of-two
+  scale than the CPU (its one entry above 2**15 was left out), which changed
+  one of its normed values by one and every table after it; the weights are
+  kept in tests/training/data.
+  """
+  x = np.asarray(params["embed"], np.int64)
+  mult = np.asarray(params["layers_0/attn_norm/mult"], np.int64)
+  shift = int(params["layers_0/attn_norm/shift"])
+  bits = norm_bits(config.d_model)
+  length = np.array([int(m).bit_length() for m in np.abs(x).max(axis=-1)])[:, None]
+  down, up = np.maximum(length - bits, 0), np.maximum(bits - length, 0)
+  xr = ((x + ((np.int64(1) << down) >> 1)) >> down) << up
+  root = np.array([max(math.isqrt(int(v)), 1) for v in np.sum(xr * xr, axis=-1)])[:, None]
+  d = root << shift
+  return np.clip((xr * mult + (d >> 1)) // d, -ACT_MAX, ACT_MAX).astype(np.int8)
+
+
+def device_tree(config: configs.ModelConfig, params: dict[str, np.ndarray]) -> dict:
+  """The nested weights that `decode_step` and `sequence_freqs` take: `params` plus
+  "first_norm" (`first_norm_table`)."""
+  return unflatten({**params, "first_norm": first_norm_table(config, params)})
+
+
+def _normed_input(config: configs.ModelConfig, params: dict, i: int, x: jax.Array,
+                  tokens: jax.Array) -> jax.Array:
+  """Layer i's attention norm of its [..., d] input; layer 0's is looked up by token."""
+  if i == 0:
+    return params["first_norm"][tokens]
+  return rms_norm(x, params[f"layers_{i}"]["attn_norm"], norm_bits(config.d_model))
+
+
+def _qkv(config: configs.ModelConfig, layer: dict, h: jax.Array):
+  """[..., d] normed int8 values -> q, k, v [..., H, D] int8 values."""
   qkv = layer["qkv"]
   y = jnp.clip(mul_shift(dense(h, qkv["kernel"]), qkv["mult"], qkv["shift"]), -ACT_MAX, ACT_MAX)
   y = y.reshape(y.shape[:-1] + (3, config.num_heads, config.head_dim))
@@ -451,7 +494,7 @@ def decode_step(config: configs.ModelConfig, params: dict, cache: list[dict], to
 
   Args:
     config: the M1 config.
-    params: nested integer weights (`unflatten` of the flat weights).
+    params: nested integer weights (`device_tree`).
     cache: per layer {"k", "v"}: [B, H, S, D] int8 values (int8 or int32
       container), S >= min(p + 1, max_len).
     tokens: [B] int32 inputs.
@@ -476,7 +519,7 @@ def decode_step(config: configs.ModelConfig, params: dict, cache: list[dict], to
   new_cache = []
   for i in range(config.num_layers):
     layer = params[f"layers_{i}"]
-    q, k, v = _qkv(config, layer, x)  # [B, H, D]
+    q, k, v = _qkv(config, layer, _normed_input(config, params, i, x, tokens))  # [B, H, D]
     layer_cache = {}
     for name, new in (("k", k), ("v", v)):
       values = cache[i][name]
@@ -515,7 +558,7 @@ def sequence_freqs(config: configs.ModelConfig, params: dict, inputs: jax.Array,
   seen = {}
   for i in range(config.num_layers):
     layer = params[f"layers_{i}"]
-    q, k, v = _qkv(config, layer, x)  # [B, T, H, D]
+    q, k, v = _qkv(config, layer, _normed_input(config, params, i, x, inputs))  # [B, T, H, D]
     scores = int8_einsum("bqhd,bkhd->bhqk", q, k)
     scores = scores + jnp.transpose(layer["rel_bias"][bucket], (2, 0, 1))[None]
     softmax = layer["softmax"]
@@ -606,7 +649,7 @@ class ExactM1Model(base.ProbabilityModel):
     self.block_lanes = block_lanes
     self.device = device
     self.fingerprint = fingerprint(params)
-    self._tree = jax.device_put(unflatten({k: np.asarray(v) for k, v in params.items()}), device)
+    self._tree = jax.device_put(device_tree(config, params), device)
     self._step = jax.jit(functools.partial(decode_step, config), donate_argnums=(1,))
     self._sequence = jax.jit(functools.partial(sequence_freqs, config))
     self._trace = jax.jit(functools.partial(sequence_freqs, config, trace=True))
