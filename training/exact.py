@@ -406,11 +406,12 @@ def first_norm_table(config: configs.ModelConfig, params: dict[str, np.ndarray])
   Layer 0 normalises the embedding of its input token, so its normed input is
   a table of the weights alone. It is computed once, on the host, in int64
   numpy, and the device programs gather from it: no device reduces over a
-  gathered embedding row. On an H100 (jax 0.11.2) that fused gather and
-  reduction gave one token's row of a converted M1 a different power-of-two
-  scale than the CPU (its one entry above 2**15 was left out), which changed
-  one of its normed values by one and every table after it; the weights are
-  kept in tests/training/data.
+  gathered embedding row. On an H100 (jax 0.11.2), where the device computed
+  this norm from the gathered row, one token's row of a converted M1 came out
+  with one value off by one (-13 where the CPU and the int64 oracle give -14:
+  what the row gives when its one entry above 2**15 is left out of its
+  power-of-two scale), and every table after that token differed; those
+  weights are kept in tests/training/data.
   """
   x = np.asarray(params["embed"], np.int64)
   mult = np.asarray(params["layers_0/attn_norm/mult"], np.int64)

@@ -200,10 +200,11 @@ def test_first_norm_table_is_layer_zeros_norm(which):
 def test_the_m1_an_h100_parted_on(contexts):
   """The weights whose tables an H100 once computed differently: equal to the oracle here.
 
-  On that H100, token 58's embedding row (one entry, -33461, above 2**15) was
-  normed with the scale of a row below 2**15, so layer 0 gave h[23] = -13
-  where the oracle gives -14, in contexts 9 and 69 of the `contexts` fixture;
-  every other intermediate there followed from that one value.
+  On that H100 (when layer 0 normed the gathered embedding row on the device),
+  token 58's row gave h[23] = -13 where the oracle gives -14 (as if its one
+  entry above 2**15, -33461, were left out of its power-of-two scale), in
+  contexts 9 and 69 of the `contexts` fixture; every other intermediate that
+  GPU computed for context 9 follows from that one value.
   """
   m = exact.load(H100_PARTED_M1)
   assert m.fingerprint == "5bfd625ea4dfc1b6"
