@@ -22,6 +22,7 @@ For M1 the token vocabulary is the 257 symbols (bytes + EOS), so BOS = 257
 and num_bytes = n (every symbol counts as one byte, EOS included).
 """
 import dataclasses
+import functools
 import json
 import logging
 import posixpath
@@ -79,6 +80,29 @@ def pack_sequence(tokens: np.ndarray, seq_len: int, bos: int) -> dict[str, np.nd
 def stack(examples: list[dict]) -> dict[str, np.ndarray]:
   """Stacks a list of per-example dicts into a batch dict."""
   return {k: np.stack([e[k] for e in examples]) for k in examples[0]}
+
+
+def empty_row(example: dict) -> dict[str, np.ndarray]:
+  """A row shaped like `example` that holds nothing: zeros (weights 0, num_bytes 0), ids -1."""
+  return {k: np.full_like(v, -1 if k == "ids" else 0) for k, v in example.items()}
+
+
+def stack_full(examples: list[dict], rows: int) -> dict[str, np.ndarray]:
+  """`stack` of up to `rows` examples, filled up to `rows` with `empty_row`s.
+
+  The last batch of an evaluation pass: every example is scored, and the batch
+  keeps the shape the compiled step expects.
+  """
+  examples = list(examples)
+  return stack(examples + [empty_row(examples[0])] * (rows - len(examples)))
+
+
+def batched(ds, rows: int, repeat: bool):
+  """grain dataset -> batches of `rows`; without `repeat` the last batch is filled up
+  (`stack_full`) instead of dropped, so a pass over the data scores all of it."""
+  if repeat:
+    return ds.batch(rows, drop_remainder=True, batch_fn=stack)
+  return ds.batch(rows, drop_remainder=False, batch_fn=functools.partial(stack_full, rows=rows))
 
 
 # ----------------------------------------------------------------------------
@@ -162,7 +186,10 @@ class M1Batches:
   The state is (epoch, batches taken in the epoch); `set_state` replays the
   epoch's deterministic stream up to that point, so a resumed run continues
   with exactly the batches an uninterrupted run would see. A batch never
-  spans two epochs; the last partial batch of an epoch is dropped.
+  spans two epochs: in training (`repeat`) the last partial batch of an epoch
+  is dropped (the next epoch's shuffle puts other sequences last); a single
+  pass (evaluation) fills its last batch with empty rows (`stack_full`), so
+  every sequence is scored.
   """
 
   def __init__(self, config: M1DataConfig):
@@ -195,6 +222,8 @@ class M1Batches:
       if len(batch) == self.local_batch:
         yield stack(batch)
         batch = []
+    if batch and not cfg.repeat:
+      yield stack_full(batch, self.local_batch)
 
   def __iter__(self):
     return self
@@ -372,10 +401,11 @@ def m2_records(config: M2DataConfig) -> grain.MapDataset:
 def m2_dataset(config: M2DataConfig) -> grain.MapDataset:
   """The batched grain MapDataset of this process's M2 examples, one record per row.
 
-  Records in `m2_records` order; batches of B/P examples (drop_remainder=True).
+  Records in `m2_records` order; batches of B/P examples (`batched`: without
+  `repeat`, the last one is filled up with empty rows).
   """
   ds = m2_records(config).map(ParseRecord(parse_m2_record, config.seq_len, config.token_vocab))
-  return ds.batch(config.batch_size // jax.process_count(), drop_remainder=True, batch_fn=stack)
+  return batched(ds, config.batch_size // jax.process_count(), config.repeat)
 
 
 def m2_batches(config: M2DataConfig) -> grain.DatasetIterator:

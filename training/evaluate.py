@@ -143,7 +143,7 @@ class SampleCounter:
     for batch in batches:
       real = batch["weights"] > 0
       self.histogram += np.bincount(batch["targets"][real], minlength=len(self.histogram))
-      self.examples += len(batch["targets"])
+      self.examples += int(np.sum(batch["ids"] >= 0))  # records (or sequences), not rows
       yield batch
 
 

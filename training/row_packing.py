@@ -71,4 +71,4 @@ def packed_rows(config: data.M2DataConfig, read: grain.ReadOptions) -> grain.Ite
       records.to_iter_dataset(read),
       length_struct={k: config.seq_len for k in SEQUENCE_KEYS},
       num_packing_bins=BINS * local_batch, seed=config.seed, shuffle_bins=False)
-  return packed.map(_FinishRow()).batch(local_batch, drop_remainder=True, batch_fn=data.stack)
+  return data.batched(packed.map(_FinishRow()), local_batch, config.repeat)

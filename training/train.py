@@ -223,7 +223,7 @@ def evaluate(eval_step: Callable, params: Any, batches: Iterator[dict], mesh: Me
     tokens += float(sums["tokens"])
     num_bytes += float(sums["bytes"])
   if tokens == 0:
-    raise ValueError("the validation data holds no complete batch; lower --batch_size")
+    raise ValueError("the validation data holds no tokens; check the --validation / --data path")
   return {"loss": xent / tokens, "bits_per_byte": xent / num_bytes / LN2,
           "tokens": tokens, "bytes": num_bytes}
 

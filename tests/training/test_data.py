@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from compressor import symbols as symbols_lib
-from training import corpus
+from training import corpus, evaluate
 from training import data
 
 M2_VOCAB = 256  # as written by conftest.write_m2_shards
@@ -117,6 +117,22 @@ def test_m1_unshuffled_stream_is_documents_plus_eos_in_groups():
   assert (len(group) % 64 == 0) or len(got[len(group) // 64]) == len(group) % 64
 
 
+def test_a_pass_scores_every_m1_sequence_and_fills_its_last_batch():
+  cfg = _m1_config(shuffle=False, repeat=False, batch_size=5)
+  sequences = list(data.m1_sequences(cfg))
+  assert len(sequences) % 5  # so the pass ends with a partial batch
+  batches = list(data.M1Batches(cfg))
+  assert all(b["inputs"].shape == (5, 64) and b["ids"].shape == (5,) for b in batches)
+  ids = np.concatenate([b["ids"] for b in batches])
+  assert ids[ids >= 0].tolist() == [i for i, _ in sequences]
+  last = batches[-1]
+  empty = last["ids"] < 0
+  assert empty.sum() == 5 - len(sequences) % 5
+  assert not last["weights"][empty].any() and not last["num_bytes"][empty].any()
+  assert sum(int(b["num_bytes"].sum()) for b in batches) == sum(len(c) for _, c in sequences)
+  assert sum(int(b["weights"].sum()) for b in batches) == sum(len(c) for _, c in sequences)
+
+
 def test_m1_order_is_a_function_of_the_seed_and_resumes():
   first = [b["ids"].tolist() for b, _ in zip(data.M1Batches(_m1_config(seed=1)), range(6))]
   again = [b["ids"].tolist() for b, _ in zip(data.M1Batches(_m1_config(seed=1)), range(6))]
@@ -189,6 +205,27 @@ def test_m2_batch_layout_matches_records(m2_shards):
     np.testing.assert_array_equal(batch["inputs"][row, 1:n], batch["targets"][row, :n - 1])
     assert 3 * n <= batch["num_bytes"][row] <= 3 * n + 2
   assert batch["targets"].max() < M2_VOCAB
+
+
+@pytest.mark.parametrize("pack", [False, True])
+def test_a_pass_scores_every_m2_record_and_fills_its_last_batch(m2_shards, pack):
+  whole = list(data.m2_batches(_m2_config(m2_shards, shuffle=False, repeat=False)))
+  assert len(whole) == 12  # 96 records in batches of 8: nothing to fill
+  batches = list(data.m2_batches(_m2_config(m2_shards, batch_size=10, shuffle=False,
+                                            repeat=False, pack=pack)))
+  assert all(b["inputs"].shape == (10, M2_SEQ_LEN) for b in batches)
+  ids = np.concatenate([b["ids"].ravel() for b in batches])
+  assert sorted(ids[ids >= 0].tolist()) == list(range(96))
+  assert (sum(int(b["num_bytes"].sum()) for b in batches) ==
+          sum(int(b["num_bytes"].sum()) for b in whole))
+  assert (sum(float(b["weights"].sum()) for b in batches) ==
+          sum(float(b["weights"].sum()) for b in whole))
+  last = batches[-1]
+  empty = ~last["weights"].any(axis=-1)
+  assert empty.sum() == (0 if pack else 4)  # 96 records in 10 rows per batch, or fewer rows
+  assert not last["num_bytes"][empty].any() and np.all(last["ids"][empty] == -1)
+  counter = evaluate.SampleCounter(M2_VOCAB)
+  assert len(list(counter.wrap(iter(batches)))) == len(batches) and counter.examples == 96
 
 
 def test_m2_iterator_state_resumes_exactly(m2_shards):
