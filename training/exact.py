@@ -58,7 +58,6 @@ import functools
 import hashlib
 import io
 import json
-import math
 import os
 import zipfile
 from typing import Any, Sequence
@@ -93,7 +92,7 @@ OUT_ONE = 1 << 16  # output exp table at 0
 SPARE = constants.TOTAL_FREQ - constants.ALPHABET_SIZE  # counts shared out by probability
 CACHE_CHUNK = model_lib.DECODE_CHUNK  # the KV cache grows in whole chunks of slots
 BLOCK_LANES = 64  # most rows of one compiled step on CPU; more lanes run as several blocks
-ACCELERATOR_BLOCK_LANES = 2048  # the same on GPU/TPU (H100, 3m: 64k symbols/s at 64, 253k at 2048)
+ACCELERATOR_BLOCK_LANES = 2048  # the same on GPU/TPU (H100, 3m: 125k symbols/s at 512, 225k at 2048)
 MIN_BLOCK_LANES = 16  # fewest rows of one compiled step (a power of two from here up)
 CACHE_DTYPES = ("int8", "int32")  # KV cache containers; both hold int8 values, same tables
 _INT32_MIN = np.iinfo(np.int32).min
@@ -263,14 +262,9 @@ def mul_shift(x: jax.Array, mult: jax.Array, shift: jax.Array) -> jax.Array:
   return jnp.where(shift >= 15, down, up)
 
 
-def floor_div(n: jax.Array, d: jax.Array) -> jax.Array:
-  """floor(n / d) for d >= 1."""
-  return jnp.floor_divide(n, d)
-
-
 def round_div(n: jax.Array, d: jax.Array) -> jax.Array:
   """floor((n + floor(d / 2)) / d) for d >= 1: n / d rounded, halves up."""
-  return floor_div(n + (d >> 1), d)
+  return jnp.floor_divide(n + (d >> 1), d)
 
 
 def isqrt(n: jax.Array) -> jax.Array:
@@ -391,7 +385,7 @@ def table_freqs(params: dict, x: jax.Array, bits: int) -> jax.Array:
   zmax = jnp.max(z, axis=-1, keepdims=True)
   p = exp[jnp.minimum(zmax - z, exp.shape[0] - 1)]  # [..., 257]
   total = jnp.sum(p, axis=-1, keepdims=True)  # >= exp[0]
-  freqs = 1 + floor_div(p * SPARE, total)
+  freqs = 1 + (p * SPARE) // total
   rest = constants.TOTAL_FREQ - jnp.sum(freqs, axis=-1, keepdims=True)
   index = jnp.arange(constants.ALPHABET_SIZE)
   top = jnp.min(jnp.where(p == exp[0], index, constants.ALPHABET_SIZE), axis=-1, keepdims=True)
@@ -404,8 +398,9 @@ def first_norm_table(config: configs.ModelConfig, params: dict[str, np.ndarray])
   """[VOCAB_SIZE, d] int8: `rms_norm` of every embedding row with layer 0's attention norm.
 
   Layer 0 normalises the embedding of its input token, so its normed input is
-  a table of the weights alone. It is computed once, on the host, in int64
-  numpy, and the device programs gather from it: no device reduces over a
+  a table of the weights alone. It is computed once, on the host, by the int64
+  numpy norm of `training.exact_reference` (which also checks its bounds), and
+  the device programs gather from it: no device reduces over a
   gathered embedding row. On an H100 (jax 0.11.2), where the device computed
   this norm from the gathered row, one token's row of a converted M1 came out
   with one value off by one (-13 where the CPU and the int64 oracle give -14:
@@ -413,16 +408,10 @@ def first_norm_table(config: configs.ModelConfig, params: dict[str, np.ndarray])
   power-of-two scale), and every table after that token differed; those
   weights are kept in tests/training/data.
   """
-  x = np.asarray(params["embed"], np.int64)
-  mult = np.asarray(params["layers_0/attn_norm/mult"], np.int64)
-  shift = int(params["layers_0/attn_norm/shift"])
-  bits = norm_bits(config.d_model)
-  length = np.array([int(m).bit_length() for m in np.abs(x).max(axis=-1)])[:, None]
-  down, up = np.maximum(length - bits, 0), np.maximum(bits - length, 0)
-  xr = ((x + ((np.int64(1) << down) >> 1)) >> down) << up
-  root = np.array([max(math.isqrt(int(v)), 1) for v in np.sum(xr * xr, axis=-1)])[:, None]
-  d = root << shift
-  return np.clip((xr * mult + (d >> 1)) // d, -ACT_MAX, ACT_MAX).astype(np.int8)
+  from training import exact_reference  # pylint: disable=import-outside-toplevel
+  return exact_reference.rms_norm(
+      np.asarray(params["embed"], np.int64), params["layers_0/attn_norm/mult"],
+      params["layers_0/attn_norm/shift"], norm_bits(config.d_model)).astype(np.int8)
 
 
 def device_tree(config: configs.ModelConfig, params: dict[str, np.ndarray]) -> dict:

@@ -1,6 +1,7 @@
 """The integer arithmetic of `training.exact`, written again in plain int64 numpy.
 
-An oracle for tests: each context is recomputed from scratch (full causal
+An oracle for tests (and the host-side maker of layer 0's normed embedding
+table, `exact.first_norm_table`): each context is recomputed from scratch (full causal
 attention over all its positions, no cache, no lanes), every primitive is
 written in its textbook form (`x * mult` in int64, `math.isqrt`, numpy floor
 division), and every intermediate is checked against the int32 bounds that the

@@ -181,7 +181,7 @@ H100_PARTED_M1 = pathlib.Path(__file__).parent / "data" / "h100_parted_m1"
 
 @pytest.mark.parametrize("which", ["integer_drawn", "h100_parted"])
 def test_first_norm_table_is_layer_zeros_norm(which):
-  """The host's layer-0 table equals the device norm of each embedding row, and the reference's."""
+  """The host's layer-0 table equals the jitted norm of each embedding row."""
   if which == "integer_drawn":
     m = random_integer_model()
   else:
@@ -189,8 +189,6 @@ def test_first_norm_table_is_layer_zeros_norm(which):
   table = exact.first_norm_table(m.config, m.params)
   assert table.dtype == np.int8 and table.shape == (exact.VOCAB_SIZE, m.config.d_model)
   p, bits = m.params, exact.norm_bits(m.config.d_model)
-  np.testing.assert_array_equal(table, exact_reference.rms_norm(
-      p["embed"], p["layers_0/attn_norm/mult"], p["layers_0/attn_norm/shift"], bits))
   with jax.default_device(jax.devices("cpu")[0]):
     norm = {"mult": p["layers_0/attn_norm/mult"], "shift": p["layers_0/attn_norm/shift"]}
     np.testing.assert_array_equal(table, jax.jit(exact.rms_norm, static_argnums=2)(
