@@ -23,6 +23,7 @@ and num_bytes = n (every symbol counts as one byte, EOS included).
 """
 import dataclasses
 import functools
+import itertools
 import json
 import logging
 import posixpath
@@ -106,7 +107,8 @@ def batched(ds, rows: int, repeat: bool):
 
 
 # ----------------------------------------------------------------------------
-# M1: documents -> bytes + EOS -> groups of 128 documents -> sequences.
+# M1: documents -> bytes + EOS -> groups of 128 documents (one per process in turn)
+# -> one stream per process -> sequences of T symbols.
 
 
 @dataclasses.dataclass(frozen=True)
@@ -118,7 +120,8 @@ class M1DataConfig:
   seed: int = 0                  # shuffle seed; the order is a function of it alone
   shuffle: bool = True           # shuffle sequences (buffered); False for evaluation
   shuffle_buffer: int = 8192     # sequences held by the shuffle buffer
-  docs_per_group: int = constants.DOCS_PER_GROUP  # documents concatenated (paper §3.1)
+  docs_per_group: int = constants.DOCS_PER_GROUP  # documents per group (paper §3.1): the
+                                                  # unit that processes share out
   repeat: bool = True            # loop over the corpus forever (training)
   data_dir: str | None = None    # TFDS data_dir for `tfds:` specs
 
@@ -126,11 +129,6 @@ class M1DataConfig:
     for name in ("seq_len", "batch_size", "shuffle_buffer", "docs_per_group"):
       if getattr(self, name) < 1:
         raise ValueError(f"M1DataConfig.{name} must be >= 1, got {getattr(self, name)}")
-
-
-def group_sequences(stream: np.ndarray, seq_len: int) -> list[np.ndarray]:
-  """Cuts one group's symbol stream into chunks of seq_len (the last may be shorter)."""
-  return [stream[i:i + seq_len] for i in range(0, len(stream), seq_len)]
 
 
 def document_groups(config: M1DataConfig) -> Iterator[list[str]]:
@@ -149,21 +147,26 @@ def m1_sequences(config: M1DataConfig, shard: tuple[int, int] = (0, 1)
                  ) -> Iterator[tuple[int, np.ndarray]]:
   """Yields (sequence id, [<=T] symbols) for one pass over the corpus, unshuffled.
 
-  Each group of 128 documents becomes one symbol stream (bytes + EOS per
-  document), cut into sequences of T symbols. Group g goes to process
-  g % num_processes; ids count the sequences of the whole corpus.
+  Group g of 128 documents goes to process g % P. A process concatenates its
+  groups' symbols (bytes + EOS per document) into one stream and cuts it into
+  sequences of T symbols, so only its last sequence of the pass is short (no
+  padding at group ends). Process p's k-th sequence has id k * P + p: unique
+  across processes, and simply k on one.
   """
   index, count = shard
-  seq_id = 0
+  pending = np.zeros(0, symbols_lib.SYMBOL_DTYPE)
+  k = 0
   for g, group in enumerate(document_groups(config)):
     if g % count != index:
-      num_symbols = sum(len(t.encode("utf-8", errors="surrogateescape")) + 1 for t in group)
-      seq_id += -(-num_symbols // config.seq_len)
       continue
-    stream = symbols_lib.concat(symbols_lib.symbols_from_text(t) for t in group)
-    for chunk in group_sequences(stream, config.seq_len):
-      yield seq_id, chunk
-      seq_id += 1
+    stream = symbols_lib.concat([pending, *(symbols_lib.symbols_from_text(t) for t in group)])
+    whole = len(stream) - len(stream) % config.seq_len
+    for start in range(0, whole, config.seq_len):
+      yield k * count + index, stream[start:start + config.seq_len]
+      k += 1
+    pending = stream[whole:]
+  if len(pending):
+    yield k * count + index, pending
 
 
 def buffered_shuffle(items: Iterator, buffer_size: int, rng: np.random.Generator) -> Iterator:
@@ -183,13 +186,15 @@ def buffered_shuffle(items: Iterator, buffer_size: int, rng: np.random.Generator
 class M1Batches:
   """Seeded, resumable batches of M1 sequences for this process.
 
-  The state is (epoch, batches taken in the epoch); `set_state` replays the
+  Epoch e is the corpus's sequences shuffled with (seed, e). In training
+  (`repeat`) batches are cut from epoch 0, 1, ... back to back, so the last
+  batch of an epoch is completed by the first sequences of the next and no
+  sequence is dropped. A single pass (evaluation) fills its last batch with
+  empty rows (`stack_full`), so every sequence is scored.
+
+  The state is (epoch, sequences of the epoch taken); `set_state` replays the
   epoch's deterministic stream up to that point, so a resumed run continues
-  with exactly the batches an uninterrupted run would see. A batch never
-  spans two epochs: in training (`repeat`) the last partial batch of an epoch
-  is dropped (the next epoch's shuffle puts other sequences last); a single
-  pass (evaluation) fills its last batch with empty rows (`stack_full`), so
-  every sequence is scored.
+  with exactly the batches an uninterrupted run would see.
   """
 
   def __init__(self, config: M1DataConfig):
@@ -200,62 +205,72 @@ class M1Batches:
     self.config = config
     self.local_batch = config.batch_size // count
     self.shard = (jax.process_index(), count)
-    self._epoch, self._taken = 0, 0
-    self._it = self._epoch_batches(0)
+    self._start(0, 0)
 
   def __repr__(self):
     return (f"M1Batches(spec={self.config.spec!r}, seq_len={self.config.seq_len}, "
             f"local_batch={self.local_batch}, seed={self.config.seed}, state={self.get_state()})")
 
-  def _epoch_batches(self, epoch: int) -> Iterator[dict[str, np.ndarray]]:
+  def _epoch_sequences(self, epoch: int) -> Iterator[tuple[int, np.ndarray]]:
+    """(sequence id, symbols) of this process in epoch `epoch`'s order."""
     cfg = self.config
     items = m1_sequences(cfg, self.shard)
     if cfg.shuffle:
-      rng = np.random.default_rng([cfg.seed, epoch])
-      items = buffered_shuffle(items, cfg.shuffle_buffer, rng)
-    batch = []
-    for seq_id, chunk in items:
-      example = pack_sequence(chunk, cfg.seq_len, M1_BOS)
-      example["num_bytes"] = np.int64(len(chunk))
-      example["ids"] = np.int64(seq_id)
-      batch.append(example)
-      if len(batch) == self.local_batch:
-        yield stack(batch)
-        batch = []
-    if batch and not cfg.repeat:
-      yield stack_full(batch, self.local_batch)
+      items = buffered_shuffle(items, cfg.shuffle_buffer, np.random.default_rng([cfg.seed, epoch]))
+    return items
+
+  def _start(self, epoch: int, taken: int) -> None:
+    self._epoch, self._taken = epoch, taken
+    self._it = itertools.islice(self._epoch_sequences(epoch), taken, None)
+
+  def _next_sequence(self) -> tuple[int, np.ndarray] | None:
+    """The next sequence, moving on to the next epoch in training; None at the end of a pass."""
+    for _ in range(2):
+      item = next(self._it, None)
+      if item is not None:
+        self._taken += 1
+        return item
+      if not self.config.repeat:
+        return None
+      if self._taken == 0:
+        break
+      self._start(self._epoch + 1, 0)
+    raise ValueError(f"corpus {self.config.spec!r} holds no documents for process "
+                     f"{self.shard[0]} of {self.shard[1]}; check the path")
+
+  def _example(self, seq_id: int, chunk: np.ndarray) -> dict[str, np.ndarray]:
+    example = pack_sequence(chunk, self.config.seq_len, M1_BOS)
+    example["num_bytes"] = np.int64(len(chunk))
+    example["ids"] = np.int64(seq_id)
+    return example
 
   def __iter__(self):
     return self
 
   def __next__(self) -> dict[str, np.ndarray]:
-    for _ in range(2):
-      try:
-        batch = next(self._it)
-        self._taken += 1
-        return batch
-      except StopIteration:
-        if not self.config.repeat:
-          raise
-        if self._taken == 0:
-          break
-        self._epoch, self._taken = self._epoch + 1, 0
-        self._it = self._epoch_batches(self._epoch)
-    raise ValueError(f"corpus {self.config.spec!r} holds fewer than one batch of "
-                     f"{self.local_batch} sequences of {self.config.seq_len} symbols")
+    batch = []
+    while len(batch) < self.local_batch:
+      item = self._next_sequence()
+      if item is None:
+        break
+      batch.append(self._example(*item))
+    if not batch:
+      raise StopIteration
+    return stack(batch) if len(batch) == self.local_batch else stack_full(batch, self.local_batch)
 
   def get_state(self) -> dict:
     """Returns the JSON-able position of the iterator."""
-    return {"epoch": self._epoch, "batches": self._taken}
+    return {"epoch": self._epoch, "sequences": self._taken}
 
   def set_state(self, state: dict) -> None:
-    """Moves the iterator to a position returned by `get_state`."""
-    self._epoch, self._taken = int(state["epoch"]), 0
-    self._it = self._epoch_batches(self._epoch)
-    for _ in range(int(state["batches"])):
-      next(self._it)
-      self._taken += 1
-    logging.info("M1 data resumed at epoch %d, batch %d", self._epoch, self._taken)
+    """Moves the iterator to a position returned by `get_state`.
+
+    A state of {"epoch", "batches"} (batches that never spanned two epochs)
+    is read as batches * local batch sequences.
+    """
+    taken = state["sequences"] if "sequences" in state else state["batches"] * self.local_batch
+    self._start(int(state["epoch"]), int(taken))
+    logging.info("M1 data resumed at epoch %d, sequence %d", self._epoch, self._taken)
 
 
 class Prefetch:

@@ -43,7 +43,7 @@ def parse_flags(argv) -> argparse.Namespace:
   parser.add_argument("--calibration_docs", type=int, default=200,
                       help="documents of --train that calibrate the integer-exact M1")
   parser.add_argument("--docs_per_group", type=int, default=constants.DOCS_PER_GROUP,
-                      help="documents concatenated before cutting sequences (paper: 128)")
+                      help="documents per group: the unit that processes share out (paper: 128)")
   parser.add_argument("--shuffle_buffer", type=int, default=8192, help="sequences in the buffer")
   train.add_train_flags(parser, batch_size=128, seq_len=1024)
   return parser.parse_args(argv)

@@ -100,34 +100,36 @@ def _m1_config(**kw):
   return data.M1DataConfig(**{**values, **kw})
 
 
-def test_m1_unshuffled_stream_is_documents_plus_eos_in_groups():
+def _corpus_symbols(texts) -> np.ndarray:
+  return symbols_lib.concat(symbols_lib.symbols_from_text(t) for t in texts)
+
+
+def test_m1_pass_is_the_documents_plus_eos_cut_with_no_padding_but_the_last():
   cfg = _m1_config(shuffle=False, repeat=False)
-  texts = [t for _, t in corpus.read_documents("builtin:pydoc")][:16]
-  group = symbols_lib.concat(symbols_lib.symbols_from_text(t) for t in texts)
-  got = []
+  texts = [t for _, t in corpus.read_documents("builtin:pydoc")]
+  got, weights = [], []
   for batch in data.M1Batches(cfg):
-    assert np.all(batch["inputs"][:, 0] == data.M1_BOS)
-    for targets, weights in zip(batch["targets"], batch["weights"]):
-      got.append(targets[weights > 0])
-    if sum(map(len, got)) >= len(group):
-      break
-  stream = np.concatenate(got)
-  # The first group of 16 documents, cut into 64-symbol sequences (the last one short).
-  np.testing.assert_array_equal(stream[:len(group)], group)
-  assert (len(group) % 64 == 0) or len(got[len(group) // 64]) == len(group) % 64
+    assert np.all(batch["inputs"][batch["ids"] >= 0, 0] == data.M1_BOS)
+    for row_targets, row_weights, seq_id in zip(batch["targets"], batch["weights"], batch["ids"]):
+      if seq_id >= 0:
+        got.append(row_targets[row_weights > 0])
+        weights.append(int(row_weights.sum()))
+  np.testing.assert_array_equal(np.concatenate(got), _corpus_symbols(texts))
+  assert len(texts) > 3 * 16  # several groups of 16 documents, yet one short sequence
+  assert set(weights[:-1]) == {64} and 0 < weights[-1] < 64
 
 
 def test_a_pass_scores_every_m1_sequence_and_fills_its_last_batch():
-  cfg = _m1_config(shuffle=False, repeat=False, batch_size=5)
+  cfg = _m1_config(shuffle=False, repeat=False, batch_size=6)
   sequences = list(data.m1_sequences(cfg))
-  assert len(sequences) % 5  # so the pass ends with a partial batch
+  assert len(sequences) % 6  # so the pass ends with a partial batch
   batches = list(data.M1Batches(cfg))
-  assert all(b["inputs"].shape == (5, 64) and b["ids"].shape == (5,) for b in batches)
+  assert all(b["inputs"].shape == (6, 64) and b["ids"].shape == (6,) for b in batches)
   ids = np.concatenate([b["ids"] for b in batches])
   assert ids[ids >= 0].tolist() == [i for i, _ in sequences]
   last = batches[-1]
   empty = last["ids"] < 0
-  assert empty.sum() == 5 - len(sequences) % 5
+  assert empty.sum() == 6 - len(sequences) % 6
   assert not last["weights"][empty].any() and not last["num_bytes"][empty].any()
   assert sum(int(b["num_bytes"].sum()) for b in batches) == sum(len(c) for _, c in sequences)
   assert sum(int(b["weights"].sum()) for b in batches) == sum(len(c) for _, c in sequences)
@@ -147,15 +149,46 @@ def test_m1_order_is_a_function_of_the_seed_and_resumes():
   assert [next(resumed)["ids"].tolist() for _ in range(3)] == first[3:]
 
 
-def test_m1_processes_read_disjoint_groups_with_global_ids():
+def test_m1_training_batches_run_across_epochs_and_drop_nothing():
+  cfg = _m1_config(seed=3, batch_size=6)
+  sequences = dict(data.m1_sequences(cfg))
+  n = len(sequences)
+  assert n % 6  # so an epoch ends inside a batch
+  batches = data.M1Batches(cfg)
+  ids = np.concatenate([next(batches)["ids"] for _ in range(-(-2 * n // 6))])
+  assert sorted(ids[:n]) == sorted(sequences) == sorted(ids[n:2 * n])  # each epoch whole
+  assert ids[:n].tolist() != ids[n:2 * n].tolist()  # and reshuffled
+  state = batches.get_state()
+  assert state == {"epoch": 2, "sequences": len(ids) - 2 * n}
+  resumed = data.M1Batches(cfg)
+  resumed.set_state(json.loads(json.dumps(state)))
+  expected = [next(batches)["ids"].tolist() for _ in range(3)]
+  assert [next(resumed)["ids"].tolist() for _ in range(3)] == expected
+
+
+def test_m1_state_of_whole_batches_in_an_epoch_still_resumes():
+  expected = [b["ids"].tolist() for b, _ in zip(data.M1Batches(_m1_config(seed=5)), range(6))]
+  resumed = data.M1Batches(_m1_config(seed=5))
+  resumed.set_state({"epoch": 0, "batches": 4})
+  assert [next(resumed)["ids"].tolist() for _ in range(2)] == expected[4:]
+
+
+def test_m1_empty_corpus_says_so(tmp_path):
+  (tmp_path / "empty.jsonl").write_text("")
+  with pytest.raises(ValueError, match="holds no documents"):
+    next(data.M1Batches(_m1_config(spec=str(tmp_path / "empty.jsonl"))))
+
+
+def test_m1_processes_read_disjoint_groups_with_distinct_ids():
   cfg = _m1_config(docs_per_group=7, seq_len=100)
-  full = dict(data.m1_sequences(cfg))
-  parts = [list(data.m1_sequences(cfg, shard=(i, 2))) for i in (0, 1)]
-  assert parts[0] and parts[1]
-  assert sorted(i for part in parts for i, _ in part) == sorted(full)
-  for part in parts:
-    for seq_id, chunk in part:
-      np.testing.assert_array_equal(chunk, full[seq_id])
+  texts = [t for _, t in corpus.read_documents("builtin:pydoc")]
+  groups = [texts[i:i + 7] for i in range(0, len(texts), 7)]
+  for p in (0, 1):
+    part = list(data.m1_sequences(cfg, shard=(p, 2)))
+    assert [i for i, _ in part] == list(range(p, 2 * len(part), 2))
+    mine = [t for group in groups[p::2] for t in group]
+    np.testing.assert_array_equal(np.concatenate([c for _, c in part]), _corpus_symbols(mine))
+    assert {len(c) for _, c in part[:-1]} == {100}
 
 
 def test_prefetch_state_counts_only_batches_handed_out():
@@ -163,8 +196,8 @@ def test_prefetch_state_counts_only_batches_handed_out():
   batches = data.Prefetch(data.M1Batches(_m1_config(seed=4)), depth=3)
   assert [next(batches)["ids"].tolist() for _ in range(2)] == expected[:2]
   state = batches.get_state()
-  assert state == {"epoch": 0, "batches": 2}  # not the batches already queued
-  batches.set_state({"epoch": 0, "batches": 5})
+  assert state == {"epoch": 0, "sequences": 8}  # not the batches already queued
+  batches.set_state({"epoch": 0, "sequences": 20})
   assert [next(batches)["ids"].tolist() for _ in range(3)] == expected[5:]
   resumed = data.Prefetch(data.M1Batches(_m1_config(seed=4)))
   resumed.set_state(state)
