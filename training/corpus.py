@@ -173,3 +173,23 @@ def read_documents(spec: str, data_dir: str | None = None,
   for path in list_files(spec):
     reader = read_json_lines if path.endswith(JSON_SUFFIXES) else read_text_file
     yield from reader(path, counts)
+
+
+def check_spec(spec: str, flag: str, data_dir: str | None = None) -> None:
+  """Reads the first document of a corpus spec, so that a wrong path fails at once.
+
+  Args:
+    spec: a corpus spec (see `read_documents`).
+    flag: the command-line flag that gave it, named in the error.
+    data_dir: TFDS data directory (only for `tfds:` specs).
+
+  Raises:
+    FileNotFoundError: if the spec names no files or an unprepared TFDS build.
+    ValueError: if it holds no documents.
+  """
+  try:
+    first = next(read_documents(spec, data_dir), None)
+  except FileNotFoundError as e:
+    raise FileNotFoundError(f"{flag}: {e}") from None
+  if first is None:
+    raise ValueError(f"{flag}: {spec!r} holds no documents; check the path")

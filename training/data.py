@@ -391,6 +391,19 @@ class ParseRecord(grain.transforms.Map):
     return self.parse(record, record_id, self.seq_len, self.bos)
 
 
+def list_shards(pattern: str) -> list[str]:
+  """The ArrayRecord shards matching `pattern`, sorted by name.
+
+  Raises:
+    FileNotFoundError: if nothing matches.
+  """
+  try:
+    return corpus.list_files(pattern)
+  except FileNotFoundError:
+    raise FileNotFoundError(f"no files match {pattern!r}; pass a glob of the shards that "
+                            "`eqinfo compress` wrote, e.g. 'shards/train/*.array_record'") from None
+
+
 def m2_records(config: M2DataConfig) -> grain.MapDataset:
   """(record id, serialized Example) of this process, in epoch order.
 
@@ -401,8 +414,7 @@ def m2_records(config: M2DataConfig) -> grain.MapDataset:
   count = jax.process_count()
   if config.batch_size % count:
     raise ValueError(f"batch_size={config.batch_size} must divide by the {count} processes")
-  paths = corpus.list_files(config.pattern)
-  source = grain.sources.ArrayRecordDataSource(paths)
+  source = grain.sources.ArrayRecordDataSource(list_shards(config.pattern))
   total = len(source)
   ds = grain.MapDataset.source(source).map_with_index(lambda i, rec: (i % total, rec))
   ds = ds[jax.process_index()::count]

@@ -411,6 +411,24 @@ def restore_or_start(ckpt: checkpoint_lib.Checkpointer, state: State,
   return step, state
 
 
+def check_validation(task: Task) -> None:
+  """Reads the first validation batch, so that a wrong --validation path fails
+  before training rather than at its first validation.
+
+  Raises:
+    FileNotFoundError: if the validation files do not exist.
+    ValueError: if they hold no examples.
+  """
+  if task.validation is None:
+    return
+  try:
+    batch = next(iter(task.validation()), None)
+  except FileNotFoundError as e:
+    raise FileNotFoundError(f"--validation: {e}") from None
+  if batch is None or not (batch["ids"] >= 0).any():
+    raise ValueError("the validation data holds no examples; check the --validation path")
+
+
 def run_validation(task: Task, config: TrainConfig, eval_step, params, mesh) -> dict | None:
   if task.validation is None:
     return None
@@ -427,16 +445,17 @@ def train(task: Task, config: TrainConfig) -> State:
   optimizer = optim.adafactor(config.warmup)
   resolved = run_config(task, config)
   check_resume_config(config.out, resolved)
+  check_validation(task)
   if jax.process_index() == 0:
     checkpoint_lib.save_config(config.out, resolved)
   ckpt = checkpoint_lib.Checkpointer(config.out, config.checkpoint_every,
                                      config.keep_checkpoints, config.async_checkpoint)
   state = init_state(task.model_config, optimizer, config.seed, mesh)
-  start, state = restore_or_start(ckpt, state, task.train_batches)
-  loop = _Loop(task, config, mesh, optimizer)
-  state = loop.run(state, start, ckpt)
-  ckpt.close()
-  return state
+  try:
+    start, state = restore_or_start(ckpt, state, task.train_batches)
+    return _Loop(task, config, mesh, optimizer).run(state, start, ckpt)
+  finally:
+    ckpt.close()  # waits for a pending checkpoint, also when a step raised
 
 
 class _Loop:
@@ -478,12 +497,7 @@ class _Loop:
     return state
 
   def _validate(self, state: State, step: int) -> None:
-    try:
-      metrics = run_validation(self.task, self.config, self.eval_step, state["params"],
-                               self.mesh)
-    except ValueError as e:  # e.g. fewer validation examples than one batch
-      logging.warning("validation at step %d skipped: %s", step, e)
-      return
+    metrics = run_validation(self.task, self.config, self.eval_step, state["params"], self.mesh)
     if metrics is not None:
       metrics["flops_per_byte"] = flops_per_byte(self.non_embedding_params, metrics["tokens"],
                                                  metrics["bytes"], self.task.extra_flops_per_byte)

@@ -7,7 +7,7 @@ Example (the paper's M1: size 3m, context 1024, batch 128):
 
 Output: `--out DIR` is an M1 directory that `training.m1.load(DIR)` reads
 (config.json, params.npz, and DIR/exact: the integer-exact M1 converted from
-it, calibrated on the first documents of --train; `--noexact` skips it),
+it, calibrated on the first documents of --train; `--no-exact` skips it),
 written when training ends; the training run itself (config.json,
 checkpoints/, metrics.jsonl, tensorboard/) lives in DIR/train and is resumed
 when it holds checkpoints.
@@ -64,6 +64,7 @@ def data_configs(args) -> tuple[data.M1DataConfig, data.M1DataConfig | None]:
 def build_task(args) -> tuple[train.Task, train.TrainConfig]:
   """The M1 Task and TrainConfig of parsed flags (the run lives in OUT/train)."""
   model_config = train.model_config_from_flags(args, m1_lib.VOCAB_SIZE)
+  corpus.check_spec(args.train, "--train", args.data_dir)
   train_cfg, val_cfg = data_configs(args)
   validation = (lambda: data.M1Batches(val_cfg)) if val_cfg else None
   task = train.Task(kind="m1", model_config=model_config,

@@ -55,6 +55,10 @@ def token_vocab(args, stats: dict) -> int:
 
 def build_task(args) -> tuple[train.Task, train.TrainConfig]:
   """The M2 Task and TrainConfig of parsed flags."""
+  try:
+    data.list_shards(args.train)
+  except FileNotFoundError as e:
+    raise FileNotFoundError(f"--train: {e}") from None
   stats = data.read_stats(args.train)
   vocab = token_vocab(args, stats)
   model_config = train.model_config_from_flags(args, data.model_vocab_size(vocab))

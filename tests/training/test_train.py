@@ -109,11 +109,35 @@ def test_tiny_m1_beats_the_unigram_baseline(webtext_dir, tmp_path, capsys):
   train_bpb = [m["bits_per_byte"] for m in metrics if m["split"] == "train"]
   assert train_bpb[-1] < train_bpb[0]
   assert {"flops_per_byte", "tokens_per_s", "mfu", "loss"} <= set(metrics[0])
-  # M1 reads a byte per position: a step trains on batch x seq_len bytes, less the
-  # padding of the last, shorter sequence of each document group.
+  # M1 reads a byte per position and pads no sequence but the corpus's last:
+  # a step trains on batch x seq_len bytes.
   per_step = [m["bytes_per_step"] for m in metrics if m["split"] == "train"]
-  assert len(per_step) == 2 and all(0.99 * 16 * 128 < b <= 16 * 128 for b in per_step)
+  assert per_step == [16 * 128, 16 * 128]
   assert list((out / "train" / "tensorboard" / "train").glob("events.out.tfevents.*"))
+
+
+def test_a_wrong_data_path_fails_before_training(m2_shards, tmp_path, capsys):
+  (tmp_path / "empty.jsonl").write_text("")
+  m1 = ["--size", "tiny", "--steps", "2", "--batch_size", "2", "--seq_len", "32", "--no-exact",
+        "--out", str(tmp_path / "m1"), *QUIET]
+  m2 = m2_flags(m2_shards, tmp_path / "m2", 2)
+  m2_val = list(m2)
+  m2_val[m2.index("--validation") + 1] = str(tmp_path / "val-*.array_record")
+  m2_train = list(m2)
+  m2_train[m2.index("--train") + 1] = str(tmp_path / "train-*.array_record")
+  for argv, message in [
+      (["train-m1", *m1, "--train", str(tmp_path / "t-*.jsonl")], "--train: no files match"),
+      (["train-m1", *m1, "--train", str(tmp_path / "empty.jsonl")], "--train: "),
+      (["train-m1", *m1, "--train", "builtin:pydoc", "--validation", str(tmp_path / "v-*.jsonl")],
+       "--validation: no files match"),
+      (["train-m1", *m1, "--train", "builtin:pydoc", "--validation",
+        str(tmp_path / "empty.jsonl")], "validation data holds no examples"),
+      (["train-m2", *m2_train], "--train: no files match"),
+      (["train-m2", *m2_val], "--validation: no files match")]:
+    assert cli.main(argv) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and message in err, err
+  assert not (tmp_path / "m1").exists() and not (tmp_path / "m2").exists()
 
 
 # ----------------------------------------------------------------------------
