@@ -12,6 +12,7 @@ on the CPU that will read them; the exit status is 1 if one does not decode.
 """
 import argparse
 import json
+import os
 import sys
 
 import numpy as np
@@ -74,6 +75,9 @@ def load_stats(directory: str) -> dict:
     FileNotFoundError: if there is no stats.json.
   """
   path = sink.join(directory, sink.STATS)
+  if "://" not in directory and not os.path.isdir(directory):  # object stores have no dirs
+    raise FileNotFoundError(f"no shard directory {directory!r}; pass the --output directory "
+                            "of `eqinfo compress`")
   if not FileSystems.exists(path):
     raise FileNotFoundError(f"{path} not found; the compress job did not finish "
                             f"(no {sink.COMPLETED} either?)")

@@ -196,6 +196,15 @@ def test_inspect_names_a_corrupt_shard(context_runs, tmp_path, capsys):
   assert name in err and len(err.strip().splitlines()) == 1
 
 
+def test_inspect_tells_a_missing_directory_from_an_unfinished_job(tmp_path, capsys):
+  assert cli.main(["inspect", str(tmp_path / "absent")]) == 1
+  err = capsys.readouterr().err.strip()
+  assert len(err.splitlines()) == 1 and "no shard directory" in err and "--output" in err
+  assert cli.main(["inspect", str(tmp_path)]) == 1
+  err = capsys.readouterr().err.strip()
+  assert len(err.splitlines()) == 1 and "did not finish" in err
+
+
 def test_bad_input_is_accounted_for(bad_jsonl, large_doc_bytes, tmp_path):
   out = tmp_path / "out"
   stats = _compress(out, MULTI, input=str(bad_jsonl), method="gzip[v=256]", num_shards=2)
