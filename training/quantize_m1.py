@@ -489,6 +489,7 @@ def run(argv=None) -> int:
               "relative_increase": round(after["exact_bits_per_byte"]
                                          / report["float_bits_per_byte"] - 1, 5)}
   exact_m1.meta["report"] = report
+  exact_m1.meta["flags"] = vars(args)  # the command's resolved settings, beside its output
   digest = exact_m1.save(out)
   report = {"out": str(out), "fingerprint": digest, "source_fingerprint": m1.fingerprint,
             **report}

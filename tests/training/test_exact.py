@@ -449,6 +449,8 @@ def test_cli_bits_per_byte_within_two_percent(trained_m1, quantize_cli):
   loaded = exact.load(out)
   assert loaded.fingerprint == report["fingerprint"]
   assert loaded.meta["source_fingerprint"] == float_m1.fingerprint
+  assert loaded.meta["flags"]["calibration_docs"] == 100  # the resolved command, kept with it
+  assert loaded.meta["flags"]["eval_seq_len"] == 256 and loaded.meta["flags"]["qat_steps"] == 0
   by_default = m1.load(trained_m1)  # train-m1 wrote OUT/exact too
   assert isinstance(by_default, exact.ExactM1Model)
   assert by_default.meta["source_fingerprint"] == float_m1.fingerprint
