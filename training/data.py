@@ -235,8 +235,12 @@ class M1Batches:
       if self._taken == 0:
         break
       self._start(self._epoch + 1, 0)
-    raise ValueError(f"corpus {self.config.spec!r} holds no documents for process "
-                     f"{self.shard[0]} of {self.shard[1]}; check the path")
+    index, count = self.shard
+    if count == 1:
+      raise ValueError(f"corpus {self.config.spec!r} holds no documents; check the path")
+    raise ValueError(f"corpus {self.config.spec!r} holds no group of {self.config.docs_per_group} "
+                     f"documents for process {index} of {count}; check the path or lower "
+                     "--docs_per_group")
 
   def _example(self, seq_id: int, chunk: np.ndarray) -> dict[str, np.ndarray]:
     example = pack_sequence(chunk, self.config.seq_len, M1_BOS)

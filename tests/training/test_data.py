@@ -177,6 +177,11 @@ def test_m1_empty_corpus_says_so(tmp_path):
   (tmp_path / "empty.jsonl").write_text("")
   with pytest.raises(ValueError, match="holds no documents"):
     next(data.M1Batches(_m1_config(spec=str(tmp_path / "empty.jsonl"))))
+  batches = data.M1Batches(_m1_config(docs_per_group=100_000))  # one group: process 0's
+  batches.shard = (1, 2)  # as the second of two processes sees it
+  batches.set_state({"epoch": 0, "sequences": 0})
+  with pytest.raises(ValueError, match="process 1 of 2; check the path or lower --docs_per_group"):
+    next(batches)
 
 
 def test_m1_processes_read_disjoint_groups_with_distinct_ids():
