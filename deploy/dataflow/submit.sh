@@ -9,7 +9,7 @@
 #
 # Environment: ACCELERATOR (nvidia-l4, tpu-v5e or tpu-v6e; default nvidia-l4),
 # REGION (us-central1), IMAGE (the worker image built from deploy/dataflow/Dockerfile,
-# with --build-arg JAX_EXTRA=tpu for TPUs), MACHINE_TYPE (from ACCELERATOR),
+# with --build-arg ACCELERATOR=tpu for TPUs), MACHINE_TYPE (from ACCELERATOR),
 # MAX_WORKERS (64), OUTPUT (gs://BUCKET/shards/<method>/<split>).
 # PRINT_ARGS=1 prints the eqinfo arguments, one per line, instead of submitting.
 # Run from the repository root.
