@@ -1,9 +1,9 @@
 """Before coding: the accelerator's M1 tables against the host CPU's, once per worker process.
 
 Where an integer-exact M1 codes on a GPU or TPU, `CompressFn.setup` calls
-`check_coding_device`: the tables of `SEQUENCES x SEQ_LEN` contexts of
-built-in text (Python's own documentation, no download) are computed on that
-device and on the host CPU, in lanes as the coder and a decoder compute them,
+`check_coding_device`: the tables of `LANES x SEQ_LEN` contexts (built-in
+text, Python's own documentation, no download, and every symbol of M1's
+alphabet in a seeded order) are computed on that device and on the host CPU, in lanes as the coder and a decoder compute them,
 and a single integer that differs stops the worker with DeviceMismatchError
 before it codes a record whose shards no other machine could decode.
 Verification (`--verify_fraction`) goes on checking records as they are
@@ -16,8 +16,12 @@ import numpy as np
 
 from pipelines import models
 
-SEQUENCES = 8  # lanes of the check
-SEQ_LEN = 128  # symbols per lane: 1,024 contexts in all
+SEQUENCES = 8  # lanes of built-in text
+SYMBOL_LANES = 3  # lanes of every symbol: two seeded orders of the 257, cut to fit
+LANES = SEQUENCES + SYMBOL_LANES
+SEQ_LEN = 128  # symbols per lane: 1,408 contexts in all
+SYMBOL_SEED = 0
+NUM_SYMBOLS = 257  # bytes and EOS
 _DOCUMENTS = 40  # pydoc topics that hold them
 _LOCK = threading.Lock()
 _CHECKED: dict[tuple, str] = {}  # (method, m1) -> the device checked, once per process
@@ -27,11 +31,25 @@ class DeviceMismatchError(ValueError):
   """M1 on the host CPU computes other tables than M1 on the device that codes."""
 
 
+def every_symbol_lanes() -> np.ndarray:
+  """[SYMBOL_LANES, SEQ_LEN] symbols: two seeded permutations of all 257, cut into lanes.
+
+  Text rarely holds control bytes, and a device fault can be tied to one
+  token's value (an H100 once normed one embedding row wrongly), so the check
+  also meets every symbol, each in some context.
+  """
+  rng = np.random.default_rng(SYMBOL_SEED)
+  stream = np.concatenate([rng.permutation(NUM_SYMBOLS), rng.permutation(NUM_SYMBOLS)])
+  return stream[:SYMBOL_LANES * SEQ_LEN].reshape(SYMBOL_LANES, SEQ_LEN).astype(np.int32)
+
+
 def check_symbols() -> np.ndarray:
-  """[SEQUENCES, SEQ_LEN] symbols of Python's documentation (bytes + EOS, concatenated)."""
+  """[LANES, SEQ_LEN] symbols: Python's documentation (bytes + EOS, concatenated), then
+  `every_symbol_lanes`."""
   from training import corpus, exact_devices  # pylint: disable=import-outside-toplevel
   documents = itertools.islice(corpus.read_documents(corpus.BUILTIN_PYDOC), _DOCUMENTS)
-  return exact_devices.text_symbols((text for _, text in documents), SEQUENCES, SEQ_LEN)
+  text = exact_devices.text_symbols((text for _, text in documents), SEQUENCES, SEQ_LEN)
+  return np.concatenate([text, every_symbol_lanes()])
 
 
 def first_difference(coder_model, cpu_model, symbols: np.ndarray) -> tuple[int, int] | None:
@@ -66,7 +84,7 @@ def check_coding_device(method_spec: str, m1_spec: str | None) -> str | None:
       if first is not None:
         raise DeviceMismatchError(
             f"M1 on {device} computes other tables than on the host CPU (lane {first[0]}, "
-            f"position {first[1]} of {SEQUENCES * SEQ_LEN} built-in contexts), so its records "
+            f"position {first[1]} of {LANES * SEQ_LEN} built-in contexts), so its records "
             f"would decode on no other machine; run eqinfo check-devices --m1 {m1_spec} here, "
             f"or code on the CPU")
       _CHECKED[key] = device

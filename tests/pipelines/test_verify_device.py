@@ -146,7 +146,9 @@ def test_workers_check_their_device_before_coding(m1_dirs, on_gpu, monkeypatch):
   fn.setup()  # without an accelerator the "GPU" is this CPU; with one, a real check
   coding_device = models.model_device(models.shared_method(SPEC, m1_dirs["exact"]))
   assert device_check._CHECKED == {(SPEC, m1_dirs["exact"]): coding_device}
-  assert device_check.check_symbols().shape == (device_check.SEQUENCES, device_check.SEQ_LEN)
+  symbols = device_check.check_symbols()
+  assert symbols.shape == (device_check.LANES, device_check.SEQ_LEN) == (11, 128)
+  assert set(symbols[device_check.SEQUENCES:].ravel().tolist()) == set(range(257))
   # Nothing to check: a table model, a float M1, a CPU worker.
   fitted = "context[order=2,fit=builtin:pydoc,docs=5]"
   assert device_check.check_coding_device(SPEC, fitted) is None
@@ -166,6 +168,6 @@ def test_workers_check_their_device_before_coding(m1_dirs, on_gpu, monkeypatch):
       other if device == "cpu" else real_shared(spec, m1, device)))
   monkeypatch.setattr(device_check, "_CHECKED", {})
   with pytest.raises(transforms.DeviceMismatchError,
-                     match=r"M1 on \S+ computes other tables .* \(lane 0, position 0 of 1024"):
+                     match=r"M1 on \S+ computes other tables .* \(lane 0, position 0 of 1408"):
     transforms.CompressFn(SPEC, m1_dirs["exact"], 64, "continue", False).setup()
   assert device_check._CHECKED == {}
