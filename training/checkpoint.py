@@ -4,7 +4,8 @@ Layout of a run directory:
 
   DIR/config.json             resolved run config (model, training, data), written first
   DIR/checkpoints/<step>/     orbax: "state" (params, opt_state, step) and
-                              "data" (the input iterator's get_state(), JSON)
+                              "data" (the input iterator's get_state(), JSON,
+                              process 0's: see train.BatchIterator)
 """
 import json
 import logging

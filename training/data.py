@@ -192,20 +192,27 @@ class M1Batches:
   sequence is dropped. A single pass (evaluation) fills its last batch with
   empty rows (`stack_full`), so every sequence is scored.
 
-  The state is (epoch, sequences of the epoch taken); `set_state` replays the
-  epoch's deterministic stream up to that point, so a resumed run continues
-  with exactly the batches an uninterrupted run would see.
+  The state is the number of sequences this process has taken since the
+  start, which is the same on every process (each takes B/P per step), so the
+  one state a checkpoint keeps resumes them all. `set_state` replays this
+  process's deterministic stream to that point: within epoch 0 directly, and
+  beyond it from the epoch length that the replay of epoch 0 finds, so a
+  resumed run continues with exactly the batches an uninterrupted run would see.
   """
 
-  def __init__(self, config: M1DataConfig):
-    count = jax.process_count()
+  def __init__(self, config: M1DataConfig, shard: tuple[int, int] | None = None):
+    """Batches of `config` for process `shard` = (index, count), default this JAX process."""
+    index, count = shard or (jax.process_index(), jax.process_count())
     if config.batch_size % count:
       raise ValueError(f"batch_size={config.batch_size} must divide by the "
                        f"{count} processes")
+    if not 0 <= index < count:
+      raise ValueError(f"shard index {index} is not in [0, {count})")
     self.config = config
     self.local_batch = config.batch_size // count
-    self.shard = (jax.process_index(), count)
+    self.shard = (index, count)
     self._start(0, 0)
+    self._total = 0
 
   def __repr__(self):
     return (f"M1Batches(spec={self.config.spec!r}, seq_len={self.config.seq_len}, "
@@ -229,12 +236,17 @@ class M1Batches:
       item = next(self._it, None)
       if item is not None:
         self._taken += 1
+        self._total += 1
         return item
       if not self.config.repeat:
         return None
       if self._taken == 0:
         break
       self._start(self._epoch + 1, 0)
+    index, count = self.shard
+    self._no_documents()
+
+  def _no_documents(self):
     index, count = self.shard
     if count == 1:
       raise ValueError(f"corpus {self.config.spec!r} holds no documents; check the path")
@@ -263,17 +275,27 @@ class M1Batches:
     return stack(batch) if len(batch) == self.local_batch else stack_full(batch, self.local_batch)
 
   def get_state(self) -> dict:
-    """Returns the JSON-able position of the iterator."""
-    return {"epoch": self._epoch, "sequences": self._taken}
+    """Returns the JSON-able position of the iterator: sequences taken since the start."""
+    return {"sequences": self._total}
 
   def set_state(self, state: dict) -> None:
-    """Moves the iterator to a position returned by `get_state`.
-
-    A state of {"epoch", "batches"} (batches that never spanned two epochs)
-    is read as batches * local batch sequences.
-    """
-    taken = state["sequences"] if "sequences" in state else state["batches"] * self.local_batch
-    self._start(int(state["epoch"]), int(taken))
+    """Moves the iterator to a position returned by `get_state` (of any process)."""
+    if set(state) != {"sequences"}:
+      raise ValueError(f"M1 data position {state} is not one this eqinfo writes "
+                       "({'sequences': N}); resume with the eqinfo that wrote it, or "
+                       "train into a new --out")
+    total = int(state["sequences"])
+    it = self._epoch_sequences(0)
+    found = sum(1 for _ in itertools.islice(it, total))  # epoch 0's length, if shorter
+    if found == total:
+      self._epoch, self._taken, self._it = 0, total, it
+    elif found == 0:
+      self._no_documents()
+    elif not self.config.repeat:
+      self._epoch, self._taken, self._it = 0, found, it
+    else:
+      self._start(total // found, total % found)
+    self._total = total
     logging.info("M1 data resumed at epoch %d, sequence %d", self._epoch, self._taken)
 
 

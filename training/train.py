@@ -79,7 +79,13 @@ def override(config, **changes):
 
 
 class BatchIterator(Protocol):
-  """What the loop needs from an input pipeline (M1Batches, grain iterators)."""
+  """What the loop needs from an input pipeline (M1Batches, grain iterators).
+
+  A checkpoint keeps process 0's `get_state()` only (orbax writes JSON from
+  the primary host), and every process resumes from it: the state after a
+  step must be the same on every process, each meaning its own position
+  (M1Batches: sequences taken; grain: elements or packed rows produced).
+  """
 
   def __next__(self) -> dict[str, np.ndarray]: ...
   def get_state(self) -> Any: ...

@@ -159,27 +159,44 @@ def test_m1_training_batches_run_across_epochs_and_drop_nothing():
   assert sorted(ids[:n]) == sorted(sequences) == sorted(ids[n:2 * n])  # each epoch whole
   assert ids[:n].tolist() != ids[n:2 * n].tolist()  # and reshuffled
   state = batches.get_state()
-  assert state == {"epoch": 2, "sequences": len(ids) - 2 * n}
+  assert state == {"sequences": len(ids)}  # past two epochs
   resumed = data.M1Batches(cfg)
   resumed.set_state(json.loads(json.dumps(state)))
   expected = [next(batches)["ids"].tolist() for _ in range(3)]
   assert [next(resumed)["ids"].tolist() for _ in range(3)] == expected
 
 
-def test_m1_state_of_whole_batches_in_an_epoch_still_resumes():
-  expected = [b["ids"].tolist() for b, _ in zip(data.M1Batches(_m1_config(seed=5)), range(6))]
-  resumed = data.M1Batches(_m1_config(seed=5))
-  resumed.set_state({"epoch": 0, "batches": 4})
-  assert [next(resumed)["ids"].tolist() for _ in range(2)] == expected[4:]
+def test_every_m1_process_resumes_from_the_one_state_a_checkpoint_keeps():
+  # Orbax keeps process 0's data state; each process must resume from it, though
+  # their epochs differ in length (their groups hold different text).
+  cfg = _m1_config(seed=6, seq_len=256, batch_size=64)
+  processes = [data.M1Batches(cfg, shard=(p, 2)) for p in (0, 1)]
+  lengths = [len(list(data.m1_sequences(cfg, shard=(p, 2)))) for p in (0, 1)]
+  assert lengths[0] != lengths[1]
+  steps = max(lengths) // 32 + 3  # past the end of both processes' first epochs
+  expected = [[next(b)["ids"].tolist() for _ in range(steps + 2)] for b in processes]
+  assert [b.get_state() for b in processes] == [{"sequences": (steps + 2) * 32}] * 2
+  first = data.M1Batches(cfg, shard=(0, 2))
+  for _ in range(steps):
+    next(first)
+  state = json.loads(json.dumps(first.get_state()))  # what the checkpoint keeps
+  for p in (0, 1):
+    resumed = data.M1Batches(cfg, shard=(p, 2))
+    resumed.set_state(state)
+    assert [next(resumed)["ids"].tolist() for _ in range(2)] == expected[p][steps:]
+    assert all(i % 2 == p for batch in expected[p] for i in batch)
+
+
+def test_m1_state_of_an_older_format_says_what_to_do():
+  with pytest.raises(ValueError, match="resume with the eqinfo that wrote it"):
+    data.M1Batches(_m1_config()).set_state({"epoch": 0, "batches": 4})
 
 
 def test_m1_empty_corpus_says_so(tmp_path):
   (tmp_path / "empty.jsonl").write_text("")
   with pytest.raises(ValueError, match="holds no documents"):
     next(data.M1Batches(_m1_config(spec=str(tmp_path / "empty.jsonl"))))
-  batches = data.M1Batches(_m1_config(docs_per_group=100_000))  # one group: process 0's
-  batches.shard = (1, 2)  # as the second of two processes sees it
-  batches.set_state({"epoch": 0, "sequences": 0})
+  batches = data.M1Batches(_m1_config(docs_per_group=100_000), shard=(1, 2))  # one group
   with pytest.raises(ValueError, match="process 1 of 2; check the path or lower --docs_per_group"):
     next(batches)
 
@@ -201,8 +218,8 @@ def test_prefetch_state_counts_only_batches_handed_out():
   batches = data.Prefetch(data.M1Batches(_m1_config(seed=4)), depth=3)
   assert [next(batches)["ids"].tolist() for _ in range(2)] == expected[:2]
   state = batches.get_state()
-  assert state == {"epoch": 0, "sequences": 8}  # not the batches already queued
-  batches.set_state({"epoch": 0, "sequences": 20})
+  assert state == {"sequences": 8}  # not the batches already queued
+  batches.set_state({"sequences": 20})
   assert [next(batches)["ids"].tolist() for _ in range(3)] == expected[5:]
   resumed = data.Prefetch(data.M1Batches(_m1_config(seed=4)))
   resumed.set_state(state)

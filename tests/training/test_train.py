@@ -4,6 +4,7 @@ import math
 import os
 import pathlib
 import shutil
+import socket
 import subprocess
 import sys
 
@@ -14,6 +15,7 @@ import pytest
 from pipelines import cli
 from training import checkpoint as checkpoint_lib
 from training import configs
+from training import data
 from training import evaluate
 from training import m1 as m1_lib
 from training import model as model_lib
@@ -190,6 +192,57 @@ def test_killed_then_resumed_m1_equals_uninterrupted(train_docs, tmp_path):
   assert ids_by_step(tmp_path / "killed" / "train") == ids_whole
   seen = [i for ids in ids_whole.values() for i in ids]
   assert len(seen) == len(set(seen)) == 36  # no sequence twice within the epoch
+
+
+TWO_PROCESSES = (
+    "import sys, jax; jax.config.update('jax_cpu_collectives_implementation', 'gloo'); "
+    "jax.distributed.initialize(sys.argv[1], num_processes=2, process_id=int(sys.argv[2])); "
+    "from pipelines import cli; sys.exit(cli.main(sys.argv[3:]))")
+
+
+def run_two_processes(args: list[str]) -> list[int]:
+  """Runs `eqinfo ARGS` as two JAX processes of one job on this CPU; returns their exit codes."""
+  with socket.socket() as s:
+    s.bind(("localhost", 0))
+    port = s.getsockname()[1]
+  env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+  procs = [subprocess.Popen([sys.executable, "-c", TWO_PROCESSES, f"localhost:{port}", str(i),
+                             *args], cwd=REPO, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True) for i in (0, 1)]
+  codes = []
+  for proc in procs:
+    _, err = proc.communicate(timeout=600)
+    codes.append(proc.returncode)
+    assert proc.returncode in (0, 3), err[-3000:]
+  return codes
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["m1", "m2_packed"])
+def test_two_processes_killed_then_resumed_equal_uninterrupted(kind, m2_shards, train_docs,
+                                                              tmp_path):
+  # A checkpoint keeps one data position; each process must resume at its own.
+  if kind == "m1":
+    corpus_path = tmp_path / "docs.jsonl"
+    corpus_path.write_text("".join(json.dumps({"text": t}) + "\n" for t in train_docs[:8]))
+    cfg = data.M1DataConfig(str(corpus_path), seq_len=256, batch_size=8, docs_per_group=2)
+    lengths = [len(list(data.m1_sequences(cfg, shard=(p, 2)))) for p in (0, 1)]
+    assert lengths[0] != lengths[1] and max(lengths) < 8 * 4  # epochs of unequal length end
+    def flags(out):                                             # before the step-8 checkpoint
+      return ["train-m1", "--train", str(corpus_path), "--size", "tiny", "--steps", "12",
+              "--batch_size", "8", "--seq_len", "256", "--docs_per_group", "2",
+              "--shuffle_buffer", "64", "--warmup", "10", "--checkpoint_every", "4",
+              "--no-exact", "--out", str(out), *QUIET]
+  else:
+    def flags(out):
+      return ["train-m2", *m2_flags(m2_shards, out, 12, "--checkpoint_every", "4")]
+  assert run_two_processes(flags(tmp_path / "whole")) == [0, 0]
+  assert run_two_processes([*flags(tmp_path / "killed"), "--stop_after", "10"]) == [3, 3]
+  assert run_two_processes(flags(tmp_path / "killed")) == [0, 0]
+  run = "train" if kind == "m1" else ""
+  expected, got = restore_params(tmp_path / "whole" / run), restore_params(tmp_path / "killed" / run)
+  for (path, a), b in zip(jax.tree_util.tree_leaves_with_path(expected), jax.tree.leaves(got)):
+    np.testing.assert_array_equal(a, b, err_msg=jax.tree_util.keystr(path))
 
 
 def test_four_device_step_equals_one_device_step(m2_shards, tmp_path):
