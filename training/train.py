@@ -26,6 +26,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from training import checkpoint as checkpoint_lib
 from training import configs
+from training import data
 from training import model as model_lib
 from training import optim
 
@@ -215,15 +216,36 @@ def _to_32(x: np.ndarray) -> np.ndarray:
   return x.astype(np.int32) if x.dtype == np.int64 else x
 
 
+def any_process(flag: bool) -> bool:
+  """Whether `flag` holds on any process (a collective of the hosts when there are several)."""
+  if jax.process_count() == 1:
+    return flag
+  from jax.experimental import multihost_utils  # pylint: disable=import-outside-toplevel
+  return bool(np.asarray(multihost_utils.process_allgather(np.int32(flag))).any())
+
+
 def evaluate(eval_step: Callable, params: Any, batches: Iterator[dict], mesh: Mesh,
              max_batches: int) -> dict[str, float]:
   """Bits/byte and loss over up to `max_batches` batches.
+
+  Every process runs the same number of steps: one whose data ends before the
+  others' feeds empty batches (no weight, no bytes) until all have ended.
 
   Returns:
     {"loss": mean xent in nats per token, "bits_per_byte", "tokens", "bytes"}.
   """
   xent = tokens = num_bytes = 0.0
-  for batch in itertools.islice(batches, max_batches):
+  batches, last = iter(batches), None
+  for _ in range(max_batches):
+    batch = next(batches, None)
+    if not any_process(batch is not None):
+      break
+    if batch is None:
+      if last is None:
+        raise ValueError(f"process {jax.process_index()} holds no validation data; pass more "
+                         "validation files than processes")
+      batch = data.empty_row(last)
+    last = batch
     sums = jax.device_get(eval_step(params, shard_batch(batch, mesh)))
     xent += float(sums["xent"])
     tokens += float(sums["tokens"])

@@ -210,10 +210,14 @@ def run_two_processes(args: list[str]) -> list[int]:
                              *args], cwd=REPO, env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, text=True) for i in (0, 1)]
   codes = []
-  for proc in procs:
-    _, err = proc.communicate(timeout=600)
-    codes.append(proc.returncode)
-    assert proc.returncode in (0, 3), err[-3000:]
+  try:
+    for proc in procs:
+      _, err = proc.communicate(timeout=300)  # a process waiting on the other one hangs
+      codes.append(proc.returncode)
+      assert proc.returncode in (0, 3), err[-3000:]
+  finally:
+    for proc in procs:
+      proc.kill()
   return codes
 
 
@@ -243,6 +247,24 @@ def test_two_processes_killed_then_resumed_equal_uninterrupted(kind, m2_shards, 
   expected, got = restore_params(tmp_path / "whole" / run), restore_params(tmp_path / "killed" / run)
   for (path, a), b in zip(jax.tree_util.tree_leaves_with_path(expected), jax.tree.leaves(got)):
     np.testing.assert_array_equal(a, b, err_msg=jax.tree_util.keystr(path))
+
+
+@pytest.mark.slow
+def test_two_processes_validate_all_their_text_though_it_differs_in_length(train_docs, tmp_path):
+  corpus_path = tmp_path / "docs.jsonl"
+  corpus_path.write_text("".join(json.dumps({"text": t}) + "\n" for t in train_docs[:8]))
+  cfg = data.M1DataConfig(str(corpus_path), seq_len=256, batch_size=8, docs_per_group=2)
+  parts = [list(data.m1_sequences(cfg, shard=(p, 2))) for p in (0, 1)]
+  assert len(parts[0]) // 4 != len(parts[1]) // 4  # one process has more batches to score
+  out = tmp_path / "m1"
+  assert run_two_processes([
+      "train-m1", "--train", str(corpus_path), "--validation", str(corpus_path), "--size",
+      "tiny", "--steps", "2", "--batch_size", "8", "--seq_len", "256", "--docs_per_group", "2",
+      "--warmup", "10", "--eval_batches", "50", "--no-exact", "--out", str(out), *QUIET]) == [0, 0]
+  metrics = [json.loads(l) for l in (out / "train" / "metrics.jsonl").read_text().splitlines()]
+  validation = [m for m in metrics if m["split"] == "validation"]
+  assert len(validation) == 1
+  assert validation[0]["bytes"] == sum(len(c) for part in parts for _, c in part)
 
 
 def test_four_device_step_equals_one_device_step(m2_shards, tmp_path):
