@@ -4,8 +4,8 @@ Layout of a run directory:
 
   DIR/config.json             resolved run config (model, training, data), written first
   DIR/checkpoints/<step>/     orbax: "state" (params, opt_state, step) and
-                              "data" (the input iterator's get_state(), JSON,
-                              process 0's: see train.BatchIterator)
+                              "data" (the input iterator's get_state(), JSON; with
+                              several processes {"process_states": [one per process]})
 """
 import json
 import logging
@@ -13,6 +13,7 @@ import os
 from typing import Any
 
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
 from etils import epath
 
@@ -68,6 +69,40 @@ def remove_unfinished(directory: epath.Path) -> list[str]:
   return removed
 
 
+PROCESS_STATES = "process_states"
+
+
+def gather_json(value: Any) -> list[Any]:
+  """Every process's JSON-able `value`, in process order (a collective of all processes)."""
+  if jax.process_count() == 1:
+    return [value]
+  from jax.experimental import multihost_utils  # pylint: disable=import-outside-toplevel
+  raw = np.frombuffer(json.dumps(value).encode(), np.uint8)
+  sizes = np.asarray(multihost_utils.process_allgather(np.int32(raw.size))).ravel()
+  padded = np.zeros(int(sizes.max()), np.uint8)
+  padded[:raw.size] = raw
+  rows = np.asarray(multihost_utils.process_allgather(padded))  # [P, max size]
+  return [json.loads(row[:n].tobytes()) for row, n in zip(rows, sizes)]
+
+
+def data_state_of_this_process(saved: Any) -> Any:
+  """This process's data state out of what `Checkpointer.save` wrote.
+
+  Raises:
+    ValueError: if the checkpoint was written by another number of processes.
+  """
+  if not (isinstance(saved, dict) and set(saved) == {PROCESS_STATES}):
+    if jax.process_count() > 1:
+      raise ValueError("this checkpoint holds the data position of one process; resume it "
+                       "with one process")
+    return saved
+  states = saved[PROCESS_STATES]
+  if len(states) != jax.process_count():
+    raise ValueError(f"this checkpoint was written by {len(states)} processes; resume it with "
+                     f"{len(states)}, not {jax.process_count()}")
+  return states[jax.process_index()]
+
+
 def _abstract(x):
   return x if isinstance(x, jax.ShapeDtypeStruct) else ocp.utils.to_shape_dtype_struct(x)
 
@@ -107,12 +142,17 @@ class Checkpointer:
     """Saves at `step` if it is a multiple of `every` (or `force`); returns whether it did."""
     if not force and step % self.every:
       return False
+    if jax.process_count() > 1:  # orbax writes JSON from process 0 alone: it keeps them all
+      data_state = {PROCESS_STATES: gather_json(data_state)}
     args = ocp.args.Composite(state=ocp.args.StandardSave(state),
                               data=ocp.args.JsonSave(data_state))
     return self.manager.save(step, args=args, force=True)
 
   def restore(self, abstract_state: Any, step: int | None = None) -> tuple[int, Any, dict]:
     """Restores (step, state, data_state) of `step` (default: the latest).
+
+    data_state is what `save` wrote: `data_state_of_this_process` picks this
+    process's out of it.
 
     Args:
       abstract_state: a pytree like the train state (arrays or ShapeDtypeStructs

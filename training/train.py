@@ -82,10 +82,8 @@ def override(config, **changes):
 class BatchIterator(Protocol):
   """What the loop needs from an input pipeline (M1Batches, grain iterators).
 
-  A checkpoint keeps process 0's `get_state()` only (orbax writes JSON from
-  the primary host), and every process resumes from it: the state after a
-  step must be the same on every process, each meaning its own position
-  (M1Batches: sequences taken; grain: elements or packed rows produced).
+  A checkpoint keeps every process's `get_state()` (JSON; see
+  checkpoint.Checkpointer.save), and a run resumes with as many processes.
   """
 
   def __next__(self) -> dict[str, np.ndarray]: ...
@@ -434,7 +432,7 @@ def restore_or_start(ckpt: checkpoint_lib.Checkpointer, state: State,
   if ckpt.latest_step() is None:
     return 0, state
   step, state, data_state = ckpt.restore(state)
-  batches.set_state(data_state)
+  batches.set_state(checkpoint_lib.data_state_of_this_process(data_state))
   logging.info("resuming at step %d", step)
   return step, state
 

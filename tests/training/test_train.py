@@ -225,7 +225,7 @@ def run_two_processes(args: list[str]) -> list[int]:
 @pytest.mark.parametrize("kind", ["m1", "m2_packed"])
 def test_two_processes_killed_then_resumed_equal_uninterrupted(kind, m2_shards, train_docs,
                                                               tmp_path):
-  # A checkpoint keeps one data position; each process must resume at its own.
+  # Each process must resume at its own data position.
   if kind == "m1":
     corpus_path = tmp_path / "docs.jsonl"
     corpus_path.write_text("".join(json.dumps({"text": t}) + "\n" for t in train_docs[:8]))
@@ -233,15 +233,20 @@ def test_two_processes_killed_then_resumed_equal_uninterrupted(kind, m2_shards, 
     lengths = [len(list(data.m1_sequences(cfg, shard=(p, 2)))) for p in (0, 1)]
     assert lengths[0] != lengths[1] and max(lengths) < 8 * 4  # epochs of unequal length end
     def flags(out):                                             # before the step-8 checkpoint
-      return ["train-m1", "--train", str(corpus_path), "--size", "tiny", "--steps", "12",
+      return ["train-m1", "--train", str(corpus_path), "--size", "tiny", "--steps", str(steps),
               "--batch_size", "8", "--seq_len", "256", "--docs_per_group", "2",
-              "--shuffle_buffer", "64", "--warmup", "10", "--checkpoint_every", "4",
+              "--shuffle_buffer", "64", "--warmup", "10", "--checkpoint_every", str(every),
               "--no-exact", "--out", str(out), *QUIET]
-  else:
+    steps, every, stop = 12, 4, 10
+  else:  # by step 16 the processes' packers have read different numbers of records
     def flags(out):
-      return ["train-m2", *m2_flags(m2_shards, out, 12, "--checkpoint_every", "4")]
+      return ["train-m2", *m2_flags(m2_shards, out, steps, "--checkpoint_every", str(every),
+                                    "--sync_checkpoint")]
+    steps, every, stop = 20, 8, 18
   assert run_two_processes(flags(tmp_path / "whole")) == [0, 0]
-  assert run_two_processes([*flags(tmp_path / "killed"), "--stop_after", "10"]) == [3, 3]
+  assert run_two_processes([*flags(tmp_path / "killed"), "--stop_after", str(stop)]) == [3, 3]
+  if kind != "m1":
+    assert checkpoint_lib.Checkpointer(str(tmp_path / "killed")).latest_step() == 16
   assert run_two_processes(flags(tmp_path / "killed")) == [0, 0]
   run = "train" if kind == "m1" else ""
   expected, got = restore_params(tmp_path / "whole" / run), restore_params(tmp_path / "killed" / run)
@@ -292,6 +297,19 @@ def test_four_device_step_equals_one_device_step(m2_shards, tmp_path):
     assert moved > 0.05 and diff < 1e-3 * moved, (jax.tree_util.keystr(path), diff, moved)
     np.testing.assert_allclose(a, b, rtol=1e-3, atol=2e-4)
 
+
+
+def test_a_checkpoint_gives_each_process_its_own_data_state(monkeypatch):
+  assert checkpoint_lib.gather_json({"sequences": 3}) == [{"sequences": 3}]
+  saved = {checkpoint_lib.PROCESS_STATES: [{"next_index": 8}, {"next_index": 9}]}
+  with pytest.raises(ValueError, match="written by 2 processes; resume it with 2, not 1"):
+    checkpoint_lib.data_state_of_this_process(saved)
+  assert checkpoint_lib.data_state_of_this_process({"next_index": 8}) == {"next_index": 8}
+  monkeypatch.setattr(jax, "process_count", lambda: 2)
+  monkeypatch.setattr(jax, "process_index", lambda: 1)
+  assert checkpoint_lib.data_state_of_this_process(saved) == {"next_index": 9}
+  with pytest.raises(ValueError, match="resume it with one process"):
+    checkpoint_lib.data_state_of_this_process({"next_index": 8})
 
 
 def test_missing_or_corrupt_checkpoint_gives_a_one_line_error(m2_shards, tmp_path, capsys):
