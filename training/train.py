@@ -451,8 +451,11 @@ def check_validation(task: Task) -> None:
     batch = next(iter(task.validation()), None)
   except FileNotFoundError as e:
     raise FileNotFoundError(f"--validation: {e}") from None
-  if batch is None or not (batch["ids"] >= 0).any():
-    raise ValueError("the validation data holds no examples; check the --validation path")
+  empty = batch is None or not (batch["ids"] >= 0).any()
+  if any_process(empty):  # every process stops, not only the one without data
+    where = "" if jax.process_count() == 1 else " for one of the processes"
+    raise ValueError(f"the validation data holds no examples{where}; check the --validation "
+                     "path (with several processes, each needs some of it)")
 
 
 def run_validation(task: Task, config: TrainConfig, eval_step, params, mesh) -> dict | None:

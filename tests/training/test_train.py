@@ -200,8 +200,12 @@ TWO_PROCESSES = (
     "from pipelines import cli; sys.exit(cli.main(sys.argv[3:]))")
 
 
-def run_two_processes(args: list[str]) -> list[int]:
-  """Runs `eqinfo ARGS` as two JAX processes of one job on this CPU; returns their exit codes."""
+def run_two_processes(args: list[str], errors: list[str] | None = None) -> list[int]:
+  """Runs `eqinfo ARGS` as two JAX processes of one job on this CPU; returns their exit codes.
+
+  Exit codes other than 0 and 3 (--stop_after) fail, unless `errors` is given:
+  it receives each process's last stderr line.
+  """
   with socket.socket() as s:
     s.bind(("localhost", 0))
     port = s.getsockname()[1]
@@ -214,7 +218,10 @@ def run_two_processes(args: list[str]) -> list[int]:
     for proc in procs:
       _, err = proc.communicate(timeout=300)  # a process waiting on the other one hangs
       codes.append(proc.returncode)
-      assert proc.returncode in (0, 3), err[-3000:]
+      if errors is None:
+        assert proc.returncode in (0, 3), err[-3000:]
+      else:
+        errors.append(err.strip().splitlines()[-1] if err.strip() else "")
   finally:
     for proc in procs:
       proc.kill()
@@ -270,6 +277,22 @@ def test_two_processes_validate_all_their_text_though_it_differs_in_length(train
   validation = [m for m in metrics if m["split"] == "validation"]
   assert len(validation) == 1
   assert validation[0]["bytes"] == sum(len(c) for part in parts for _, c in part)
+
+
+@pytest.mark.slow
+def test_two_processes_stop_together_when_one_has_no_validation_data(train_docs, tmp_path):
+  corpus_path = tmp_path / "docs.jsonl"
+  corpus_path.write_text("".join(json.dumps({"text": t}) + "\n" for t in train_docs[:8]))
+  one_doc = tmp_path / "one.jsonl"
+  one_doc.write_text(json.dumps({"text": train_docs[0]}) + "\n")  # one group: process 0's
+  errors = []
+  assert run_two_processes([
+      "train-m1", "--train", str(corpus_path), "--validation", str(one_doc), "--size", "tiny",
+      "--steps", "2", "--batch_size", "8", "--seq_len", "256", "--docs_per_group", "2",
+      "--no-exact", "--out", str(tmp_path / "m1"), *QUIET], errors) == [1, 1]
+  assert errors == ["eqinfo train-m1: error: the validation data holds no examples for one of "
+                    "the processes; check the --validation path (with several processes, each "
+                    "needs some of it)"] * 2
 
 
 def test_four_device_step_equals_one_device_step(m2_shards, tmp_path):
