@@ -15,6 +15,7 @@ import collections
 import glob as globlib
 import gzip
 import io
+import itertools
 import json
 import logging
 import os
@@ -175,21 +176,27 @@ def read_documents(spec: str, data_dir: str | None = None,
     yield from reader(path, counts)
 
 
-def check_spec(spec: str, flag: str, data_dir: str | None = None) -> None:
-  """Reads the first document of a corpus spec, so that a wrong path fails at once.
+def check_spec(spec: str, flag: str, data_dir: str | None = None,
+               min_documents: int = 1, why: str = "asked") -> None:
+  """Reads the first documents of a corpus spec, so that a wrong path fails at once.
 
   Args:
     spec: a corpus spec (see `read_documents`).
     flag: the command-line flag that gave it, named in the error.
     data_dir: TFDS data directory (only for `tfds:` specs).
+    min_documents: how many documents it must hold at least.
+    why: what needs them, ending the error ("... fewer than the 257 {why}").
 
   Raises:
     FileNotFoundError: if the spec names no files or an unprepared TFDS build.
-    ValueError: if it holds no documents.
+    ValueError: if it holds fewer than `min_documents` documents.
   """
   try:
-    first = next(read_documents(spec, data_dir), None)
+    found = sum(1 for _ in itertools.islice(read_documents(spec, data_dir), min_documents))
   except FileNotFoundError as e:
     raise FileNotFoundError(f"{flag}: {e}") from None
-  if first is None:
+  if found == 0:
     raise ValueError(f"{flag}: {spec!r} holds no documents; check the path")
+  if found < min_documents:
+    raise ValueError(f"{flag}: {spec!r} holds {found} documents, fewer than the "
+                     f"{min_documents} {why}")

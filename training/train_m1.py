@@ -61,10 +61,23 @@ def data_configs(args) -> tuple[data.M1DataConfig, data.M1DataConfig | None]:
   return train_cfg, val_cfg
 
 
+def check_corpus(args) -> None:
+  """Fails at once, on every process alike, if --train is missing or leaves a process nothing.
+
+  Process p of P reads groups p, p + P, ... of --docs_per_group documents, so
+  the corpus needs more than (P - 1) groups' worth.
+  """
+  count = jax.process_count()
+  why = (f"that {count} processes reading groups of {args.docs_per_group} documents in turn "
+         "need; lower --docs_per_group or use fewer processes")
+  corpus.check_spec(args.train, "--train", args.data_dir,
+                    min_documents=(count - 1) * args.docs_per_group + 1, why=why)
+
+
 def build_task(args) -> tuple[train.Task, train.TrainConfig]:
   """The M1 Task and TrainConfig of parsed flags (the run lives in OUT/train)."""
   model_config = train.model_config_from_flags(args, m1_lib.VOCAB_SIZE)
-  corpus.check_spec(args.train, "--train", args.data_dir)
+  check_corpus(args)
   train_cfg, val_cfg = data_configs(args)
   validation = (lambda: data.M1Batches(val_cfg)) if val_cfg else None
   task = train.Task(kind="m1", model_config=model_config,

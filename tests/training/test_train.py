@@ -280,7 +280,7 @@ def test_two_processes_validate_all_their_text_though_it_differs_in_length(train
 
 
 @pytest.mark.slow
-def test_two_processes_stop_together_when_one_has_no_validation_data(train_docs, tmp_path):
+def test_two_processes_stop_together_when_one_would_have_no_data(train_docs, tmp_path):
   corpus_path = tmp_path / "docs.jsonl"
   corpus_path.write_text("".join(json.dumps({"text": t}) + "\n" for t in train_docs[:8]))
   one_doc = tmp_path / "one.jsonl"
@@ -293,6 +293,15 @@ def test_two_processes_stop_together_when_one_has_no_validation_data(train_docs,
   assert errors == ["eqinfo train-m1: error: the validation data holds no examples for one of "
                     "the processes; check the --validation path (with several processes, each "
                     "needs some of it)"] * 2
+  errors = []
+  assert run_two_processes([
+      "train-m1", "--train", str(one_doc), "--size", "tiny", "--steps", "2", "--batch_size", "8",
+      "--seq_len", "256", "--docs_per_group", "2", "--no-exact", "--out", str(tmp_path / "m1"),
+      *QUIET], errors) == [1, 1]
+  assert errors == [f"eqinfo train-m1: error: --train: '{one_doc}' holds 1 documents, fewer "
+                    "than the 3 that 2 processes reading groups of 2 documents in turn need; "
+                    "lower --docs_per_group or use fewer processes"] * 2
+  assert not (tmp_path / "m1").exists()
 
 
 def test_four_device_step_equals_one_device_step(m2_shards, tmp_path):
