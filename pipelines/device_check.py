@@ -3,8 +3,9 @@
 Where an integer-exact M1 codes on a GPU or TPU, `CompressFn.setup` calls
 `check_coding_device`: the tables of `LANES x SEQ_LEN` contexts (built-in
 text, Python's own documentation, no download, and every symbol of M1's
-alphabet in a seeded order) are computed on that device and on the host CPU, in lanes as the coder and a decoder compute them,
-and a single integer that differs stops the worker with DeviceMismatchError
+alphabet in a seeded order) are computed on that device and on the host CPU,
+in lanes as the coder and a decoder compute them, and a single integer that
+differs stops the worker with DeviceMismatchError
 before it codes a record whose shards no other machine could decode.
 Verification (`--verify_fraction`) goes on checking records as they are
 written; `eqinfo check-devices` checks 102,400 contexts.

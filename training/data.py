@@ -193,8 +193,8 @@ class M1Batches:
   empty rows (`stack_full`), so every sequence is scored.
 
   The state is the number of sequences this process has taken since the
-  start (the same on every process: each takes B/P per step). `set_state` replays this
-  process's deterministic stream to that point: within epoch 0 directly, and
+  start (the same on every process: each takes B/P per step). `set_state`
+  replays this process's stream to that point: within epoch 0 directly, and
   beyond it from the epoch length that the replay of epoch 0 finds, so a
   resumed run continues with exactly the batches an uninterrupted run would see.
   """

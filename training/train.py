@@ -453,9 +453,10 @@ def check_validation(task: Task) -> None:
     raise FileNotFoundError(f"--validation: {e}") from None
   empty = batch is None or not (batch["ids"] >= 0).any()
   if any_process(empty):  # every process stops, not only the one without data
-    where = "" if jax.process_count() == 1 else " for one of the processes"
+    where = "" if jax.process_count() == 1 else (
+        " for one of the processes (with several processes, each needs some of it)")
     raise ValueError(f"the validation data holds no examples{where}; check the --validation "
-                     "path (with several processes, each needs some of it)")
+                     "path")
 
 
 def run_validation(task: Task, config: TrainConfig, eval_step, params, mesh) -> dict | None:

@@ -256,7 +256,8 @@ def test_two_processes_killed_then_resumed_equal_uninterrupted(kind, m2_shards, 
     assert checkpoint_lib.Checkpointer(str(tmp_path / "killed")).latest_step() == 16
   assert run_two_processes(flags(tmp_path / "killed")) == [0, 0]
   run = "train" if kind == "m1" else ""
-  expected, got = restore_params(tmp_path / "whole" / run), restore_params(tmp_path / "killed" / run)
+  expected = restore_params(tmp_path / "whole" / run)
+  got = restore_params(tmp_path / "killed" / run)
   for (path, a), b in zip(jax.tree_util.tree_leaves_with_path(expected), jax.tree.leaves(got)):
     np.testing.assert_array_equal(a, b, err_msg=jax.tree_util.keystr(path))
 
@@ -291,8 +292,8 @@ def test_two_processes_stop_together_when_one_would_have_no_data(train_docs, tmp
       "--steps", "2", "--batch_size", "8", "--seq_len", "256", "--docs_per_group", "2",
       "--no-exact", "--out", str(tmp_path / "m1"), *QUIET], errors) == [1, 1]
   assert errors == ["eqinfo train-m1: error: the validation data holds no examples for one of "
-                    "the processes; check the --validation path (with several processes, each "
-                    "needs some of it)"] * 2
+                    "the processes (with several processes, each needs some of it); check the "
+                    "--validation path"] * 2
   errors = []
   assert run_two_processes([
       "train-m1", "--train", str(one_doc), "--size", "tiny", "--steps", "2", "--batch_size", "8",
