@@ -318,18 +318,27 @@ def _scalar_metadata() -> bytes:
 
 
 class ExampleIdLog:
-  """Appends {"step", "ids"} per step to DIR/example_ids.jsonl (testing, audits)."""
+  """Appends {"step", "ids"} per step to DIR/example_ids.jsonl (testing, audits).
+
+  "ids" are the examples of the whole global batch: with several processes,
+  process 0 gathers theirs (a collective each step) and writes them in process order.
+  """
 
   def __init__(self, directory: str, enabled: bool):
-    self.enabled = enabled and jax.process_index() == 0
+    self.enabled = enabled
     self.path = os.path.join(directory, "example_ids.jsonl")  # local run directories only
 
   def write(self, step: int, batch: dict) -> None:
-    if self.enabled:
+    if not self.enabled:
+      return
+    ids = np.asarray(batch["ids"])  # [B/P], or [B/P, T] with -1 between packed records' starts
+    if jax.process_count() > 1:
+      from jax.experimental import multihost_utils  # pylint: disable=import-outside-toplevel
+      ids = np.asarray(multihost_utils.process_allgather(ids))  # [P, ...]
+    if jax.process_index() == 0:
+      ids = ids[ids >= 0] if ids.ndim >= 2 else ids
       with open(self.path, "a", encoding="utf-8") as f:
-        ids = np.asarray(batch["ids"])  # [B], or [B, T] with -1 between packed records' starts
-        ids = ids[ids >= 0] if ids.ndim == 2 else ids
-        f.write(json.dumps({"step": step, "ids": [int(i) for i in ids]}) + "\n")
+        f.write(json.dumps({"step": step, "ids": [int(i) for i in ids.ravel()]}) + "\n")
 
 
 @dataclasses.dataclass

@@ -243,12 +243,12 @@ def test_two_processes_killed_then_resumed_equal_uninterrupted(kind, m2_shards, 
       return ["train-m1", "--train", str(corpus_path), "--size", "tiny", "--steps", str(steps),
               "--batch_size", "8", "--seq_len", "256", "--docs_per_group", "2",
               "--shuffle_buffer", "64", "--warmup", "10", "--checkpoint_every", str(every),
-              "--no-exact", "--out", str(out), *QUIET]
+              "--no-exact", "--log_example_ids", "--out", str(out), *QUIET]
     steps, every, stop = 12, 4, 10
   else:  # by step 16 the processes' packers have read different numbers of records
     def flags(out):
       return ["train-m2", *m2_flags(m2_shards, out, steps, "--checkpoint_every", str(every),
-                                    "--sync_checkpoint")]
+                                    "--sync_checkpoint", "--log_example_ids")]
     steps, every, stop = 20, 8, 18
   assert run_two_processes(flags(tmp_path / "whole")) == [0, 0]
   assert run_two_processes([*flags(tmp_path / "killed"), "--stop_after", str(stop)]) == [3, 3]
@@ -256,6 +256,11 @@ def test_two_processes_killed_then_resumed_equal_uninterrupted(kind, m2_shards, 
     assert checkpoint_lib.Checkpointer(str(tmp_path / "killed")).latest_step() == 16
   assert run_two_processes(flags(tmp_path / "killed")) == [0, 0]
   run = "train" if kind == "m1" else ""
+  ids_whole = ids_by_step(tmp_path / "whole" / run)
+  assert ids_by_step(tmp_path / "killed" / run) == ids_whole
+  assert sorted(ids_whole) == list(range(1, steps + 1))
+  if kind == "m1":  # 4 of each process per step: ids p, p + 2, ... of process p
+    assert all([i % 2 for i in ids] == [0] * 4 + [1] * 4 for ids in ids_whole.values())
   expected = restore_params(tmp_path / "whole" / run)
   got = restore_params(tmp_path / "killed" / run)
   for (path, a), b in zip(jax.tree_util.tree_leaves_with_path(expected), jax.tree.leaves(got)):
