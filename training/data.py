@@ -29,7 +29,7 @@ import logging
 import posixpath
 import queue
 import threading
-from typing import Iterator
+from typing import Iterator, NoReturn
 
 import grain
 import jax
@@ -242,10 +242,10 @@ class M1Batches:
       if self._taken == 0:
         break
       self._start(self._epoch + 1, 0)
-    index, count = self.shard
     self._no_documents()
 
-  def _no_documents(self):
+  def _no_documents(self) -> NoReturn:
+    """Raises the one-line error of a process whose pass holds no sequence."""
     index, count = self.shard
     if count == 1:
       raise ValueError(f"corpus {self.config.spec!r} holds no documents; check the path")
