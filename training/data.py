@@ -284,6 +284,7 @@ class M1Batches:
                        "({'sequences': N}); resume with the eqinfo that wrote it, or "
                        "train into a new --out")
     total = int(state["sequences"])
+    logging.info("M1 data: replaying up to sequence %d of this process to resume", total)
     it = self._epoch_sequences(0)
     found = sum(1 for _ in itertools.islice(it, total))  # epoch 0's length, if shorter
     if found == total:
