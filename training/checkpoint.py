@@ -16,6 +16,7 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 from etils import epath
+from jax.experimental import multihost_utils
 
 CONFIG_FILE = "config.json"
 CHECKPOINT_SUBDIR = "checkpoints"
@@ -76,7 +77,6 @@ def gather_json(value: Any) -> list[Any]:
   """Every process's JSON-able `value`, in process order (a collective of all processes)."""
   if jax.process_count() == 1:
     return [value]
-  from jax.experimental import multihost_utils  # pylint: disable=import-outside-toplevel
   raw = np.frombuffer(json.dumps(value).encode(), np.uint8)
   sizes = np.asarray(multihost_utils.process_allgather(np.int32(raw.size))).ravel()
   padded = np.zeros(int(sizes.max()), np.uint8)

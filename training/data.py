@@ -192,11 +192,10 @@ class M1Batches:
   sequence is dropped. A single pass (evaluation) fills its last batch with
   empty rows (`stack_full`), so every sequence is scored.
 
-  The state is the number of sequences this process has taken since the
-  start (the same on every process: each takes B/P per step). `set_state`
-  replays this process's stream to that point: within epoch 0 directly, and
-  beyond it from the epoch length that the replay of epoch 0 finds, so a
-  resumed run continues with exactly the batches an uninterrupted run would see.
+  The state is (epoch, sequences of the epoch taken), this process's own (a
+  checkpoint keeps every process's); `set_state` replays the epoch's
+  deterministic stream up to that point, so a resumed run continues with
+  exactly the batches an uninterrupted run would see.
   """
 
   def __init__(self, config: M1DataConfig, shard: tuple[int, int] | None = None):
@@ -211,7 +210,6 @@ class M1Batches:
     self.local_batch = config.batch_size // count
     self.shard = (index, count)
     self._start(0, 0)
-    self._total = 0
 
   def __repr__(self):
     return (f"M1Batches(spec={self.config.spec!r}, seq_len={self.config.seq_len}, "
@@ -235,7 +233,6 @@ class M1Batches:
       item = next(self._it, None)
       if item is not None:
         self._taken += 1
-        self._total += 1
         return item
       if not self.config.repeat:
         return None
@@ -274,29 +271,18 @@ class M1Batches:
     return stack(batch) if len(batch) == self.local_batch else stack_full(batch, self.local_batch)
 
   def get_state(self) -> dict:
-    """Returns the JSON-able position of the iterator: sequences taken since the start."""
-    return {"sequences": self._total}
+    """Returns the JSON-able position of the iterator."""
+    return {"epoch": self._epoch, "sequences": self._taken}
 
   def set_state(self, state: dict) -> None:
-    """Moves the iterator to a position returned by `get_state` (of any process)."""
-    if set(state) != {"sequences"}:
+    """Moves the iterator to a position returned by `get_state`."""
+    if set(state) != {"epoch", "sequences"}:
       raise ValueError(f"M1 data position {state} is not one this eqinfo writes "
-                       "({'sequences': N}); resume with the eqinfo that wrote it, or "
-                       "train into a new --out")
-    total = int(state["sequences"])
-    logging.info("M1 data: replaying up to sequence %d of this process to resume", total)
-    it = self._epoch_sequences(0)
-    found = sum(1 for _ in itertools.islice(it, total))  # epoch 0's length, if shorter
-    if found == total:
-      self._epoch, self._taken, self._it = 0, total, it
-    elif found == 0:
-      self._no_documents()
-    elif not self.config.repeat:
-      self._epoch, self._taken, self._it = 0, found, it
-    else:
-      self._start(total // found, total % found)
-    self._total = total
-    logging.info("M1 data resumed at epoch %d, sequence %d", self._epoch, self._taken)
+                       "({'epoch': E, 'sequences': N}); resume with the eqinfo that wrote it, "
+                       "or train into a new --out")
+    logging.info("M1 data: replaying epoch %d to sequence %d to resume", state["epoch"],
+                 state["sequences"])
+    self._start(int(state["epoch"]), int(state["sequences"]))
 
 
 class Prefetch:

@@ -22,6 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import tqdm
+from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from training import checkpoint as checkpoint_lib
@@ -218,7 +219,6 @@ def any_process(flag: bool) -> bool:
   """Whether `flag` holds on any process (a collective of the hosts when there are several)."""
   if jax.process_count() == 1:
     return flag
-  from jax.experimental import multihost_utils  # pylint: disable=import-outside-toplevel
   return bool(np.asarray(multihost_utils.process_allgather(np.int32(flag))).any())
 
 
@@ -333,7 +333,6 @@ class ExampleIdLog:
       return
     ids = np.asarray(batch["ids"])  # [B/P], or [B/P, T] with -1 between packed records' starts
     if jax.process_count() > 1:
-      from jax.experimental import multihost_utils  # pylint: disable=import-outside-toplevel
       ids = np.asarray(multihost_utils.process_allgather(ids))  # [P, ...]
     if jax.process_index() == 0:
       ids = ids[ids >= 0] if ids.ndim >= 2 else ids

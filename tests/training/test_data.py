@@ -159,32 +159,32 @@ def test_m1_training_batches_run_across_epochs_and_drop_nothing():
   assert sorted(ids[:n]) == sorted(sequences) == sorted(ids[n:2 * n])  # each epoch whole
   assert ids[:n].tolist() != ids[n:2 * n].tolist()  # and reshuffled
   state = batches.get_state()
-  assert state == {"sequences": len(ids)}  # past two epochs
+  assert state == {"epoch": 2, "sequences": len(ids) - 2 * n}
   resumed = data.M1Batches(cfg)
   resumed.set_state(json.loads(json.dumps(state)))
   expected = [next(batches)["ids"].tolist() for _ in range(3)]
   assert [next(resumed)["ids"].tolist() for _ in range(3)] == expected
 
 
-def test_every_m1_process_resumes_from_the_one_state_a_checkpoint_keeps():
-  # Orbax keeps process 0's data state; each process must resume from it, though
-  # their epochs differ in length (their groups hold different text).
+def test_m1_processes_part_in_position_and_each_resumes_at_its_own():
+  # Their groups hold different text, so their epochs end at different steps:
+  # the reason a checkpoint keeps every process's data state.
   cfg = _m1_config(seed=6, seq_len=256, batch_size=64)
-  processes = [data.M1Batches(cfg, shard=(p, 2)) for p in (0, 1)]
   lengths = [len(list(data.m1_sequences(cfg, shard=(p, 2)))) for p in (0, 1)]
   assert lengths[0] != lengths[1]
   steps = max(lengths) // 32 + 3  # past the end of both processes' first epochs
-  expected = [[next(b)["ids"].tolist() for _ in range(steps + 2)] for b in processes]
-  assert [b.get_state() for b in processes] == [{"sequences": (steps + 2) * 32}] * 2
-  first = data.M1Batches(cfg, shard=(0, 2))
-  for _ in range(steps):
-    next(first)
-  state = json.loads(json.dumps(first.get_state()))  # what the checkpoint keeps
   for p in (0, 1):
+    expected = [b["ids"].tolist() for b, _ in zip(data.M1Batches(cfg, shard=(p, 2)),
+                                                   range(steps + 2))]
+    assert all(i % 2 == p for batch in expected for i in batch)
+    batches = data.M1Batches(cfg, shard=(p, 2))
+    for _ in range(steps):
+      next(batches)
+    state = json.loads(json.dumps(batches.get_state()))
+    assert state == {"epoch": steps * 32 // lengths[p], "sequences": steps * 32 % lengths[p]}
     resumed = data.M1Batches(cfg, shard=(p, 2))
     resumed.set_state(state)
-    assert [next(resumed)["ids"].tolist() for _ in range(2)] == expected[p][steps:]
-    assert all(i % 2 == p for batch in expected[p] for i in batch)
+    assert [next(resumed)["ids"].tolist() for _ in range(2)] == expected[steps:]
 
 
 def test_m1_state_of_an_older_format_says_what_to_do():
@@ -218,8 +218,8 @@ def test_prefetch_state_counts_only_batches_handed_out():
   batches = data.Prefetch(data.M1Batches(_m1_config(seed=4)), depth=3)
   assert [next(batches)["ids"].tolist() for _ in range(2)] == expected[:2]
   state = batches.get_state()
-  assert state == {"sequences": 8}  # not the batches already queued
-  batches.set_state({"sequences": 20})
+  assert state == {"epoch": 0, "sequences": 8}  # not the batches already queued
+  batches.set_state({"epoch": 0, "sequences": 20})
   assert [next(batches)["ids"].tolist() for _ in range(3)] == expected[5:]
   resumed = data.Prefetch(data.M1Batches(_m1_config(seed=4)))
   resumed.set_state(state)
