@@ -10,6 +10,12 @@ A corpus spec is one of:
   plain text files (one document per file).
 
 Files are read in sorted name order, so the document order is deterministic.
+
+Every document has a position (part, item): for a glob, the index of its file
+in that order and its line number (1 for a plain text file); for
+`builtin:pydoc` and TFDS, (0, n) for the n-th document, counting from 1.
+`read_positioned(spec, start=position)` starts at a document without parsing
+the ones before it.
 """
 import collections
 import glob as globlib
@@ -20,6 +26,9 @@ import json
 import logging
 import os
 from typing import Iterator
+
+Position = tuple[int, int]  # (part, item): see the module doc
+START: Position = (0, 1)   # the first position of every spec (items of a part count from 1)
 
 JSON_SUFFIXES = (".jsonl", ".json", ".jsonl.gz", ".json.gz")
 TFDS_PREFIX = "tfds:"
@@ -83,17 +92,20 @@ def _json_text(line: bytes) -> str:
   return record["text"]
 
 
-def read_json_lines(path: str, counts: collections.Counter | None = None
-                    ) -> Iterator[tuple[str, str]]:
-  """Yields (f"{path}:{line}", text) for each document of a JSON-lines file.
+def read_json_lines(path: str, counts: collections.Counter | None = None, first_line: int = 1
+                    ) -> Iterator[tuple[int, str, str]]:
+  """Yields (line, f"{path}:{line}", text) for each document of a JSON-lines file.
 
-  Line numbers start at 1. A malformed line (bad JSON, bad UTF-8, no "text")
-  is skipped, counted in `counts["malformed_lines"]` and logged with its
-  source; blank lines are skipped silently.
+  Line numbers start at 1; lines before `first_line` are skipped unparsed. A
+  malformed line (bad JSON, bad UTF-8, no "text") is skipped, counted in
+  `counts["malformed_lines"]` and logged with its source; blank lines are
+  skipped silently.
   """
   counts = collections.Counter() if counts is None else counts
   with _open_binary(path) as f:
-    for number, line in enumerate(f, start=1):
+    for _ in itertools.islice(f, first_line - 1):
+      pass
+    for number, line in enumerate(f, start=first_line):
       if not line.strip():
         continue
       source = f"{path}:{number}"
@@ -104,17 +116,19 @@ def read_json_lines(path: str, counts: collections.Counter | None = None
         logging.warning("skipping malformed JSON line %s: %s", source, e)
         continue
       counts["documents"] += 1
-      yield source, text
+      yield number, source, text
 
 
-def read_text_file(path: str, counts: collections.Counter | None = None
-                   ) -> Iterator[tuple[str, str]]:
-  """Yields (path, text): a plain text file is one document (bad UTF-8 kept as surrogates)."""
+def read_text_file(path: str, counts: collections.Counter | None = None, first_line: int = 1
+                   ) -> Iterator[tuple[int, str, str]]:
+  """Yields (1, path, text): a plain text file is one document (bad UTF-8 kept as surrogates)."""
   counts = collections.Counter() if counts is None else counts
+  if first_line > 1:
+    return
   with _open_binary(path) as f:
     data = f.read()
   counts["documents"] += 1
-  yield path, data.decode("utf-8", errors="surrogateescape")
+  yield 1, path, data.decode("utf-8", errors="surrogateescape")
 
 
 def parse_tfds_spec(spec: str) -> tuple[str, str]:
@@ -129,8 +143,12 @@ def parse_tfds_spec(spec: str) -> tuple[str, str]:
 
 
 def read_tfds(spec: str, data_dir: str | None = None,
-              counts: collections.Counter | None = None) -> Iterator[tuple[str, str]]:
-  """Yields (f"{spec}:{i}", text) from a prepared TFDS build; never downloads.
+              counts: collections.Counter | None = None, first: int = 0
+              ) -> Iterator[tuple[int, str, str]]:
+  """Yields (i, f"{spec}:{i}", text) from a prepared TFDS build, from example `first` on.
+
+  Examples before `first` are skipped by TFDS's split slicing (`train[first:]`),
+  unread. Never downloads.
 
   Raises:
     FileNotFoundError: if the dataset is not prepared under `data_dir`.
@@ -140,14 +158,47 @@ def read_tfds(spec: str, data_dir: str | None = None,
   name, split = parse_tfds_spec(spec)
   builder = tfds.builder(name, data_dir=data_dir)
   try:
-    ds = builder.as_dataset(split=split, shuffle_files=False)
+    ds = builder.as_dataset(split=f"{split}[{first}:]" if first else split, shuffle_files=False)
   except AssertionError:  # tfds's way of saying "not prepared"
     raise FileNotFoundError(
         f"TFDS dataset {name} is not prepared under data_dir={data_dir!r}; "
         "prepare it with `tfds build` (or the C4 Beam pipeline) and pass --data_dir") from None
-  for i, example in enumerate(tfds.as_numpy(ds)):
+  for i, example in enumerate(tfds.as_numpy(ds), start=first):
     counts["documents"] += 1
-    yield f"tfds:{name}:{split}:{i}", example["text"].decode("utf-8", errors="surrogateescape")
+    yield i, f"tfds:{name}:{split}:{i}", example["text"].decode("utf-8", errors="surrogateescape")
+
+
+def read_positioned(spec: str, data_dir: str | None = None,
+                    counts: collections.Counter | None = None, start: Position = START
+                    ) -> Iterator[tuple[Position, str, str]]:
+  """Yields (position, source, text) for every document of a corpus spec from `start` on.
+
+  Args:
+    spec: `builtin:pydoc`, `tfds:NAME[:split]` or a file glob (see module doc).
+    data_dir: TFDS data directory (only for `tfds:` specs).
+    counts: optional Counter that receives "documents" and "malformed_lines"
+      (of what is read: documents before `start` are not).
+    start: the position of the first document to yield (`START`: all of them).
+
+  Raises:
+    FileNotFoundError: if a glob matches nothing or a TFDS build is missing.
+  """
+  counts = collections.Counter() if counts is None else counts
+  part, item = start
+  if spec == BUILTIN_PYDOC:
+    for i, (source, text) in enumerate(builtin_pydoc_documents()[item - 1:], start=item):
+      counts["documents"] += 1
+      yield (0, i), source, text
+    return
+  if spec.startswith(TFDS_PREFIX):
+    for i, source, text in read_tfds(spec, data_dir, counts, first=item - 1):
+      yield (0, i + 1), source, text
+    return
+  paths = list_files(spec)
+  for f in range(part, len(paths)):
+    reader = read_json_lines if paths[f].endswith(JSON_SUFFIXES) else read_text_file
+    for line, source, text in reader(paths[f], counts, first_line=item if f == part else 1):
+      yield (f, line), source, text
 
 
 def read_documents(spec: str, data_dir: str | None = None,
@@ -162,18 +213,8 @@ def read_documents(spec: str, data_dir: str | None = None,
   Raises:
     FileNotFoundError: if a glob matches nothing or a TFDS build is missing.
   """
-  counts = collections.Counter() if counts is None else counts
-  if spec == BUILTIN_PYDOC:
-    for source, text in builtin_pydoc_documents():
-      counts["documents"] += 1
-      yield source, text
-    return
-  if spec.startswith(TFDS_PREFIX):
-    yield from read_tfds(spec, data_dir, counts)
-    return
-  for path in list_files(spec):
-    reader = read_json_lines if path.endswith(JSON_SUFFIXES) else read_text_file
-    yield from reader(path, counts)
+  for _, source, text in read_positioned(spec, data_dir, counts):
+    yield source, text
 
 
 def check_spec(spec: str, flag: str, data_dir: str | None = None,

@@ -23,7 +23,6 @@ and num_bytes = n (every symbol counts as one byte, EOS included).
 """
 import dataclasses
 import functools
-import itertools
 import json
 import logging
 import posixpath
@@ -37,8 +36,8 @@ import numpy as np
 from etils import epath
 
 from compressor import constants
-from compressor import symbols as symbols_lib
 from training import corpus
+from training import m1_epoch
 
 M1_TOKEN_VOCAB = constants.ALPHABET_SIZE  # 257 output symbols
 M1_BOS = M1_TOKEN_VOCAB                   # 257, input only
@@ -131,18 +130,6 @@ class M1DataConfig:
         raise ValueError(f"M1DataConfig.{name} must be >= 1, got {getattr(self, name)}")
 
 
-def document_groups(config: M1DataConfig) -> Iterator[list[str]]:
-  """Yields the corpus's documents in order, `docs_per_group` at a time (the last may be short)."""
-  group = []
-  for _, text in corpus.read_documents(config.spec, config.data_dir):
-    group.append(text)
-    if len(group) == config.docs_per_group:
-      yield group
-      group = []
-  if group:
-    yield group
-
-
 def m1_sequences(config: M1DataConfig, shard: tuple[int, int] = (0, 1)
                  ) -> Iterator[tuple[int, np.ndarray]]:
   """Yields (sequence id, [<=T] symbols) for one pass over the corpus, unshuffled.
@@ -151,36 +138,11 @@ def m1_sequences(config: M1DataConfig, shard: tuple[int, int] = (0, 1)
   groups' symbols (bytes + EOS per document) into one stream and cuts it into
   sequences of T symbols, so only its last sequence of the pass is short (no
   padding at group ends). Process p's k-th sequence has id k * P + p: unique
-  across processes, and simply k on one.
+  across processes, and simply k on one. See `training.m1_epoch`.
   """
   index, count = shard
-  pending = np.zeros(0, symbols_lib.SYMBOL_DTYPE)
-  k = 0
-  for g, group in enumerate(document_groups(config)):
-    if g % count != index:
-      continue
-    stream = symbols_lib.concat([pending, *(symbols_lib.symbols_from_text(t) for t in group)])
-    whole = len(stream) - len(stream) % config.seq_len
-    for start in range(0, whole, config.seq_len):
-      yield k * count + index, stream[start:start + config.seq_len]
-      k += 1
-    pending = stream[whole:]
-  if len(pending):
-    yield k * count + index, pending
-
-
-def buffered_shuffle(items: Iterator, buffer_size: int, rng: np.random.Generator) -> Iterator:
-  """Shuffles a stream with a fixed-size buffer, deterministically given `rng`."""
-  buffer = []
-  for item in items:
-    if len(buffer) < buffer_size:
-      buffer.append(item)
-      continue
-    j = int(rng.integers(buffer_size))
-    yield buffer[j]
-    buffer[j] = item
-  for j in rng.permutation(len(buffer)):
-    yield buffer[j]
+  for item in m1_epoch.sequences(config, shard):
+    yield item.k * count + index, item.symbols
 
 
 class M1Batches:
@@ -192,10 +154,13 @@ class M1Batches:
   sequence is dropped. A single pass (evaluation) fills its last batch with
   empty rows (`stack_full`), so every sequence is scored.
 
-  The state is (epoch, sequences of the epoch taken), this process's own (a
-  checkpoint keeps every process's); `set_state` replays the epoch's
-  deterministic stream up to that point, so a resumed run continues with
-  exactly the batches an uninterrupted run would see.
+  The state is (epoch, sequences of the epoch taken, the epoch's position),
+  this process's own (a checkpoint keeps every process's). `set_state`
+  restores the position by reading the corpus from the group of the oldest
+  sequence in the shuffle buffer (`training.m1_epoch`), so a resumed run
+  continues at once with exactly the batches an uninterrupted run would see.
+  A state without the position (older checkpoints) is reached by replaying the
+  epoch from its start.
   """
 
   def __init__(self, config: M1DataConfig, shard: tuple[int, int] | None = None):
@@ -209,28 +174,27 @@ class M1Batches:
     self.config = config
     self.local_batch = config.batch_size // count
     self.shard = (index, count)
-    self._start(0, 0)
+    self._start(0)
 
   def __repr__(self):
     return (f"M1Batches(spec={self.config.spec!r}, seq_len={self.config.seq_len}, "
-            f"local_batch={self.local_batch}, seed={self.config.seed}, state={self.get_state()})")
+            f"local_batch={self.local_batch}, seed={self.config.seed}, epoch={self._epoch}, "
+            f"sequences={self._taken})")
 
-  def _epoch_sequences(self, epoch: int) -> Iterator[tuple[int, np.ndarray]]:
-    """(sequence id, symbols) of this process in epoch `epoch`'s order."""
-    cfg = self.config
-    items = m1_sequences(cfg, self.shard)
-    if cfg.shuffle:
-      items = buffered_shuffle(items, cfg.shuffle_buffer, np.random.default_rng([cfg.seed, epoch]))
-    return items
-
-  def _start(self, epoch: int, taken: int) -> None:
+  def _start(self, epoch: int, taken: int = 0, position: dict | None = None) -> None:
+    """Moves to sequence `taken` of epoch `epoch`: restored at `position`, else replayed."""
     self._epoch, self._taken = epoch, taken
-    self._it = itertools.islice(self._epoch_sequences(epoch), taken, None)
+    if position is not None:
+      self._order = m1_epoch.Epoch.restore(self.config, self.shard, epoch, position)
+      return
+    self._order = m1_epoch.Epoch(self.config, self.shard, epoch)
+    for _ in range(taken):
+      self._order.next()
 
-  def _next_sequence(self) -> tuple[int, np.ndarray] | None:
+  def _next_sequence(self) -> m1_epoch.Sequence | None:
     """The next sequence, moving on to the next epoch in training; None at the end of a pass."""
     for _ in range(2):
-      item = next(self._it, None)
+      item = self._order.next()
       if item is not None:
         self._taken += 1
         return item
@@ -238,7 +202,7 @@ class M1Batches:
         return None
       if self._taken == 0:
         break
-      self._start(self._epoch + 1, 0)
+      self._start(self._epoch + 1)
     self._no_documents()
 
   def _no_documents(self) -> NoReturn:
@@ -250,10 +214,11 @@ class M1Batches:
                      f"documents for process {index} of {count}; check the path or lower "
                      "--docs_per_group")
 
-  def _example(self, seq_id: int, chunk: np.ndarray) -> dict[str, np.ndarray]:
-    example = pack_sequence(chunk, self.config.seq_len, M1_BOS)
-    example["num_bytes"] = np.int64(len(chunk))
-    example["ids"] = np.int64(seq_id)
+  def _example(self, item: m1_epoch.Sequence) -> dict[str, np.ndarray]:
+    index, count = self.shard
+    example = pack_sequence(item.symbols, self.config.seq_len, M1_BOS)
+    example["num_bytes"] = np.int64(len(item.symbols))
+    example["ids"] = np.int64(item.k * count + index)
     return example
 
   def __iter__(self):
@@ -265,24 +230,25 @@ class M1Batches:
       item = self._next_sequence()
       if item is None:
         break
-      batch.append(self._example(*item))
+      batch.append(self._example(item))
     if not batch:
       raise StopIteration
     return stack(batch) if len(batch) == self.local_batch else stack_full(batch, self.local_batch)
 
   def get_state(self) -> dict:
     """Returns the JSON-able position of the iterator."""
-    return {"epoch": self._epoch, "sequences": self._taken}
+    return {"epoch": self._epoch, "sequences": self._taken, "position": self._order.get_state()}
 
   def set_state(self, state: dict) -> None:
     """Moves the iterator to a position returned by `get_state`."""
-    if set(state) != {"epoch", "sequences"}:
+    if set(state) - {"position"} != {"epoch", "sequences"}:
       raise ValueError(f"M1 data position {state} is not one this eqinfo writes "
-                       "({'epoch': E, 'sequences': N}); resume with the eqinfo that wrote it, "
-                       "or train into a new --out")
-    logging.info("M1 data: replaying epoch %d to sequence %d to resume", state["epoch"],
-                 state["sequences"])
-    self._start(int(state["epoch"]), int(state["sequences"]))
+                       "({'epoch': E, 'sequences': N, 'position': ...}); resume with the eqinfo "
+                       "that wrote it, or train into a new --out")
+    if "position" not in state:
+      logging.info("M1 data: replaying epoch %d to sequence %d to resume", state["epoch"],
+                   state["sequences"])
+    self._start(int(state["epoch"]), int(state["sequences"]), state.get("position"))
 
 
 class Prefetch:

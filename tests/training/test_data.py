@@ -1,5 +1,6 @@
 """Corpus reading and the M1 / M2 input pipelines."""
 import collections
+import dataclasses
 import gzip
 import json
 import logging
@@ -68,6 +69,45 @@ def test_tfds_spec_reads_a_prepared_build_and_never_downloads(tmp_path):
     docs = list(corpus.read_documents("tfds:c4/en:3.1.0:validation", data_dir=str(tmp_path)))
   assert [s for s, _ in docs] == [f"tfds:c4/en:3.1.0:validation:{i}" for i in range(3)]
   assert all(isinstance(t, str) and t for _, t in docs)
+
+
+def test_a_read_from_a_position_is_the_rest_of_the_whole_read(tmp_path):
+  (tmp_path / "a.jsonl").write_text('{"text": "x"}\n\n{"text": "y"}\nnot json\n{"text": "w"}\n')
+  (tmp_path / "b.txt").write_text("plain document")
+  (tmp_path / "c.json.gz").write_bytes(gzip.compress(b'{"text": "z"}\n{"text": "v"}\n'))
+  for spec in (str(tmp_path / "*"), "builtin:pydoc"):
+    whole = list(corpus.read_positioned(spec))
+    assert [(s, t) for _, s, t in whole] == list(corpus.read_documents(spec))
+    for i, (position, _, _) in enumerate(whole):
+      assert list(corpus.read_positioned(spec, start=position)) == whole[i:]
+  positions = [p for p, _, _ in corpus.read_positioned(str(tmp_path / "*"))]
+  assert positions == [(0, 1), (0, 3), (0, 5), (1, 1), (2, 1), (2, 2)]
+
+
+def test_a_tfds_read_from_a_position_slices_the_split(tmp_path):
+  tfds = pytest.importorskip("tensorflow_datasets")
+
+  class EqinfoTinyText(tfds.core.GeneratorBasedBuilder):  # a real build, made here
+    VERSION = tfds.core.Version("1.0.0")
+    __module__ = "eqinfo_tiny_text"  # not in a package: tfds looks for no code path
+
+    def _info(self):
+      return tfds.core.DatasetInfo(
+          builder=self, features=tfds.features.FeaturesDict({"text": tfds.features.Text()}))
+
+    def _split_generators(self, dl_manager):
+      return {"validation": self._generate_examples()}
+
+    def _generate_examples(self):
+      for i in range(30):
+        yield i, {"text": f"document {i} " * (i + 1)}
+
+  EqinfoTinyText(data_dir=str(tmp_path)).download_and_prepare()
+  spec = "tfds:eqinfo_tiny_text:1.0.0:validation"
+  whole = list(corpus.read_positioned(spec, str(tmp_path)))
+  assert len(whole) == 30 and len({t for _, _, t in whole}) == 30
+  assert [p for p, _, _ in whole] == [(0, n) for n in range(1, 31)]
+  assert list(corpus.read_positioned(spec, str(tmp_path), start=(0, 12))) == whole[11:]
 
 
 def test_real_webtext_reads_every_line(webtext_dir):
@@ -159,7 +199,7 @@ def test_m1_training_batches_run_across_epochs_and_drop_nothing():
   assert sorted(ids[:n]) == sorted(sequences) == sorted(ids[n:2 * n])  # each epoch whole
   assert ids[:n].tolist() != ids[n:2 * n].tolist()  # and reshuffled
   state = batches.get_state()
-  assert state == {"epoch": 2, "sequences": len(ids) - 2 * n}
+  assert (state["epoch"], state["sequences"]) == (2, len(ids) - 2 * n)
   resumed = data.M1Batches(cfg)
   resumed.set_state(json.loads(json.dumps(state)))
   expected = [next(batches)["ids"].tolist() for _ in range(3)]
@@ -181,10 +221,97 @@ def test_m1_processes_part_in_position_and_each_resumes_at_its_own():
     for _ in range(steps):
       next(batches)
     state = json.loads(json.dumps(batches.get_state()))
-    assert state == {"epoch": steps * 32 // lengths[p], "sequences": steps * 32 % lengths[p]}
+    assert (state["epoch"], state["sequences"]) == divmod(steps * 32, lengths[p])
     resumed = data.M1Batches(cfg, shard=(p, 2))
     resumed.set_state(state)
     assert [next(resumed)["ids"].tolist() for _ in range(2)] == expected[steps:]
+
+
+# First two batches of M1 sequence ids of `_m1_config(seed=1)` over builtin:pydoc
+# (7,285 sequences). A change here changes every M1 training run's order.
+GOLDEN_M1_IDS = [[30, 32, 48, 60], [2, 9, 52, 67]]
+
+
+def test_m1_order_is_golden():
+  batches = data.M1Batches(_m1_config(seed=1))
+  assert [next(batches)["ids"].tolist() for _ in range(2)] == GOLDEN_M1_IDS
+
+
+def _count_conversions(monkeypatch) -> list[int]:
+  """Counts the documents M1 data turns into symbols from here on."""
+  calls = [0]
+  convert = symbols_lib.symbols_from_text
+
+  def counted(text):
+    calls[0] += 1
+    return convert(text)
+  monkeypatch.setattr(symbols_lib, "symbols_from_text", counted)
+  return calls
+
+
+@pytest.mark.parametrize("shuffle", [True, False])
+def test_m1_resumes_from_the_oldest_buffered_group_not_the_epoch_start(webtext_dir, monkeypatch,
+                                                                       shuffle):
+  cfg = data.M1DataConfig(str(webtext_dir / "validation" / "*.jsonl.gz"), seq_len=256,
+                          batch_size=16, docs_per_group=16, shuffle_buffer=128, shuffle=shuffle)
+  n = len(list(data.m1_sequences(cfg)))
+  steps = n * 3 // 4 // 16  # three quarters into epoch 0
+  batches = data.M1Batches(cfg)
+  expected = [next(batches)["ids"].tolist() for _ in range(steps + 3)]
+  batches = data.M1Batches(cfg)
+  for _ in range(steps):
+    next(batches)
+  state = json.loads(json.dumps(batches.get_state()))
+  calls = _count_conversions(monkeypatch)
+  resumed = data.M1Batches(cfg)
+  resumed.set_state(state)
+  assert calls[0] < 5130 // 5  # of the corpus's 5,130 documents; a replay reads 3/4
+  assert [next(resumed)["ids"].tolist() for _ in range(3)] == expected[steps:]
+  calls[0] = 0
+  replayed = data.M1Batches(cfg)  # a state without the position: the epoch is replayed
+  replayed.set_state({"epoch": state["epoch"], "sequences": state["sequences"]})
+  assert calls[0] > 5130 // 2
+  assert [next(replayed)["ids"].tolist() for _ in range(3)] == expected[steps:]
+
+
+def test_m1_resumes_in_every_phase_of_the_shuffle_buffer():
+  # the first batch, mid-epoch, draining (the pass ended), the next epoch; 2 processes
+  cfg = _m1_config(seed=5, seq_len=256, batch_size=8, shuffle_buffer=200)
+  for p in (0, 1):
+    n = len(list(data.m1_sequences(cfg, shard=(p, 2))))
+    assert n > 200
+    stops = [1, 30, (n - 100) // 4, -(-n // 4) + 2]
+    phases = []
+    expected = [b["ids"].tolist() for b, _ in zip(data.M1Batches(cfg, shard=(p, 2)),
+                                                   range(max(stops) + 2))]
+    for stop in stops:
+      batches = data.M1Batches(cfg, shard=(p, 2))
+      for _ in range(stop):
+        next(batches)
+      state = json.loads(json.dumps(batches.get_state()))
+      phases.append((state["epoch"], state["position"]["draining"]))
+      resumed = data.M1Batches(cfg, shard=(p, 2))
+      resumed.set_state(state)
+      assert [next(resumed)["ids"].tolist() for _ in range(2)] == expected[stop:stop + 2], stop
+    assert phases == [(0, False), (0, False), (0, True), (1, False)]
+
+
+def test_m1_position_checks_the_corpus_and_the_buffer(tmp_path):
+  texts = [t for _, t in corpus.read_documents("builtin:pydoc")]
+  path = tmp_path / "docs.jsonl"
+  path.write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
+  cfg = _m1_config(spec=str(path), seed=2)
+  batches = data.M1Batches(cfg)
+  for _ in range(400):
+    next(batches)
+  state = json.loads(json.dumps(batches.get_state()))
+  with pytest.raises(ValueError, match="--shuffle_buffer 64 .0: no shuffle., not 32"):
+    data.M1Batches(dataclasses.replace(cfg, shuffle_buffer=32)).set_state(state)
+  doc = state["position"]["restart"]["doc"]
+  texts[doc] = texts[doc].upper()  # the document the position restarts at changed
+  path.write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
+  with pytest.raises(ValueError, match="no longer holds the documents"):
+    data.M1Batches(cfg).set_state(state)
 
 
 def test_m1_state_of_an_older_format_says_what_to_do():
@@ -218,7 +345,7 @@ def test_prefetch_state_counts_only_batches_handed_out():
   batches = data.Prefetch(data.M1Batches(_m1_config(seed=4)), depth=3)
   assert [next(batches)["ids"].tolist() for _ in range(2)] == expected[:2]
   state = batches.get_state()
-  assert state == {"epoch": 0, "sequences": 8}  # not the batches already queued
+  assert (state["epoch"], state["sequences"]) == (0, 8)  # not the batches already queued
   batches.set_state({"epoch": 0, "sequences": 20})
   assert [next(batches)["ids"].tolist() for _ in range(3)] == expected[5:]
   resumed = data.Prefetch(data.M1Batches(_m1_config(seed=4)))
