@@ -1,6 +1,7 @@
 """Shared fixtures: the real web text in ../shared/data/webtext, read, never committed."""
 import gzip
 import json
+import logging
 import os
 import pathlib
 
@@ -9,6 +10,20 @@ import pytest
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 WEBTEXT = pathlib.Path(os.environ.get("EQINFO_WEBTEXT", REPO.parent / "shared" / "data" / "webtext"))
+
+
+@pytest.fixture(autouse=True)
+def logging_of_commands_ends_with_the_test():
+  """A command run in-process sets up logging for a process (`training.log_setup`);
+  undone after each test, so no test sees another's log lines."""
+  from training import log_setup  # pylint: disable=import-outside-toplevel
+  root = logging.getLogger()
+  levels = {name: logging.getLogger(name).level for name in ("", *log_setup.QUIET)}
+  yield
+  for handler in [h for h in root.handlers if h.get_name() == log_setup.HANDLER]:
+    root.removeHandler(handler)
+  for name, level in levels.items():
+    logging.getLogger(name).setLevel(level)
 
 
 def read_docs(split: str, limit: int | None = None, pattern: str = "*.jsonl.gz") -> list[str]:

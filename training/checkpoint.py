@@ -103,6 +103,16 @@ def data_state_of_this_process(saved: Any) -> Any:
   return states[jax.process_index()]
 
 
+class _DropReadOnlyNotice(logging.Filter):
+  """Drops orbax's warning that a read-only manager's directory is read only (expected)."""
+
+  def filter(self, record: logging.LogRecord) -> bool:
+    return not record.getMessage().startswith("Given directory is read only")
+
+
+logging.getLogger("absl").addFilter(_DropReadOnlyNotice())  # orbax logs through absl
+
+
 def _abstract(x):
   return x if isinstance(x, jax.ShapeDtypeStruct) else ocp.utils.to_shape_dtype_struct(x)
 

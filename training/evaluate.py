@@ -32,6 +32,7 @@ from jax.sharding import NamedSharding, PartitionSpec
 from training import checkpoint as checkpoint_lib
 from training import configs
 from training import data
+from training import log_setup
 from training import m1 as m1_lib
 from training import model as model_lib
 from training import optim
@@ -186,6 +187,7 @@ def evaluate(args) -> dict:
 
 def run(argv=None) -> int:
   """Entry point of `eqinfo eval`: prints the result as JSON."""
+  log_setup.configure()
   args = parse_flags(argv)
   result = evaluate(args)
   text = json.dumps(result, indent=2) + "\n"

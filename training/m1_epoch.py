@@ -196,8 +196,9 @@ class Epoch:
                        f"{state['shuffle_buffer']} (0: no shuffle), not {self.size}; resume "
                        "with the flags the run started with")
     point = RestartPoint.from_json(state["restart"])
-    logging.info("M1 data: resuming epoch %d at sequence %d, cutting again from sequence %d "
-                 "(document %d)", epoch, state["next"], point.k, point.doc)
+    logging.info("M1 data: resuming epoch %d with %d sequences buffered; reading the corpus "
+                 "again from document %d (sequences %d to %d)", epoch, len(state["buffer"]),
+                 point.doc, point.k, state["next"])
     self._stream, self._last_point = sequences(config, shard, point), point
     wanted = {k: slot for slot, k in enumerate(state["buffer"])}
     slots = [None] * len(wanted)

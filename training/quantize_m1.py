@@ -40,7 +40,7 @@ import numpy as np
 from compressor import constants
 from compressor.models import base
 from compressor.symbols import symbols_from_text
-from training import configs, corpus, data, qat
+from training import configs, corpus, data, log_setup, qat
 from training import exact as exact_lib
 from training import m1 as m1_lib
 from training import model as model_lib
@@ -452,7 +452,7 @@ def parse_flags(argv) -> argparse.Namespace:
 
 def run(argv=None) -> int:
   """Entry point: converts, saves and prints the JSON report."""
-  logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+  log_setup.configure()
   args = parse_flags(argv)
   m1 = m1_lib.load(args.m1, exact=False)
   out = args.out or os.path.join(args.m1, exact_lib.SUBDIR)

@@ -28,6 +28,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 from training import checkpoint as checkpoint_lib
 from training import configs
 from training import data
+from training import log_setup
 from training import model as model_lib
 from training import optim
 
@@ -396,7 +397,7 @@ def prepare(argv, parse_flags, build_task) -> tuple[argparse.Namespace, Task, Tr
     parse_flags: argv -> parsed flags (with --multihost and --batch_size).
     build_task: parsed flags -> (Task, TrainConfig).
   """
-  logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+  log_setup.configure()
   args = parse_flags(argv)
   maybe_initialize_distributed(args.multihost)
   check_batch_size(args.batch_size)
