@@ -110,10 +110,12 @@ def sequences(config, shard: tuple[int, int] = (0, 1),
     point = RestartPoint(g * config.docs_per_group, at, crc, k, carry)
     stream = symbols_lib.concat([carry, *(symbols_lib.symbols_from_text(t) for t in group)])
     whole = len(stream) - len(stream) % config.seq_len
+    # Copies: a view would keep the group's whole stream alive while any one of
+    # its sequences waits in the shuffle buffer (6x the buffer's own memory).
     for begin in range(0, whole, config.seq_len):
-      yield Sequence(k, stream[begin:begin + config.seq_len], point)
+      yield Sequence(k, stream[begin:begin + config.seq_len].copy(), point)
       k += 1
-    carry = stream[whole:]
+    carry = stream[whole:].copy()
   if point is None and start.crc is not None:
     raise corpus_changed(config)
   if len(carry):

@@ -12,6 +12,7 @@ import pytest
 from compressor import symbols as symbols_lib
 from training import corpus, evaluate
 from training import data
+from training import m1_epoch
 
 M2_VOCAB = 256  # as written by conftest.write_m2_shards
 M2_SEQ_LEN = 32
@@ -294,6 +295,13 @@ def test_m1_resumes_in_every_phase_of_the_shuffle_buffer():
       resumed.set_state(state)
       assert [next(resumed)["ids"].tolist() for _ in range(2)] == expected[stop:stop + 2], stop
     assert phases == [(0, False), (0, False), (0, True), (1, False)]
+
+
+def test_m1_buffered_sequences_hold_only_their_own_symbols():
+  # a view into its group's stream would keep the whole group in memory
+  items = list(m1_epoch.sequences(_m1_config(seq_len=100)))
+  assert all(item.symbols.base is None and item.point.carry.base is None for item in items)
+  assert {item.symbols.nbytes for item in items[:-1]} == {100 * items[0].symbols.itemsize}
 
 
 def test_m1_position_checks_the_corpus_and_the_buffer(tmp_path):
