@@ -1,0 +1,86 @@
+"""Every benchmark runs as its usage line says, on tiny settings, and reports what it promises.
+
+Speeds are not asserted (they belong to the benchmarks' own JSON, read on a
+quiet machine); the figures each one derives and the checks it makes are.
+"""
+import json
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import REPO
+
+TINY = {
+    "m1_resume_bench.py": ["--repeats", "1", "--fraction", "0.5"],
+    "exact_m1_bench.py": ["--size", "tiny", "--lanes", "8", "--symbols", "32"],
+    "m1_bench.py": ["--size", "tiny", "--lanes", "8", "--symbols", "16", "--steps", "2",
+                    "--repeats", "1", "--max-len", "64"],
+    "compressor_bench.py": ["--greedy_sample", "2000", "--lanes", "8", "--lane_symbols", "64",
+                            "--sp_vocab", "500"],
+    "pipeline_bench.py": ["--docs", "40", "--overhead_docs", "2", "--repeats", "1"],
+    "m2_bench.py": ["--sizes", "tiny", "--steps", "3", "--batch_size", "4"],
+}
+
+
+def run_benchmark(script: str, data: pathlib.Path | None) -> dict:
+  """Runs benchmarks/`script` with its TINY flags in a new process; its JSON (stdout)."""
+  argv = [sys.executable, str(REPO / "benchmarks" / script), *TINY[script]]
+  if data is not None:
+    argv += ["--data", str(data)]
+  done = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=600,
+                        check=False)
+  assert done.returncode == 0, done.stderr[-3000:]
+  return json.loads(done.stdout[done.stdout.index("{"):])
+
+
+def test_every_benchmark_is_covered():
+  assert sorted(TINY) == sorted(p.name for p in (REPO / "benchmarks").glob("*.py"))
+
+
+def test_m1_resume_bench(webtext_dir):
+  result = run_benchmark("m1_resume_bench.py", webtext_dir)
+  assert result["same_next_batch"]
+  assert 0 < result["restore"]["documents_read"] < result["replay"]["documents_read"]
+  assert result["sequences_cut_again"] < result["resumed_at_sequence"]
+
+
+def test_exact_m1_bench(webtext_dir):
+  result = run_benchmark("exact_m1_bench.py", webtext_dir)
+  assert (result["size"], result["lanes"], result["backend"]) == ("tiny", 8, "cpu")
+  assert result["exact_over_float"] == pytest.approx(
+      result["exact_symbols_per_s"] / result["float_symbols_per_s"], abs=2e-3)
+
+
+def test_m1_bench(webtext_dir):
+  result = run_benchmark("m1_bench.py", webtext_dir)
+  (coding,) = result["coding"]
+  assert (coding["lanes"], coding["symbols"]) == (8, 8 * 16)
+  assert coding["m1_steps_per_symbol"] <= 1 <= coding["inputs_per_symbol"]
+  assert 0 < coding["fraction_per_symbol"] < 1 and result["memory"]["lanes"] == 8
+
+
+def test_compressor_bench(webtext_dir):
+  result = run_benchmark("compressor_bench.py", webtext_dir)
+  ratios = result["ratios"]
+  assert {"bytes", "gzip[v=256]", "ac[v=65k]", "static_ac[v=256]", "sentencepiece",
+          "equal_info_ac[b=16,v=65k]"} <= set(ratios)
+  assert ratios["ac[v=256]"] > ratios["equal_info_ac[b=16,v=256]"] > ratios["bytes"]
+  rule = result["greedy_rule"]
+  assert rule["greedy_wrong_windows"] > 0  # the paper's rule mis-decodes windows
+  assert rule["lossless_windows"] > 0 and rule["sample_symbols"] == 2000
+
+
+def test_pipeline_bench(webtext_dir):
+  result = run_benchmark("pipeline_bench.py", webtext_dir)
+  assert set(result["runs"]) == {"workers_1", "workers_2"}
+  assert all(run["input_bytes_per_s"] > 0 for run in result["runs"].values())
+
+
+def test_m2_bench():
+  result = run_benchmark("m2_bench.py", None)
+  row = result["sizes"]["tiny"]
+  assert row["packed"]["bytes_per_step"] >= row["record_per_row"]["bytes_per_step"] > 0
+  assert row["packed_over_record_per_row_bytes_per_s"] == pytest.approx(
+      row["packed"]["text_bytes_per_s"] / row["record_per_row"]["text_bytes_per_s"], abs=2e-3)
