@@ -11,6 +11,12 @@ includes compilation, is skipped), once with one record per row
 second, and their ratio. MFU is tokens/s x 6 x non-embedding
 parameters (+ attention) / the device's measured matmul FLOP/s, as the training
 loop logs it; the measured peak is printed beside it.
+
+`input_batches_per_s` is how fast the input pipeline alone (grain over the
+same shards, `training.data.m2_batches`) hands out batches of the same shape,
+best of `--input_repeats` timed runs of `--input_batches`; `input_headroom` is
+that over the training's steps/s in the same run. Below 1 the step waits for
+its input (on a fast accelerator with a small M2, look there first).
 """
 import argparse
 import contextlib
@@ -18,8 +24,10 @@ import json
 import pathlib
 import sys
 import tempfile
+import time
 
 from pipelines import cli
+from training import data
 from training import train
 
 
@@ -29,11 +37,29 @@ def last_train_metrics(run: pathlib.Path) -> dict:
   return [r for r in rows if r.get("split") == "train"][-1]
 
 
+def input_batches_per_s(glob: str, batch_size: int, pack: bool, batches: int,
+                        repeats: int) -> float:
+  """Batches/s of the M2 input pipeline alone (best of `repeats`), after one warm-up batch."""
+  config = data.M2DataConfig(glob, token_vocab=data.read_stats(glob)["vocab_size"],
+                             seq_len=512, batch_size=batch_size, pack=pack)
+  iterator = data.m2_batches(config)
+  next(iterator)
+  best = 0.0
+  for _ in range(repeats):
+    start = time.perf_counter()
+    for _ in range(batches):
+      next(iterator)
+    best = max(best, batches / (time.perf_counter() - start))
+  return best
+
+
 def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--sizes", default="tiny,mini")
   parser.add_argument("--steps", type=int, default=30)
   parser.add_argument("--batch_size", type=int, default=16)
+  parser.add_argument("--input_batches", type=int, default=50)
+  parser.add_argument("--input_repeats", type=int, default=3)
   args = parser.parse_args(argv)
   out = {"peak_flops_measured": train.measure_peak_flops(), "sizes": {}}
   with tempfile.TemporaryDirectory() as tmp:
@@ -43,16 +69,21 @@ def main(argv=None):
     glob = str(shards / "train-*.array_record")
     for size in args.sizes.split(","):
       row = {}
-      for name, pack in (("record_per_row", ["--no-pack_records"]), ("packed", [])):
+      for name, pack_flags in (("record_per_row", ["--no-pack_records"]), ("packed", [])):
         run = pathlib.Path(tmp) / f"{size}-{name}"
         flags = ["train-m2", "--train", glob, "--validation", glob, "--size", size,
                  "--steps", str(args.steps), "--batch_size", str(args.batch_size),
                  "--seq_len", "512", "--warmup", "10", "--log_every", str(args.steps // 3),
                  "--checkpoint_every", str(args.steps), "--eval_batches", "1", "--no_progress",
-                 "--out", str(run), *pack]
+                 "--out", str(run), *pack_flags]
         assert cli.main(flags) == 0
         metrics = last_train_metrics(run)
+        batches_per_s = input_batches_per_s(glob, args.batch_size, name == "packed",
+                                            args.input_batches, args.input_repeats)
         row[name] = {"tokens_per_s": round(metrics["tokens_per_s"]),
+                     "steps_per_s": round(metrics["steps_per_s"], 2),
+                     "input_batches_per_s": round(batches_per_s, 1),
+                     "input_headroom": round(batches_per_s / metrics["steps_per_s"], 2),
                      "mfu": round(metrics["mfu"], 4),
                      "bytes_per_step": round(metrics["bytes_per_step"]),
                      "text_bytes_per_s": round(metrics["bytes_per_step"] * metrics["steps_per_s"]),

@@ -10,6 +10,9 @@ record to itself: a position attends only to earlier positions of its own
 record (`segments`), and relative position biases depend on the distance
 alone, so a record's logits are those it gets alone in a row. Every record is
 read once per epoch; open rows may mix the end of one epoch with the next.
+Only the tokens are packed; each row's inputs, weights, ids and bytes are
+rebuilt from them and from its records' [id, num_bytes], which ride beside the
+row (`finish_row`): the packer copies one array per record, not five.
 
 Batch layout (the per-record one is in training.data):
   inputs, targets, weights  [B, T]        records side by side, then padding
@@ -25,41 +28,67 @@ from grain.experimental import FirstFitPackIterDataset
 from training import data
 
 BINS = 16  # open rows per row of the local batch: more, fuller rows (97.8% text vs 94.6% at 1)
-SEQUENCE_KEYS = ("inputs", "targets", "weights", "bytes", "ids")  # packed side by side
+RECORD = "record"  # per record, carried beside its row: [record id, num_bytes]
 
 
 def record_sequence(record: bytes, record_id: int, seq_len: int, bos: int) -> dict:
-  """One record as unpadded [n] arrays: the `pack_sequence` layout without padding.
+  """One record as the packer takes it: `targets` [n] int32 and `record` [2] int64.
 
-  `bytes` holds the record's num_bytes at position 0 and `ids` its id + 1 there
-  (0 elsewhere), so sums and first positions survive packing.
+  Only `targets` is packed (first fit); `record` = [record id, num_bytes]
+  rides beside the row as a meta feature, and `finish_row` rebuilds inputs,
+  weights, ids and num_bytes from it, so the packer copies one array per
+  record instead of five. `bos` is unused here (`finish_row` puts it back).
 
   Raises:
     ValueError: if the record holds more than `seq_len` tokens.
   """
+  del bos
   tokens, num_bytes = data.record_tokens(record)
-  n = len(tokens)
-  row = data.pack_sequence(tokens, seq_len, bos)
-  out = {k: v[:n] for k, v in row.items()}
-  out["bytes"] = np.zeros(n, np.int64)
-  out["bytes"][0] = num_bytes
-  out["ids"] = np.zeros(n, np.int64)
-  out["ids"][0] = record_id + 1
-  return out
+  if len(tokens) > seq_len:
+    raise ValueError(f"sequence of {len(tokens)} tokens does not fit seq_len={seq_len}; "
+                     "raise --seq_len or write shorter records")
+  return {"targets": tokens.astype(np.int32),
+          RECORD: np.array([record_id, num_bytes], np.int64)}
+
+
+def finish_row(targets: np.ndarray, segments: np.ndarray, positions: np.ndarray,
+               records: list[np.ndarray], bos: int) -> dict[str, np.ndarray]:
+  """A packed row in the batch layout above.
+
+  Args:
+    targets: [T] tokens of the row's records side by side, then padding.
+    segments: [T] 1, 2, ... per record; 0 on padding.
+    positions: [T] position of each token within its record.
+    records: the row's records' [record id, num_bytes], in segment order.
+    bos: the BOS id, the first input of every record.
+  """
+  real = segments > 0
+  starts = real & (positions == 0)
+  inputs = np.zeros_like(targets)
+  inputs[1:] = targets[:-1]
+  inputs[starts] = bos
+  inputs[~real] = data.PAD
+  ids = np.full(targets.shape, -1, np.int64)
+  ids[starts] = [int(r[0]) for r in records]
+  return {
+      "inputs": inputs.astype(np.int32),
+      "targets": np.where(real, targets, data.PAD).astype(np.int32),
+      "weights": real.astype(np.float32),
+      "segments": segments.astype(np.int32),
+      "num_bytes": np.int64(sum(int(r[1]) for r in records)),
+      "ids": ids,
+  }
 
 
 class _FinishRow(grain.transforms.Map):
-  """grain Map: a packed bin -> one row of the batch layout above."""
+  """grain Map: a packed bin -> one row of the batch layout above (`finish_row`)."""
+
+  def __init__(self, bos: int):
+    self.bos = bos
 
   def map(self, element):
-    return {
-        "inputs": element["inputs"].astype(np.int32),
-        "targets": element["targets"].astype(np.int32),
-        "weights": element["weights"].astype(np.float32),
-        "segments": element["inputs_segment_ids"].astype(np.int32),
-        "num_bytes": np.int64(element["bytes"].sum()),
-        "ids": element["ids"].astype(np.int64) - 1,
-    }
+    return finish_row(element["targets"], element["targets_segment_ids"],
+                      element["targets_positions"], list(element[RECORD]), self.bos)
 
 
 def packed_rows(config: data.M2DataConfig, read: grain.ReadOptions) -> grain.IterDataset:
@@ -68,7 +97,7 @@ def packed_rows(config: data.M2DataConfig, read: grain.ReadOptions) -> grain.Ite
   records = data.m2_records(config).map(
       data.ParseRecord(record_sequence, config.seq_len, config.token_vocab))
   packed = FirstFitPackIterDataset(
-      records.to_iter_dataset(read),
-      length_struct={k: config.seq_len for k in SEQUENCE_KEYS},
-      num_packing_bins=BINS * local_batch, seed=config.seed, shuffle_bins=False)
-  return data.batched(packed.map(_FinishRow()), local_batch, config.repeat)
+      records.to_iter_dataset(read), length_struct={"targets": config.seq_len},
+      meta_features=(RECORD,), num_packing_bins=BINS * local_batch, seed=config.seed,
+      shuffle_bins=False)
+  return data.batched(packed.map(_FinishRow(config.token_vocab)), local_batch, config.repeat)
