@@ -82,5 +82,9 @@ def test_m2_bench():
   result = run_benchmark("m2_bench.py", None)
   row = result["sizes"]["tiny"]
   assert row["packed"]["bytes_per_step"] >= row["record_per_row"]["bytes_per_step"] > 0
+  for mode in ("packed", "record_per_row"):
+    assert row[mode]["input_batches_per_s"] > 0
+    assert row[mode]["input_headroom"] == pytest.approx(
+        row[mode]["input_batches_per_s"] / row[mode]["steps_per_s"], rel=0.02)
   assert row["packed_over_record_per_row_bytes_per_s"] == pytest.approx(
       row["packed"]["text_bytes_per_s"] / row["record_per_row"]["text_bytes_per_s"], abs=2e-3)
