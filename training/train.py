@@ -22,6 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import tqdm
+from tqdm.contrib import logging as tqdm_logging
 from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
@@ -509,9 +510,17 @@ class _Loop:
     self.non_embedding_params = model_lib.count_params(model_lib.param_shapes(task.model_config))
 
   def run(self, state: State, start: int, ckpt: checkpoint_lib.Checkpointer) -> State:
+    """Steps start+1 .. steps; log lines print above the progress bar, not through it."""
+    bar = tqdm.tqdm(total=self.config.steps, initial=start, unit="step", dynamic_ncols=True,
+                    disable=not self.config.progress or jax.process_index() != 0)
+    with tqdm_logging.logging_redirect_tqdm():
+      state = self._steps(state, start, ckpt, bar)
+    bar.close()
+    return state
+
+  def _steps(self, state: State, start: int, ckpt: checkpoint_lib.Checkpointer,
+             bar: tqdm.tqdm) -> State:
     cfg, batches = self.config, self.task.train_batches
-    bar = tqdm.tqdm(total=cfg.steps, initial=start, unit="step", dynamic_ncols=True,
-                    disable=not cfg.progress or jax.process_index() != 0)
     rates = Throughput(self.task, self.task.model_config.max_len, self._peak_flops(),
                        self.non_embedding_params)
     meter = Meter()
@@ -532,7 +541,6 @@ class _Loop:
         self._validate(state, done)
       if done == cfg.stop_after:
         os._exit(3)  # a hard kill for resume tests: no flush, no pending checkpoint wait
-    bar.close()
     return state
 
   def _validate(self, state: State, step: int) -> None:
@@ -541,7 +549,8 @@ class _Loop:
       metrics["flops_per_byte"] = flops_per_byte(self.non_embedding_params, metrics["tokens"],
                                                  metrics["bytes"], self.task.extra_flops_per_byte)
       self.writer.write("validation", step, metrics)
-      logging.info("step %d validation %s", step, metrics)
+      logging.info("step %d validation: %.4f bits/byte, loss %.4f, %d tokens, %d bytes", step,
+                   metrics["bits_per_byte"], metrics["loss"], metrics["tokens"], metrics["bytes"])
 
   def _peak_flops(self) -> float:
     return self.config.peak_flops or measure_peak_flops()

@@ -3,6 +3,7 @@ import json
 import math
 import os
 import pathlib
+import re
 import shutil
 import socket
 import subprocess
@@ -371,7 +372,8 @@ def test_missing_or_corrupt_checkpoint_gives_a_one_line_error(m2_shards, tmp_pat
     if path.is_file() and path.stat().st_size > 0:
       path.write_bytes(b"garbage")
   data = str(m2_shards / "validation" / "*.array_record")
-  capsys.readouterr()  # the training's log lines
+  logged = capsys.readouterr().err  # the training's log lines
+  assert re.search(r"INFO step 2 validation: \d+\.\d{4} bits/byte, loss ", logged)
   assert cli.main(["eval", "--checkpoint", str(run_dir), "--data", data]) == 1
   err = capsys.readouterr().err.strip()
   assert len(err.splitlines()) == 1 and "unreadable" in err and "delete" in err
