@@ -57,6 +57,8 @@ class TrainConfig:
   stop_after: int = 0             # testing: exit hard (os._exit) after this step; 0: never
   log_example_ids: bool = False   # write the ids of every batch to example_ids.jsonl
   progress: bool = True           # tqdm progress bar
+  profile_first: int = 0          # JAX profiler trace of steps first..last into
+  profile_last: int = 0           # OUT/tensorboard (TensorBoard's Profile tab); 0: none
 
   def __post_init__(self):
     for name in ("steps", "warmup", "log_every", "checkpoint_every", "keep_checkpoints",
@@ -66,6 +68,10 @@ class TrainConfig:
     for name in ("eval_every", "stop_after"):
       if getattr(self, name) < 0:
         raise ValueError(f"TrainConfig.{name} must be >= 0, got {getattr(self, name)}")
+    if (self.profile_first, self.profile_last) != (0, 0) and not (
+        1 <= self.profile_first <= self.profile_last):
+      raise ValueError(f"--profile {self.profile_first}:{self.profile_last}: expected FIRST:LAST "
+                       "steps with 1 <= FIRST <= LAST, e.g. --profile 100:110")
 
 
 def override(config, **changes):
@@ -498,6 +504,34 @@ def train(task: Task, config: TrainConfig) -> State:
     ckpt.close()  # waits for a pending checkpoint, also when a step raised
 
 
+class StepProfiler:
+  """A JAX profiler trace of steps first..last (inclusive) into `directory`.
+
+  Steps before a resume's first step are not traced; a run that ends inside
+  the range stops the trace at its last step (`close`).
+  """
+
+  def __init__(self, first: int, last: int, directory: str):
+    self.first, self.last, self.directory = first, last, directory
+    self.active = False
+
+  def before(self, step: int) -> None:
+    if self.first and step == self.first:
+      jax.profiler.start_trace(self.directory)
+      self.active = True
+
+  def after(self, step: int, state: State) -> None:
+    if self.active and step == self.last:
+      self.close(state)
+
+  def close(self, state: State) -> None:
+    if self.active:
+      jax.block_until_ready(state)
+      jax.profiler.stop_trace()
+      self.active = False
+      logging.info("profile of steps %d-%d written to %s", self.first, self.last, self.directory)
+
+
 class _Loop:
   """The step loop: train, log, checkpoint, validate."""
 
@@ -513,13 +547,16 @@ class _Loop:
     """Steps start+1 .. steps; log lines print above the progress bar, not through it."""
     bar = tqdm.tqdm(total=self.config.steps, initial=start, unit="step", dynamic_ncols=True,
                     disable=not self.config.progress or jax.process_index() != 0)
+    profiler = StepProfiler(self.config.profile_first, self.config.profile_last,
+                            os.path.join(self.config.out, "tensorboard"))
     with tqdm_logging.logging_redirect_tqdm():
-      state = self._steps(state, start, ckpt, bar)
+      state = self._steps(state, start, ckpt, bar, profiler)
+      profiler.close(state)
     bar.close()
     return state
 
   def _steps(self, state: State, start: int, ckpt: checkpoint_lib.Checkpointer,
-             bar: tqdm.tqdm) -> State:
+             bar: tqdm.tqdm, profiler: StepProfiler) -> State:
     cfg, batches = self.config, self.task.train_batches
     rates = Throughput(self.task, self.task.model_config.max_len, self._peak_flops(),
                        self.non_embedding_params)
@@ -527,7 +564,9 @@ class _Loop:
     for done in range(start + 1, cfg.steps + 1):
       batch = next(batches)
       self.ids.write(done, batch)
+      profiler.before(done)
       state, sums = self.train_step(state, shard_batch(batch, self.mesh))
+      profiler.after(done, state)
       meter.add(sums, batch)
       bar.update(1)
       if done % cfg.log_every == 0 or done == cfg.steps:
@@ -585,18 +624,33 @@ def add_train_flags(parser, batch_size: int, seq_len: int) -> None:
   parser.add_argument("--log_example_ids", action="store_true",
                       help="write every batch's example ids to example_ids.jsonl")
   parser.add_argument("--no_progress", action="store_true", help="no tqdm bar")
+  parser.add_argument("--profile", default="", metavar="FIRST:LAST",
+                      help="JAX profiler trace of these steps into OUT/tensorboard")
   parser.add_argument("--multihost", action="store_true", help="call jax.distributed.initialize()")
+
+
+def parse_profile(value: str) -> tuple[int, int]:
+  """(first, last) of --profile FIRST:LAST; (0, 0) for none."""
+  if not value:
+    return 0, 0
+  first, sep, last = value.partition(":")
+  try:
+    return int(first), int(last if sep else first)
+  except ValueError:
+    raise ValueError(f"--profile {value}: expected FIRST:LAST steps, e.g. --profile 100:110"
+                     ) from None
 
 
 def train_config_from_flags(args) -> TrainConfig:
   """Builds the TrainConfig of parsed `add_train_flags` flags."""
+  profile_first, profile_last = parse_profile(args.profile)
   return TrainConfig(
       out=args.out, steps=args.steps, warmup=args.warmup, z_loss=args.z_loss, seed=args.seed,
       log_every=args.log_every, checkpoint_every=args.checkpoint_every,
       keep_checkpoints=args.keep_checkpoints, async_checkpoint=not args.sync_checkpoint,
       eval_every=args.eval_every, eval_batches=args.eval_batches, peak_flops=args.peak_flops,
       stop_after=args.stop_after, log_example_ids=args.log_example_ids,
-      progress=not args.no_progress)
+      progress=not args.no_progress, profile_first=profile_first, profile_last=profile_last)
 
 
 def model_config_from_flags(args, vocab_size: int) -> configs.ModelConfig:

@@ -1,4 +1,5 @@
 """Training M1 and M2: loss, learning, resumption, data parallelism, checkpoints, eval."""
+import gzip
 import json
 import math
 import os
@@ -377,6 +378,22 @@ def test_missing_or_corrupt_checkpoint_gives_a_one_line_error(m2_shards, tmp_pat
   assert cli.main(["eval", "--checkpoint", str(run_dir), "--data", data]) == 1
   err = capsys.readouterr().err.strip()
   assert len(err.splitlines()) == 1 and "unreadable" in err and "delete" in err
+
+
+def test_profile_traces_exactly_the_steps_asked_into_tensorboard(m2_shards, tmp_path):
+  run_dir = tmp_path / "run"
+  assert train_m2.run(m2_flags(m2_shards, run_dir, 4, "--profile", "2:3")) == 0
+  (trace,) = (run_dir / "tensorboard" / "plugins" / "profile").glob("*/*.trace.json.gz")
+  events = json.loads(gzip.decompress(trace.read_bytes()))["traceEvents"]
+  calls, end = 0, -math.inf  # the outermost of nested PjitFunction events
+  for event in sorted((e for e in events if e.get("name") == "PjitFunction(step)"),
+                      key=lambda e: e["ts"]):
+    if event["ts"] >= end:
+      calls, end = calls + 1, event["ts"] + event["dur"]
+  assert calls == 2  # steps 2 and 3, not 1, 4 or the validation at the end
+  with pytest.raises(ValueError, match="1 <= FIRST <= LAST"):
+    train_m2.run(m2_flags(m2_shards, tmp_path / "other", 3, "--profile", "3:2"))
+  assert not (tmp_path / "other").exists()
 
 
 def test_eval_of_m2_reports_table3_baselines(m2_shards, tmp_path, capsys):
