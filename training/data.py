@@ -49,6 +49,13 @@ def model_vocab_size(token_vocab: int) -> int:
   return token_vocab + 1
 
 
+def check_fits(n: int, seq_len: int) -> None:
+  """Raises the one-line error of a sequence of n tokens longer than seq_len."""
+  if n > seq_len:
+    raise ValueError(f"sequence of {n} tokens does not fit seq_len={seq_len}; "
+                     "raise --seq_len or write shorter records")
+
+
 def pack_sequence(tokens: np.ndarray, seq_len: int, bos: int) -> dict[str, np.ndarray]:
   """Lays one token sequence out as inputs/targets/weights (see module doc).
 
@@ -64,9 +71,7 @@ def pack_sequence(tokens: np.ndarray, seq_len: int, bos: int) -> dict[str, np.nd
     ValueError: if n > seq_len.
   """
   n = len(tokens)
-  if n > seq_len:
-    raise ValueError(f"sequence of {n} tokens does not fit seq_len={seq_len}; "
-                     "raise --seq_len or write shorter records")
+  check_fits(n, seq_len)
   inputs = np.full(seq_len, PAD, np.int32)
   targets = np.full(seq_len, PAD, np.int32)
   weights = np.zeros(seq_len, np.float32)

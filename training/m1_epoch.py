@@ -214,9 +214,7 @@ class Epoch:
     if any(s is None for s in slots):
       raise corpus_changed(config)
     self._slots, self._next_k, self._draining = slots, state["next"], state["draining"]
-    self._ks[:len(slots)] = state["buffer"]
-    if self._draining:
-      self._ks = np.asarray(state["buffer"], np.int64)
+    self._ks[:len(slots)] = state["buffer"]  # in the drain, len(slots) <= size as well
     if self._rng is not None:
       self._rng.bit_generator.state = state["rng"]
     return self

@@ -44,9 +44,7 @@ def record_sequence(record: bytes, record_id: int, seq_len: int, bos: int) -> di
   """
   del bos
   tokens, num_bytes = data.record_tokens(record)
-  if len(tokens) > seq_len:
-    raise ValueError(f"sequence of {len(tokens)} tokens does not fit seq_len={seq_len}; "
-                     "raise --seq_len or write shorter records")
+  data.check_fits(len(tokens), seq_len)
   return {"targets": tokens.astype(np.int32),
           RECORD: np.array([record_id, num_bytes], np.int64)}
 
