@@ -309,6 +309,9 @@ def test_golden_tables():
 
 
 GOLDEN_DEVICE_SHA256 = "d1397dc99c1ec4c8"  # 200 x 512 validation contexts: CPU, and an H100 too
+# The same contexts through the weights an H100 once parted on: the CPU's digest, and the
+# H100's since layer 0 reads its normed input from the host's table (first_norm_table).
+GOLDEN_PARTED_DEVICE_SHA256 = "a34fe7196b7194b1"
 
 
 @pytest.fixture(scope="module")
@@ -317,13 +320,16 @@ def device_symbols(validation_docs):
   return exact_devices.text_symbols(iter(validation_docs), 200, 512)
 
 
-def test_hundred_thousand_contexts_full_equals_cached(device_symbols):
+@pytest.mark.parametrize("which", ["integer_drawn", "h100_parted"])
+def test_hundred_thousand_contexts_full_equals_cached(device_symbols, which):
   """102,400 contexts, full recompute vs KV-cached lanes, pinned by a digest for other devices."""
-  report = exact_devices.compare_devices(random_integer_model(), device_symbols,
-                                         [jax.devices("cpu")[0]])
+  m, golden = random_integer_model(), GOLDEN_DEVICE_SHA256
+  if which == "h100_parted":
+    m, golden = exact.load(H100_PARTED_M1), GOLDEN_PARTED_DEVICE_SHA256
+  report = exact_devices.compare_devices(m, device_symbols, [jax.devices("cpu")[0]])
   assert report["contexts"] == 102_400
   assert report["equal"], report
-  assert report["devices"][0]["cached"] == report["digest"] == GOLDEN_DEVICE_SHA256
+  assert report["devices"][0]["cached"] == report["digest"] == golden
 
 
 def test_device_check_command(webtext_dir, tmp_path):
@@ -410,6 +416,9 @@ def test_gpu_tables_equal_cpu_tables(device_symbols, contexts, reference, model)
   report = exact_devices.compare_devices(random_integer_model(), device_symbols,
                                          [gpu, jax.devices("cpu")[0]])
   assert report["equal"] and report["digest"] == GOLDEN_DEVICE_SHA256, report
+  report = exact_devices.compare_devices(exact.load(H100_PARTED_M1), device_symbols,
+                                         [gpu, jax.devices("cpu")[0]])
+  assert report["equal"] and report["digest"] == GOLDEN_PARTED_DEVICE_SHA256, report
   report = exact_devices.compare_devices(model, device_symbols, [gpu, jax.devices("cpu")[0]])
   assert report["equal"], report  # a converted M1: flat attention, large weighted sums
   on_gpu = exact_devices.on_device(model, gpu)
