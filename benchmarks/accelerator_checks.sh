@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The checks that need a GPU or TPU, in one run (about 12 minutes on one H100).
+# The checks that need a GPU or TPU, in one run (about 14 minutes on one H100).
 #
 # Usage: DATA=../shared/data/webtext OUT=accelerator_checks benchmarks/accelerator_checks.sh
 #
@@ -14,7 +14,8 @@
 # accelerator), exact_m1_bench.json (exact vs float
 # M1 coding symbols/s, and by lane block size), exact_m1_bench_ac.json (the same with contexts that
 # grow to 256 symbols), m1_bench.json (M1 coding against matmul speed) and
-# m2_bench.json (M2 tokens/s and MFU). Each step is bounded by `timeout` and a
+# m2_bench.json (M2 tokens/s and MFU), m2_step_bench.json (the paper's 25m M2 step at batch
+# 256 x 512, v=65k: tokens/s, MFU and device memory). Each step is bounded by `timeout` and a
 # failed step does not stop the others; the exit status counts the failures.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -48,5 +49,7 @@ step 120 exact_m1_bench_ac.json "$PYTHON" benchmarks/exact_m1_bench.py --data "$
   --lanes 1024 --symbols 256 --method 'ac[v=256]'
 step 150 m1_bench.json "$PYTHON" benchmarks/m1_bench.py --data "$DATA" --lanes 256,1024,4096
 step 120 m2_bench.json "$PYTHON" benchmarks/m2_bench.py --sizes mini,3m --batch_size 64
+step 150 m2_step_bench.json "$PYTHON" benchmarks/m2_step_bench.py --size 25m --batch_size 256 \
+  --seq_len 512 --token_vocab 65536 --dtype bfloat16
 echo "$failures step(s) failed"
 exit "$failures"

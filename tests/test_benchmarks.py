@@ -21,6 +21,8 @@ TINY = {
                             "--sp_vocab", "500"],
     "pipeline_bench.py": ["--docs", "40", "--overhead_docs", "2", "--repeats", "1"],
     "m2_bench.py": ["--sizes", "tiny", "--steps", "3", "--batch_size", "4"],
+    "m2_step_bench.py": ["--size", "tiny", "--steps", "2", "--batch_size", "4", "--seq_len", "64",
+                         "--token_vocab", "256", "--dtype", "float32", "--peak_flops", "1e12"],
 }
 
 
@@ -88,3 +90,19 @@ def test_m2_bench():
         row[mode]["input_batches_per_s"] / row[mode]["steps_per_s"], rel=0.02)
   assert row["packed_over_record_per_row_bytes_per_s"] == pytest.approx(
       row["packed"]["text_bytes_per_s"] / row["record_per_row"]["text_bytes_per_s"], abs=2e-3)
+
+
+def test_m2_step_bench():
+  result = run_benchmark("m2_step_bench.py", None)
+  assert result["train_flops_per_token"] > 6 * result["non_embedding_params"]  # + attention
+  for mode in ("rows", "packed"):
+    row = result[mode]
+    assert row["tokens_per_s"] == pytest.approx(row["steps_per_s"] * 4 * 64, rel=1e-3)
+    assert row["mfu"] == pytest.approx(
+        result["train_flops_per_token"] * row["tokens_per_s"] / result["matmul_flops_per_s"],
+        rel=1e-3)
+    assert row["mfu_vs_peak"] == pytest.approx(
+        result["train_flops_per_token"] * row["tokens_per_s"] / 1e12, rel=1e-3)
+    assert row["step_memory_gib"] > 0
+  assert result["packed_over_rows"] == pytest.approx(
+      result["packed"]["steps_per_s"] / result["rows"]["steps_per_s"], abs=2e-3)

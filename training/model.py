@@ -252,6 +252,14 @@ class Transformer(nn.Module):
     Returns:
       [B, T, V] float32 logits; row t predicts token t+1.
     """
+    return self.project(self.hidden(tokens, segments))
+
+  def hidden(self, tokens, segments=None):
+    """The final normed states [B, T, d] of `__call__`, before the output projection.
+
+    Training projects them to logits a chunk of tokens at a time
+    (`training.chunked_loss`), so [B, T, V] logits never exist at once.
+    """
     c = self.config
     t = tokens.shape[1]
     pos = np.arange(t)
@@ -263,7 +271,11 @@ class Transformer(nn.Module):
     x = self.token_embed(tokens)  # [B, T, d]
     for layer in self.layers:
       x = layer(x, buckets, valid)
-    return self.logits_dense(self.final_norm(x)).astype(jnp.float32)
+    return self.final_norm(x)
+
+  def project(self, hidden):
+    """Logits [..., V] float32 of final normed states [..., d]."""
+    return self.logits_dense(hidden).astype(jnp.float32)
 
   def decode_step(self, tokens, positions, cache, active=None):
     """One token per lane with a KV cache (see `decode_step` below)."""

@@ -27,6 +27,7 @@ from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from training import checkpoint as checkpoint_lib
+from training import chunked_loss
 from training import configs
 from training import data
 from training import log_setup
@@ -176,6 +177,31 @@ def abstract_state(model_config: configs.ModelConfig, optimizer: optax.GradientT
                       shapes)
 
 
+def batch_loss(model_config: configs.ModelConfig, devices: int = 1,
+               whole_bytes: int = chunked_loss.WHOLE_LOGITS_BYTES,
+               chunk_bytes: int = chunked_loss.CHUNK_LOGITS_BYTES) -> Callable:
+  """Returns loss(params, batch, z_loss) -> (loss, sums) of `optim.masked_loss`.
+
+  Where one device's share of the batch (B / `devices` rows) would hold more
+  than `whole_bytes` of float32 logits, they are computed a chunk of positions
+  at a time (`training.chunked_loss`).
+  """
+  model = model_lib.Transformer(model_config)
+
+  def loss(params, batch, z_loss):
+    variables = {"params": params}
+    hidden = model.apply(variables, batch["inputs"], batch.get("segments"),
+                         method=model_lib.Transformer.hidden)  # [B, T, d]
+    project = lambda h: model.apply(variables, h, method=model_lib.Transformer.project)
+    rows, seq_len = -(-hidden.shape[0] // devices), hidden.shape[1]
+    chunk = chunked_loss.chunk_positions(rows, seq_len, model_config.vocab_size, whole_bytes,
+                                         chunk_bytes)
+    return chunked_loss.masked_loss(project, hidden, batch["targets"], batch["weights"],
+                                    z_loss, chunk)
+
+  return loss
+
+
 def make_train_step(model_config: configs.ModelConfig, optimizer: optax.GradientTransformation,
                     z_loss: float, mesh: Mesh) -> Callable:
   """Returns step(state, batch) -> (state, sums), jitted with replicated outputs.
@@ -183,11 +209,10 @@ def make_train_step(model_config: configs.ModelConfig, optimizer: optax.Gradient
   `batch` holds inputs/targets/weights [B, T] sharded over "data"; `sums` are
   the batch's summed xent (nats), z-loss, weighted tokens and bytes.
   """
-  model = model_lib.Transformer(model_config)
+  loss_of = batch_loss(model_config, mesh.size)
 
   def loss_fn(params, batch):
-    logits = model.apply({"params": params}, batch["inputs"], batch.get("segments"))  # [B, T, V]
-    loss, sums = optim.masked_loss(logits, batch["targets"], batch["weights"], z_loss)
+    loss, sums = loss_of(params, batch, z_loss)
     return loss, {**sums, "bytes": jnp.sum(batch["num_bytes"].astype(jnp.float32))}
 
   def step(state, batch):
@@ -202,11 +227,10 @@ def make_train_step(model_config: configs.ModelConfig, optimizer: optax.Gradient
 
 def make_eval_step(model_config: configs.ModelConfig, mesh: Mesh) -> Callable:
   """Returns eval(params, batch) -> {"xent", "z_loss", "tokens", "bytes"} sums (z-loss 0)."""
-  model = model_lib.Transformer(model_config)
+  loss_of = batch_loss(model_config, mesh.size)
 
   def step(params, batch):
-    logits = model.apply({"params": params}, batch["inputs"], batch.get("segments"))
-    sums = optim.masked_loss(logits, batch["targets"], batch["weights"], 0.0)[1]
+    sums = loss_of(params, batch, 0.0)[1]
     return {**sums, "bytes": jnp.sum(batch["num_bytes"].astype(jnp.float32))}
 
   return jax.jit(step, out_shardings=NamedSharding(mesh, P()))
