@@ -1,9 +1,15 @@
 """The chunked objective: the whole-batch loss and gradients, without [B, T, V] logits."""
+import json
+import os
+import subprocess
+import sys
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from tests.conftest import REPO
 from training import chunked_loss, configs, data, optim, train
 from training import model as model_lib
 
@@ -88,3 +94,41 @@ def test_a_65k_vocabulary_step_never_holds_its_whole_logits():
   assert chunked < logits_bytes / 4, (chunked, whole)
   # Four devices' shares fit whole: a batch of 16 rows is then one piece again.
   assert _step_temp_bytes(config, 16, 512, logits_bytes, devices=4) > 4 * 2 * logits_bytes
+
+
+SHARDED_CHECK = """
+import json
+import jax, jax.numpy as jnp, numpy as np
+from training import configs, train
+from training import model as model_lib
+config = configs.model_config("tiny", vocab_size=65537, max_len=64)
+mesh = train.make_mesh()
+params = model_lib.Transformer(config).init(jax.random.PRNGKey(0),
+                                            jnp.zeros((1, 1), jnp.int32))["params"]
+rng = np.random.default_rng(0)
+batch = {"inputs": rng.integers(0, 65536, (8, 64)).astype(np.int32),
+         "targets": rng.integers(0, 65536, (8, 64)).astype(np.int32),
+         "weights": np.ones((8, 64), np.float32), "num_bytes": np.ones(8, np.int32)}
+batch = train.shard_batch(batch, mesh)
+out = {"devices": mesh.size}
+for name, whole_bytes in (("whole", 1 << 40), ("chunked", 0)):
+  loss_of = train.batch_loss(config, mesh.size, whole_bytes, chunk_bytes=1 << 22)
+  compiled = jax.jit(jax.grad(lambda p, b: loss_of(p, b, 1e-4)[0])).lower(params, batch).compile()
+  out[name] = {"all_gathers": compiled.as_text().count("all-gather("),
+               "grads": [float(jnp.sum(g)) for g in jax.tree.leaves(compiled(params, batch))]}
+print(json.dumps(out))
+"""
+
+
+def test_chunks_keep_the_batch_sharded_over_devices():
+  """Two devices, batch sharded: the chunked step gathers nothing and gives the same gradients."""
+  env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2",
+         "JAX_PLATFORMS": "cpu"}
+  done = subprocess.run([sys.executable, "-c", SHARDED_CHECK], cwd=REPO, env=env,
+                        capture_output=True, text=True, timeout=300, check=False)
+  assert done.returncode == 0, done.stderr[-3000:]
+  out = json.loads(done.stdout.strip().splitlines()[-1])
+  assert out["devices"] == 2
+  assert out["whole"]["all_gathers"] == out["chunked"]["all_gathers"] == 0
+  np.testing.assert_allclose(out["chunked"]["grads"], out["whole"]["grads"], rtol=1e-4,
+                             atol=1e-6)
