@@ -16,7 +16,9 @@ seeded lengths (`segments` set, so attention stays within each record), as
 the default training does. `packed_over_rows` is the ratio of their steps/s.
 `step_memory_gib` is what XLA's compiled step says it needs on the device
 (arguments, outputs and temporaries); on a CPU, XLA ignores rematerialisation
-in that figure.
+in that figure. A step that does not fit the device is reported as
+`out_of_memory` (with the device's message) beside that figure, and the
+modes after it are not run.
 
 MFU is 3 x the forward FLOPs per token (with attention, as the training loop
 logs it) x tokens/s over `matmul_flops_per_s`, the measured FLOP/s of a
@@ -127,7 +129,13 @@ def run(size: str, batch_size: int, seq_len: int, token_vocab: int, dtype: str, 
                               mesh)
     compiled = step.lower(state, batch).compile()
     memory = step_memory_gib(compiled)
-    rate, state = steps_per_s(compiled, state, batch, steps)
+    try:
+      rate, state = steps_per_s(compiled, state, batch, steps)
+    except jax.errors.JaxRuntimeError as e:  # the step's state was donated: nothing more runs
+      if "RESOURCE_EXHAUSTED" not in str(e):
+        raise
+      report[mode] = {"step_memory_gib": memory, "out_of_memory": str(e).splitlines()[0]}
+      return report
     tokens_per_s = rate * batch_size * seq_len
     report[mode] = {"steps_per_s": round(rate, 3), "tokens_per_s": round(tokens_per_s, 1),
                     "mfu": round(flops_per_token * tokens_per_s / matmul_rate, 4),
