@@ -9,7 +9,8 @@
 # Writes to $OUT: accelerator.txt (the card), exact_devices.json (tables of
 # 102,400 contexts on the accelerator and the CPU, every integer compared; the
 # optimised programs of each device in hlo/, the compared weights in models/),
-# pytest_exact.txt (every exact-M1 test, run on the accelerator), pytest_verify_device.txt
+# pytest_exact.txt (every exact-M1 test, run on the accelerator), pytest_chunked_loss.txt
+# (M2's chunked objective against the whole one, compiled for the accelerator), pytest_verify_device.txt
 # (the pipeline's CPU verification and its check before coding, with M1 coding on the
 # accelerator), exact_m1_bench.json (exact vs float
 # M1 coding symbols/s, and by lane block size), exact_m1_bench_ac.json (the same with contexts that
@@ -42,6 +43,7 @@ step 150 exact_devices.json "$PYTHON" -m training.exact_devices \
   --text "$DATA/validation/*.jsonl.gz" --sequences 200 --seq_len 512 --hlo "$OUT/hlo" \
   --save "$OUT/models"
 step 300 pytest_exact.txt "$PYTHON" -m pytest -m "not slow" tests/training/test_exact.py
+step 120 pytest_chunked_loss.txt "$PYTHON" -m pytest tests/training/test_chunked_loss.py
 step 120 pytest_verify_device.txt "$PYTHON" -m pytest tests/pipelines/test_verify_device.py
 step 180 exact_m1_bench.json "$PYTHON" benchmarks/exact_m1_bench.py --data "$DATA" --lanes 2048 \
   --block_lanes 64,512,2048
