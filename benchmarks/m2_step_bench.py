@@ -22,8 +22,9 @@ modes after it are not run.
 
 MFU is 3 x the forward FLOPs per token (with attention, as the training loop
 logs it) x tokens/s over `matmul_flops_per_s`, the measured FLOP/s of a
-square `--matmul` product in the same dtype, timed in the same process
-(best of repeats). `peak_flops_per_s` is given with `--peak_flops` (the
+square `--matmul` product in the same dtype on each device, timed in the
+same process (`training.train.measure_peak_flops`, the denominator training
+logs its MFU against). `peak_flops_per_s` is given with `--peak_flops` (the
 card's datasheet figure, e.g. 989e12 for an H100 SXM in bfloat16), and then
 `mfu_vs_peak` too.
 """
@@ -34,7 +35,6 @@ import sys
 import time
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from training import configs
@@ -73,21 +73,6 @@ def seeded_batch(batch_size: int, seq_len: int, token_vocab: int, packed: bool,
   return batch
 
 
-def matmul_flops_per_s(size: int, dtype: str, repeats: int = 5, reps: int = 10) -> float:
-  """FLOP/s of a jitted [size, size] x [size, size] product in `dtype` (best of repeats)."""
-  x = jnp.ones((size, size), dtype)
-  f = jax.jit(lambda a: a @ a)
-  f(x).block_until_ready()
-  best = 0.0
-  for _ in range(repeats):
-    start = time.perf_counter()
-    for _ in range(reps):
-      y = f(x)
-    y.block_until_ready()
-    best = max(best, 2.0 * size ** 3 * reps / (time.perf_counter() - start))
-  return best
-
-
 def step_memory_gib(compiled) -> float:
   """Device memory one compiled step needs: arguments + outputs + temporaries, GiB."""
   m = compiled.memory_analysis()
@@ -117,7 +102,8 @@ def run(size: str, batch_size: int, seq_len: int, token_vocab: int, dtype: str, 
   state = train.init_state(config, optimizer, 0, mesh)
   params = model_lib.count_params(model_lib.param_shapes(config))
   flops_per_token = 3.0 * model_lib.flops_per_token(config, seq_len, params)
-  matmul_rate = matmul_flops_per_s(matmul, dtype)
+  matmul = matmul or train.peak_matmul_size()
+  matmul_rate = train.measure_peak_flops(dtype, matmul)
   report = {"size": size, "non_embedding_params": params, "batch_size": batch_size,
             "seq_len": seq_len, "token_vocab": token_vocab, "dtype": dtype,
             "backend": jax.default_backend(), "device": jax.devices()[0].device_kind,
@@ -159,14 +145,13 @@ def main(argv=None):
   parser.add_argument("--dtype", default="bfloat16", choices=("float32", "bfloat16"))
   parser.add_argument("--steps", type=int, default=20, help="timed steps per mode")
   parser.add_argument("--matmul", type=int, default=0,
-                      help="side of the baseline matmul (default: 8192 on accelerators, 1024 on CPU)")
+                      help="side of the baseline matmul (default: train.peak_matmul_size())")
   parser.add_argument("--peak_flops", type=float, default=0.0,
                       help="the device's datasheet FLOP/s in --dtype, for mfu_vs_peak")
   parser.add_argument("--out", help="also write the JSON here")
   args = parser.parse_args(argv)
-  matmul = args.matmul or (1024 if jax.default_backend() == "cpu" else 8192)
   report = run(args.size, args.batch_size, args.seq_len, args.token_vocab, args.dtype,
-               args.steps, matmul, args.peak_flops)
+               args.steps, args.matmul, args.peak_flops)
   text = json.dumps(report, indent=2)
   print(text)
   if args.out:

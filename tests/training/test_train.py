@@ -421,3 +421,4 @@ def test_flops_per_byte_adds_m1_share_and_mfu_can_be_measured(tmp_path):
   assert train.m1_flops_per_byte({"m1_flops_per_byte": 5.0, "m1": "x"}) == 5.0
   assert train.m1_flops_per_byte({"m1": None}) == 0.0
   assert train.measure_peak_flops(size=128, reps=2) > 1e6
+  assert train.measure_peak_flops("bfloat16", size=128, reps=2, repeats=1) > 1e6
