@@ -538,8 +538,28 @@ def train(task: Task, config: TrainConfig) -> State:
   try:
     start, state = restore_or_start(ckpt, state, task.train_batches)
     return _Loop(task, config, mesh, optimizer).run(state, start, ckpt)
+  except jax.errors.JaxRuntimeError as e:
+    memory = out_of_memory_error(e)
+    if memory is None:
+      raise
+    raise memory from None
   finally:
     ckpt.close()  # waits for a pending checkpoint, also when a step raised
+
+
+class DeviceMemoryError(ValueError):
+  """A step that does not fit the devices' memory: the flags to change are in the message."""
+
+
+def out_of_memory_error(error: Exception) -> DeviceMemoryError | None:
+  """The one-line DeviceMemoryError of an XLA out-of-memory error; None for any other error."""
+  text = str(error)
+  if "RESOURCE_EXHAUSTED" not in text:
+    return None
+  return DeviceMemoryError(
+      f"a step does not fit the devices' memory ({text.splitlines()[0].strip()}); pass "
+      f"--model remat=true (each block recomputed in the backward pass), a smaller "
+      f"--batch_size, or run on more devices ({jax.device_count()} now)")
 
 
 class StepProfiler:

@@ -422,3 +422,17 @@ def test_flops_per_byte_adds_m1_share_and_mfu_can_be_measured(tmp_path):
   assert train.m1_flops_per_byte({"m1": None}) == 0.0
   assert train.measure_peak_flops(size=128, reps=2) > 1e6
   assert train.measure_peak_flops("bfloat16", size=128, reps=2, repeats=1) > 1e6
+
+
+def test_an_out_of_memory_step_says_what_to_change():
+  """XLA's allocation failure (as an H100 raised it for a 25m M2 at batch 256) becomes one line."""
+  xla = jax.errors.JaxRuntimeError(
+      "RESOURCE_EXHAUSTED: Out of memory while trying to allocate 70.53GiB with allocator "
+      "GPU_0_bfc on device 0. [tf-allocator-allocation-error='']\nmore lines")
+  error = train.out_of_memory_error(xla)
+  assert isinstance(error, ValueError)  # so `eqinfo` prints it as one line
+  message = str(error)
+  assert "\n" not in message and "70.53GiB" in message
+  for flag in ("--model remat=true", "--batch_size"):
+    assert flag in message
+  assert train.out_of_memory_error(jax.errors.JaxRuntimeError("INTERNAL: other")) is None
