@@ -551,15 +551,18 @@ class DeviceMemoryError(ValueError):
   """A step that does not fit the devices' memory: the flags to change are in the message."""
 
 
-def out_of_memory_error(error: Exception) -> DeviceMemoryError | None:
-  """The one-line DeviceMemoryError of an XLA out-of-memory error; None for any other error."""
+def out_of_memory_error(error: Exception, remedy: str = "") -> DeviceMemoryError | None:
+  """The one-line DeviceMemoryError of an XLA out-of-memory error; None for any other error.
+
+  `remedy` says what to change; by default, a training run's flags.
+  """
   text = str(error)
   if "RESOURCE_EXHAUSTED" not in text:
     return None
+  remedy = remedy or ("pass --model remat=true (each block recomputed in the backward pass), "
+                      f"a smaller --batch_size, or run on more devices ({jax.device_count()} now)")
   return DeviceMemoryError(
-      f"a step does not fit the devices' memory ({text.splitlines()[0].strip()}); pass "
-      f"--model remat=true (each block recomputed in the backward pass), a smaller "
-      f"--batch_size, or run on more devices ({jax.device_count()} now)")
+      f"a step does not fit the devices' memory ({text.splitlines()[0].strip()}); {remedy}")
 
 
 class StepProfiler:

@@ -436,3 +436,5 @@ def test_an_out_of_memory_step_says_what_to_change():
   for flag in ("--model remat=true", "--batch_size"):
     assert flag in message
   assert train.out_of_memory_error(jax.errors.JaxRuntimeError("INTERNAL: other")) is None
+  assert str(train.out_of_memory_error(xla, "pass a smaller --batch_size (8 now)")).endswith(
+      "; pass a smaller --batch_size (8 now)")
