@@ -14,6 +14,11 @@ Two modes time the same step shape on the same tokens: `rows`, one record per
 row as `--no-pack_records` trains, and `packed`, the row cut into records of
 seeded lengths (`segments` set, so attention stays within each record), as
 the default training does. `packed_over_rows` is the ratio of their steps/s.
+A third mode runs the rows with the other path to the loss than the one
+training takes (`logits`): `rows_chunked_logits` where one device's logits
+are computed whole (forced into at least 4 chunks), `rows_whole_logits` where
+they are chunked (`training.chunked_loss`); `chunked_over_whole` is the ratio
+of their steps/s, the price of recomputing the logits in the backward pass.
 `step_memory_gib` is what XLA's compiled step says it needs on the device
 (arguments, outputs and temporaries); on a CPU, XLA ignores rematerialisation
 in that figure. A step that does not fit the device is reported as
@@ -37,6 +42,7 @@ import time
 import jax
 import numpy as np
 
+from training import chunked_loss
 from training import configs
 from training import data
 from training import model as model_lib
@@ -91,14 +97,44 @@ def steps_per_s(step, state, batch: dict, steps: int) -> tuple[float, object]:
   return steps / (time.perf_counter() - start), state
 
 
+def logits_paths(config, batch_size: int, seq_len: int) -> tuple[str, dict]:
+  """The default logits path of one device's rows ("whole" or "chunked"), and the
+  `make_train_step` arguments of the other one (chunked: at least 4 chunks)."""
+  rows = -(-batch_size // jax.device_count())
+  whole = chunked_loss.chunk_positions(rows, seq_len, config.vocab_size) >= seq_len
+  if not whole:
+    return "chunked", {"whole_bytes": 1 << 62}
+  per_device = 4 * config.vocab_size * rows * seq_len
+  return "whole", {"whole_bytes": 0,
+                   "chunk_bytes": min(chunked_loss.CHUNK_LOGITS_BYTES, per_device // 4)}
+
+
+def time_mode(step, state, batch: dict, steps: int) -> tuple[dict, object, bool]:
+  """(figures, state, ran) of one mode: steps/s and the compiled step's memory, or
+  its out-of-memory message (then `ran` is False: the donated state is gone)."""
+  compiled = step.lower(state, batch).compile()
+  memory = step_memory_gib(compiled)
+  try:
+    rate, state = steps_per_s(compiled, state, batch, steps)
+  except jax.errors.JaxRuntimeError as e:
+    if "RESOURCE_EXHAUSTED" not in str(e):
+      raise
+    return {"step_memory_gib": memory, "out_of_memory": str(e).splitlines()[0]}, None, False
+  return {"steps_per_s": round(rate, 3), "step_memory_gib": memory}, state, True
+
+
 def run(size: str, batch_size: int, seq_len: int, token_vocab: int, dtype: str, steps: int,
         matmul: int, peak_flops: float) -> dict:
-  """Times both modes' steps and the matmul baseline; returns the JSON report."""
+  """Times each mode's steps and the matmul baseline; returns the JSON report."""
   config = configs.model_config(size, vocab_size=data.model_vocab_size(token_vocab),
                                 max_len=seq_len, dtype=dtype)
   mesh = train.make_mesh()
   optimizer = optim.adafactor()
-  step = train.make_train_step(config, optimizer, optim.Z_LOSS, mesh)
+  default, other = logits_paths(config, batch_size, seq_len)
+  other_mode = "rows_chunked_logits" if default == "whole" else "rows_whole_logits"
+  steps_of = {"rows": train.make_train_step(config, optimizer, optim.Z_LOSS, mesh)}
+  steps_of["packed"] = steps_of["rows"]
+  steps_of[other_mode] = train.make_train_step(config, optimizer, optim.Z_LOSS, mesh, **other)
   state = train.init_state(config, optimizer, 0, mesh)
   params = model_lib.count_params(model_lib.param_shapes(config))
   flops_per_token = 3.0 * model_lib.flops_per_token(config, seq_len, params)
@@ -107,31 +143,26 @@ def run(size: str, batch_size: int, seq_len: int, token_vocab: int, dtype: str, 
   report = {"size": size, "non_embedding_params": params, "batch_size": batch_size,
             "seq_len": seq_len, "token_vocab": token_vocab, "dtype": dtype,
             "backend": jax.default_backend(), "device": jax.devices()[0].device_kind,
-            "device_count": jax.device_count(), "steps": steps,
+            "device_count": jax.device_count(), "steps": steps, "logits": default,
             "train_flops_per_token": flops_per_token, "matmul_size": matmul,
             "matmul_flops_per_s": matmul_rate}
-  for mode in ("rows", "packed"):
-    batch = train.shard_batch(seeded_batch(batch_size, seq_len, token_vocab, mode == "packed"),
-                              mesh)
-    compiled = step.lower(state, batch).compile()
-    memory = step_memory_gib(compiled)
-    try:
-      rate, state = steps_per_s(compiled, state, batch, steps)
-    except jax.errors.JaxRuntimeError as e:  # the step's state was donated: nothing more runs
-      if "RESOURCE_EXHAUSTED" not in str(e):
-        raise
-      report[mode] = {"step_memory_gib": memory, "out_of_memory": str(e).splitlines()[0]}
-      return report
-    tokens_per_s = rate * batch_size * seq_len
-    report[mode] = {"steps_per_s": round(rate, 3), "tokens_per_s": round(tokens_per_s, 1),
-                    "mfu": round(flops_per_token * tokens_per_s / matmul_rate, 4),
-                    "step_memory_gib": memory}
-    if peak_flops:
-      report[mode]["mfu_vs_peak"] = round(flops_per_token * tokens_per_s / peak_flops, 4)
-  report["packed_over_rows"] = round(report["packed"]["steps_per_s"]
-                                     / report["rows"]["steps_per_s"], 3)
   if peak_flops:
     report["peak_flops_per_s"] = peak_flops
+  for mode, step in steps_of.items():
+    batch = train.shard_batch(seeded_batch(batch_size, seq_len, token_vocab, mode == "packed"),
+                              mesh)
+    report[mode], state, ran = time_mode(step, state, batch, steps)
+    if not ran:
+      return report
+    tokens_per_s = report[mode]["steps_per_s"] * batch_size * seq_len
+    report[mode]["tokens_per_s"] = round(tokens_per_s, 1)
+    report[mode]["mfu"] = round(flops_per_token * tokens_per_s / matmul_rate, 4)
+    if peak_flops:
+      report[mode]["mfu_vs_peak"] = round(flops_per_token * tokens_per_s / peak_flops, 4)
+  rate = lambda mode: report[mode]["steps_per_s"]
+  report["packed_over_rows"] = round(rate("packed") / rate("rows"), 3)
+  chunked, whole = (other_mode, "rows") if default == "whole" else ("rows", other_mode)
+  report["chunked_over_whole"] = round(rate(chunked) / rate(whole), 3)
   return report
 
 

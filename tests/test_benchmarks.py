@@ -95,7 +95,8 @@ def test_m2_bench():
 def test_m2_step_bench():
   result = run_benchmark("m2_step_bench.py", None)
   assert result["train_flops_per_token"] > 6 * result["non_embedding_params"]  # + attention
-  for mode in ("rows", "packed"):
+  assert result["logits"] == "whole"  # v=256: the chunked mode is forced
+  for mode in ("rows", "packed", "rows_chunked_logits"):
     row = result[mode]
     assert row["tokens_per_s"] == pytest.approx(row["steps_per_s"] * 4 * 64, rel=1e-3)
     assert row["mfu"] == pytest.approx(  # both rounded to 4 decimals
@@ -106,3 +107,5 @@ def test_m2_step_bench():
     assert row["step_memory_gib"] > 0
   assert result["packed_over_rows"] == pytest.approx(
       result["packed"]["steps_per_s"] / result["rows"]["steps_per_s"], abs=2e-3)
+  assert result["chunked_over_whole"] == pytest.approx(
+      result["rows_chunked_logits"]["steps_per_s"] / result["rows"]["steps_per_s"], abs=2e-3)

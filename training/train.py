@@ -203,13 +203,14 @@ def batch_loss(model_config: configs.ModelConfig, devices: int = 1,
 
 
 def make_train_step(model_config: configs.ModelConfig, optimizer: optax.GradientTransformation,
-                    z_loss: float, mesh: Mesh) -> Callable:
+                    z_loss: float, mesh: Mesh, **logits_bytes: int) -> Callable:
   """Returns step(state, batch) -> (state, sums), jitted with replicated outputs.
 
   `batch` holds inputs/targets/weights [B, T] sharded over "data"; `sums` are
   the batch's summed xent (nats), z-loss, weighted tokens and bytes.
+  `logits_bytes` (whole_bytes, chunk_bytes) go to `batch_loss`.
   """
-  loss_of = batch_loss(model_config, mesh.size)
+  loss_of = batch_loss(model_config, mesh.size, **logits_bytes)
 
   def loss_fn(params, batch):
     loss, sums = loss_of(params, batch, z_loss)
