@@ -9,11 +9,11 @@ row at a time inside a `lax.scan`, and recomputes each chunk's logits in the
 backward pass (`jax.checkpoint`). The logits of one chunk are then all that
 exists at once, about CHUNK_LOGITS_BYTES per device. Chunks cut the
 position axis, so the batch axis stays sharded over the devices. Below the
-threshold (every byte-level model, and v=65k with up to 32 rows of 512 per
-device), the loss is computed in one piece, exactly as `optim.masked_loss`
-computes it, with no recompute. The recompute costs one more forward pass of
-the output projection, which is the largest matrix product of a small M2 at
-v=65k.
+threshold (every byte-level model, and v=65k with up to 35 rows of 512 per
+device, as the paper's batch of 256 on 8 devices has), the loss is computed in
+one piece, exactly as `optim.masked_loss` computes it, with no recompute. The
+recompute costs one more forward pass of the output projection, which is the
+largest matrix product of a small M2 at v=65k.
 """
 from typing import Callable
 
@@ -22,7 +22,7 @@ import jax.numpy as jnp
 
 from training import optim
 
-WHOLE_LOGITS_BYTES = 9 << 29  # per device: float32 logits up to 4.5 GiB (32 rows of 512 at v=65k) are whole
+WHOLE_LOGITS_BYTES = 9 << 29  # per device: float32 logits up to 4.5 GiB are computed whole
 CHUNK_LOGITS_BYTES = 1 << 30  # per device: float32 logits of one chunk, beyond that
 
 

@@ -257,8 +257,8 @@ class Transformer(nn.Module):
   def hidden(self, tokens, segments=None):
     """The final normed states [B, T, d] of `__call__`, before the output projection.
 
-    Training projects them to logits a chunk of tokens at a time
-    (`training.chunked_loss`), so [B, T, V] logits never exist at once.
+    Where [B, T, V] logits would not fit a device, training projects these to
+    logits a chunk of positions at a time (`training.chunked_loss`).
     """
     c = self.config
     t = tokens.shape[1]
