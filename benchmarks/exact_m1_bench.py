@@ -7,7 +7,13 @@ Usage:
 Encodes the same validation examples with equal_info_ac[b=16,v=65k] in
 `--lanes` lanes, once with a float M1 of `--size` (random weights, context
 1024) and once with its integer-exact conversion (calibrated on train text),
-and prints symbols/s of each and their ratio (`exact_over_float`). A warm-up
+and prints symbols/s of each and their ratio (`exact_over_float`). The
+float M1 steps its lanes in blocks of `m1.BLOCK_LANES` (64) rows on every
+backend, the exact M1 in blocks of `exact.ACCELERATOR_BLOCK_LANES` on
+accelerators, so there the ratio reflects their block sizes as well as
+their arithmetic. `*_model_fraction` is the share of the timed encode spent
+in the model's lanes (`tables()`, which runs the steps and reads the tables
+back, and `update()`); the rest is the host's coder and window logic. A warm-up
 encode of short prefixes compiles both models' steps first. Random weights
 code about one window per two symbols, which is the most model work per
 symbol that Equal-Info coding does. `--method 'ac[v=256]'` codes each example
@@ -24,6 +30,7 @@ import jax
 import numpy as np
 
 from compressor import get_method
+from compressor.models.base import Lanes, ProbabilityModel
 from compressor.symbols import symbols_from_text
 from training import m1 as m1_lib
 from training import exact, quantize_m1
@@ -52,17 +59,54 @@ def make_examples(texts: list[str], count: int, length: int) -> list[np.ndarray]
   return [stream[i * length:(i + 1) * length] for i in range(count)]
 
 
-def throughput(model, examples: list[np.ndarray], num_lanes: int, spec: str = SPEC) -> float:
-  """Symbols/s of `spec` encoding, after a warm-up that compiles every step it uses."""
-  method = get_method(spec, model)
+class _TimedLanes(Lanes):
+  """A model's lanes, adding the seconds spent in them to `clock[0]`."""
+
+  def __init__(self, inner: Lanes, clock: list):
+    super().__init__(inner.num_lanes)
+    self.inner, self.clock = inner, clock
+
+  def tables(self):
+    start = time.perf_counter()
+    out = self.inner.tables()
+    self.clock[0] += time.perf_counter() - start
+    return out
+
+  def update(self, symbols, push, reset):
+    start = time.perf_counter()
+    self.inner.update(symbols, push, reset)
+    self.clock[0] += time.perf_counter() - start
+
+
+class TimedModel(ProbabilityModel):
+  """A probability model whose lanes count the seconds spent in them (`clock[0]`)."""
+
+  def __init__(self, model: ProbabilityModel):
+    self.model, self.clock = model, [0.0]
+
+  def freqs(self, contexts):
+    return self.model.freqs(contexts)
+
+  def lanes(self, num_lanes):
+    return _TimedLanes(self.model.lanes(num_lanes), self.clock)
+
+
+def throughput(model, examples: list[np.ndarray], num_lanes: int,
+               spec: str = SPEC) -> tuple[float, float]:
+  """(symbols/s of `spec` encoding, share of that time in the model's lanes), after a
+  warm-up that compiles every step it uses."""
+  timed = TimedModel(model)
+  method = get_method(spec, timed)
   method.num_lanes = num_lanes
   # Compiles the steps this run will use: Equal-Info windows restart the context
   # within 48 symbols; other methods grow the cache with the whole example.
   warm = 48 if spec.startswith("equal_info") else None
   method.encode_batch([x[:warm] for x in examples])
+  timed.clock[0] = 0.0
   start = time.perf_counter()
   method.encode_batch(examples)
-  return sum(x.size for x in examples) / (time.perf_counter() - start)
+  seconds = time.perf_counter() - start
+  return sum(x.size for x in examples) / seconds, timed.clock[0] / seconds
 
 
 def main(argv=None) -> dict:
@@ -85,8 +129,9 @@ def main(argv=None) -> dict:
                                  max_sequences=16)
   convert_s = time.perf_counter() - start
   examples = make_examples(read_texts(args.data / "validation", 2000), args.lanes, args.symbols)
-  rates = {name: throughput(model, examples, args.lanes, args.method)
+  timed = {name: throughput(model, examples, args.lanes, args.method)
            for name, model in (("float", float_m1), ("exact", exact_m1))}
+  rates = {name: rate for name, (rate, _) in timed.items()}
   report = {
       "method": args.method, "size": args.size, "lanes": args.lanes,
       "symbols": args.lanes * args.symbols, "backend": jax.default_backend(),
@@ -94,13 +139,15 @@ def main(argv=None) -> dict:
       "float_symbols_per_s": round(rates["float"], 1),
       "exact_symbols_per_s": round(rates["exact"], 1),
       "exact_over_float": round(rates["exact"] / rates["float"], 3),
+      "float_model_fraction": round(timed["float"][1], 3),
+      "exact_model_fraction": round(timed["exact"][1], 3),
       "convert_s": round(convert_s, 2),
   }
   blocks = [int(b) for b in args.block_lanes.split(",") if b]
   if blocks:
     report["exact_symbols_per_s_by_block_lanes"] = {
         b: round(throughput(exact.ExactM1Model(exact_m1.config, exact_m1.params, block_lanes=b),
-                            examples, args.lanes, args.method), 1) for b in blocks}
+                            examples, args.lanes, args.method)[0], 1) for b in blocks}
   text = json.dumps(report, indent=2)
   print(text)
   if args.out:

@@ -53,6 +53,8 @@ def test_exact_m1_bench(webtext_dir):
   assert (result["size"], result["lanes"], result["backend"]) == ("tiny", 8, "cpu")
   assert result["exact_over_float"] == pytest.approx(
       result["exact_symbols_per_s"] / result["float_symbols_per_s"], abs=2e-3)
+  for name in ("float", "exact"):  # the model's share of the timed encode
+    assert 0 < result[f"{name}_model_fraction"] < 1
 
 
 def test_m1_bench(webtext_dir):
