@@ -117,7 +117,7 @@ def time_mode(step, state, batch: dict, steps: int) -> tuple[dict, object, bool]
   try:
     rate, state = steps_per_s(compiled, state, batch, steps)
   except jax.errors.JaxRuntimeError as e:
-    if "RESOURCE_EXHAUSTED" not in str(e):
+    if train.out_of_memory_error(e) is None:
       raise
     return {"step_memory_gib": memory, "out_of_memory": str(e).splitlines()[0]}, None, False
   return {"steps_per_s": round(rate, 3), "step_memory_gib": memory}, state, True

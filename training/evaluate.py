@@ -165,14 +165,9 @@ def evaluate(args) -> dict:
   stream, vocab = batches(loaded, args, batch_size, seq_len)
   counter = SampleCounter(vocab)
   eval_step = train.make_eval_step(loaded.model_config, mesh)
-  try:
+  with train.out_of_memory_as_error(f"pass a smaller --batch_size ({batch_size} now)"):
     result = train.evaluate(eval_step, loaded.params, counter.wrap(stream), mesh,
                             args.num_batches)
-  except jax.errors.JaxRuntimeError as e:
-    memory = train.out_of_memory_error(e, f"pass a smaller --batch_size ({batch_size} now)")
-    if memory is None:
-      raise
-    raise memory from None
   stats = data.read_stats(args.data) if loaded.kind == "m2" else {}
   hist = stats_histogram(stats, vocab)
   source = "stats.json" if hist is not None else "sample"

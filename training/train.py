@@ -8,6 +8,7 @@ gives N devices. Multi-host runs call `jax.distributed.initialize()` first
 (`training.data`).
 """
 import argparse
+import contextlib
 import dataclasses
 import itertools
 import json
@@ -537,13 +538,9 @@ def train(task: Task, config: TrainConfig) -> State:
                                      config.keep_checkpoints, config.async_checkpoint)
   state = init_state(task.model_config, optimizer, config.seed, mesh)
   try:
-    start, state = restore_or_start(ckpt, state, task.train_batches)
-    return _Loop(task, config, mesh, optimizer).run(state, start, ckpt)
-  except jax.errors.JaxRuntimeError as e:
-    memory = out_of_memory_error(e)
-    if memory is None:
-      raise
-    raise memory from None
+    with out_of_memory_as_error():
+      start, state = restore_or_start(ckpt, state, task.train_batches)
+      return _Loop(task, config, mesh, optimizer).run(state, start, ckpt)
   finally:
     ckpt.close()  # waits for a pending checkpoint, also when a step raised
 
@@ -564,6 +561,18 @@ def out_of_memory_error(error: Exception, remedy: str = "") -> DeviceMemoryError
                       f"a smaller --batch_size, or run on more devices ({jax.device_count()} now)")
   return DeviceMemoryError(
       f"a step does not fit the devices' memory ({text.splitlines()[0].strip()}); {remedy}")
+
+
+@contextlib.contextmanager
+def out_of_memory_as_error(remedy: str = ""):
+  """Raises an XLA out-of-memory error of the block as its one-line DeviceMemoryError."""
+  try:
+    yield
+  except jax.errors.JaxRuntimeError as e:
+    memory = out_of_memory_error(e, remedy)
+    if memory is None:
+      raise
+    raise memory from None
 
 
 class StepProfiler:

@@ -435,6 +435,12 @@ def test_an_out_of_memory_step_says_what_to_change():
   assert "\n" not in message and "70.53GiB" in message
   for flag in ("--model remat=true", "--batch_size"):
     assert flag in message
-  assert train.out_of_memory_error(jax.errors.JaxRuntimeError("INTERNAL: other")) is None
-  assert str(train.out_of_memory_error(xla, "pass a smaller --batch_size (8 now)")).endswith(
-      "; pass a smaller --batch_size (8 now)")
+  other = jax.errors.JaxRuntimeError("INTERNAL: other")
+  assert train.out_of_memory_error(other) is None
+  with pytest.raises(train.DeviceMemoryError, match=r"; pass a smaller --batch_size \(8 now\)$"):
+    with train.out_of_memory_as_error("pass a smaller --batch_size (8 now)"):  # as eval uses it
+      raise xla
+  with pytest.raises(jax.errors.JaxRuntimeError) as raised:  # any other error passes unchanged
+    with train.out_of_memory_as_error():
+      raise other
+  assert raised.value is other
