@@ -4,6 +4,10 @@ M1's context and the coder restart at every window, so each window decodes on
 its own. eqinfo's window rule is lossless by construction (DESIGN.md): a window
 ends only where its b-bit cell straddles the next symbol's subdivision, and a
 window with no such prefix holds one symbol in the literal region.
+
+For b=16 the windows of an M1 are a static vocabulary (`window_vocab`): given
+one, the method encodes by longest match and decodes by lookup
+(`window_tokenizer`), with the arithmetic coder's tokens bit for bit and no M1.
 """
 import numpy as np
 
@@ -25,23 +29,41 @@ class EqualInfoACMethod(Method):
     window_bits: b, the exact size of every window in bits.
     token_bits: 8 (v=256) or 16 (v=65k); windows and tokens need not align.
     num_lanes: examples (encoding) or windows (decoding) coded at once.
+    vocabulary: the `WindowVocabulary` of `model` (b=16 only): code by lookup;
+      `model` may then be None.
   """
   uses_model = True
 
-  def __init__(self, model, window_bits: int, token_bits: int, num_lanes: int = 1024):
+  def __init__(self, model, window_bits: int, token_bits: int, num_lanes: int = 1024,
+               vocabulary=None):
     if window_bits not in constants.WINDOW_BITS:
       raise ValueError(f"window_bits must be one of {constants.WINDOW_BITS}, got {window_bits}")
     if token_bits not in _V_NAME:
       raise ValueError(f"token_bits must be 8 or 16, got {token_bits}")
-    if model is None:
+    if model is None and vocabulary is None:
       raise ValueError("equal_info_ac needs a probability model: pass model= (an M1 from "
                        "training.m1.load, or compressor.models.ContextModel(order=3).fit(...))")
+    self.tokenizer = None
+    if vocabulary is not None:
+      check_vocabulary(vocabulary, window_bits, model)
+      from compressor.window_tokenizer import WindowTokenizer  # pylint: disable=import-outside-toplevel
+      self.tokenizer = WindowTokenizer(vocabulary)
     self.model = model
     self.window_bits = window_bits
     self.token_bits = token_bits
     self.vocab_size = 1 << token_bits
     self.num_lanes = num_lanes
     self.spec = f"equal_info_ac[b={window_bits},v={_V_NAME[token_bits]}]"
+
+  @property
+  def vocabulary(self):
+    """The `WindowVocabulary` this method codes with, or None (arithmetic coding)."""
+    return None if self.tokenizer is None else self.tokenizer.vocab
+
+  @property
+  def coder(self) -> str:
+    """"vocabulary" (longest match and lookup) or "arithmetic" (M1 per symbol)."""
+    return "arithmetic" if self.tokenizer is None else "vocabulary"
 
   def max_windows(self, max_tokens: int | None) -> int | None:
     """Whole windows that fit in `max_tokens` tokens."""
@@ -55,6 +77,9 @@ class EqualInfoACMethod(Method):
     spec = CodeSpec(window_bits=self.window_bits, token_bits=self.token_bits,
                     max_codes=self.max_windows(max_tokens))
     examples = [as_symbols(x) for x in examples]
+    if self.tokenizer is not None:
+      return [Encoded(bytes_to_tokens(_window_bytes(codes), self.token_bits), n, codes.size, lit)
+              for codes, n, lit in self.tokenizer.encode(examples, spec.max_codes)]
     lanes = LaneEncoder(self.model, spec, self.num_lanes).encode(examples)
     return [Encoded(bytes_to_tokens(r.data, self.token_bits), r.num_symbols, r.num_codes,
                     r.num_literals) for r in lanes]
@@ -68,6 +93,8 @@ class EqualInfoACMethod(Method):
 
   def decode_windows(self, codes: list[int]) -> list[np.ndarray]:
     """Decodes each b-bit window code on its own; returns its symbols."""
+    if self.tokenizer is not None:
+      return [self.tokenizer.decode(np.array([c])) for c in codes]
     out = [None] * len(codes)
     normal = []
     for i, code in enumerate(codes):
@@ -82,6 +109,9 @@ class EqualInfoACMethod(Method):
     return out
 
   def decode_batch(self, token_seqs):
+    if self.tokenizer is not None:
+      return [self.tokenizer.decode(np.array(self.windows(t), np.int64)).astype(SYMBOL_DTYPE)
+              for t in token_seqs]
     per_seq = [self.windows(t) for t in token_seqs]
     flat = self.decode_windows([c for codes in per_seq for c in codes])
     out, at = [], 0
@@ -90,3 +120,26 @@ class EqualInfoACMethod(Method):
       at += len(codes)
       out.append(np.concatenate(parts) if parts else np.zeros(0, SYMBOL_DTYPE))
     return out
+
+
+def _window_bytes(codes: np.ndarray) -> bytes:
+  """[W] 16-bit window codes -> their big-endian bytes."""
+  return np.asarray(codes, ">u2").tobytes()
+
+
+def check_vocabulary(vocabulary, window_bits: int, model=None) -> None:
+  """Checks that a window vocabulary fits the method and the model.
+
+  Raises:
+    ValueError: another window size, coder version or M1 than the one given.
+  """
+  if vocabulary.window_bits != window_bits:
+    raise ValueError(f"the window vocabulary is for b={vocabulary.window_bits}, not "
+                     f"b={window_bits}; build one for this method (eqinfo build-vocab)")
+  if vocabulary.meta["coder_version"] != constants.CODER_VERSION:
+    raise ValueError(f"the window vocabulary was built by coder {vocabulary.meta['coder_version']}, "
+                     f"this is {constants.CODER_VERSION}; rebuild it (eqinfo build-vocab)")
+  mine = str(getattr(model, "fingerprint", "") or "") if model is not None else ""
+  if mine and mine != vocabulary.m1_fingerprint:
+    raise ValueError(f"the window vocabulary was built from M1 {vocabulary.m1_fingerprint}, "
+                     f"not from this M1 ({mine}); rebuild it with this M1 (eqinfo build-vocab)")

@@ -50,18 +50,22 @@ def _expect_keys(spec, args, keys):
     raise _bad(spec, f"expected arguments {sorted(keys)}, got {sorted(args)}")
 
 
-def get_method(spec: str, model=None):
+def get_method(spec: str, model=None, vocabulary=None):
   """Builds the method named by `spec`.
 
   Args:
     spec: a paper-style name, see `SPEC_FORMS`.
     model: the probability model for `ac` and `equal_info_ac` (M1, or a
       `ContextModel` as a stand-in) and the `UnigramModel` for `static_ac`.
+    vocabulary: for `equal_info_ac[b=16,...]`, the model's `WindowVocabulary`:
+      code by longest match and lookup (the model may then be None).
 
   Raises:
     ValueError: on a bad spec or a missing model, saying what to pass.
   """
   name, args = parse_spec(spec)
+  if vocabulary is not None and name != "equal_info_ac":
+    raise _bad(spec, "a window vocabulary codes equal_info_ac[b=16,...] only")
   if name == "bytes":
     _expect_keys(spec, args, [])
     from compressor.methods.bytes_method import BytesMethod
@@ -80,7 +84,8 @@ def get_method(spec: str, model=None):
     if not args["b"].isdigit() or int(args["b"]) not in constants.WINDOW_BITS:
       raise _bad(spec, f"b must be one of {constants.WINDOW_BITS}")
     from compressor.methods.equal_info import EqualInfoACMethod
-    return EqualInfoACMethod(model, int(args["b"]), _token_bits(spec, args))
+    return EqualInfoACMethod(model, int(args["b"]), _token_bits(spec, args),
+                             vocabulary=vocabulary)
   if name == "sentencepiece":
     _expect_keys(spec, args, ["path"])
     from compressor.methods.sentencepiece_method import SentencePieceMethod
