@@ -39,7 +39,7 @@ FILENAME = "window_vocab.json"
 VOCAB_WINDOW_BITS = (16,)
 _BITS = 16
 _NUM_CODES = 1 << _BITS
-_BATCH = 1024  # contexts per model call while walking the tree
+BATCH = 1024  # contexts per model call while walking the tree (tables do not depend on it)
 
 
 @dataclasses.dataclass
@@ -79,23 +79,26 @@ def _child_intervals(low: np.ndarray, r: np.ndarray, cdf: np.ndarray):
   return child_low, child_r, fits
 
 
-def _tables(model: ProbabilityModel, contexts: np.ndarray, progress: Callable | None) -> np.ndarray:
-  """[N, d] contexts -> [N, 258] int64 cdf rows, `_BATCH` contexts per model call."""
+def _tables(model: ProbabilityModel, contexts: np.ndarray, batch: int,
+            progress: Callable | None) -> np.ndarray:
+  """[N, d] contexts -> [N, 258] int64 cdf rows, `batch` contexts per model call."""
   out = np.zeros((contexts.shape[0], constants.ALPHABET_SIZE + 1), np.int64)
-  for start in range(0, contexts.shape[0], _BATCH):
-    chunk = contexts[start:start + _BATCH]
+  for start in range(0, contexts.shape[0], batch):
+    chunk = contexts[start:start + batch]
     out[start:start + chunk.shape[0]] = cdf_from_freqs(model.freqs(list(chunk)))
     if progress is not None:
       progress(chunk.shape[0])
   return out
 
 
-def build_tree(model: ProbabilityModel, progress: Callable | None = None) -> Tree:
+def build_tree(model: ProbabilityModel, batch: int = BATCH,
+               progress: Callable | None = None) -> Tree:
   """Walks the node tree of `model` for b=16 windows, one depth at a time.
 
   Args:
     model: any `ProbabilityModel`; its tables for the empty context start
       every window.
+    batch: contexts per model call (M1's lanes).
     progress: called with the number of nodes whose tables were computed.
 
   Returns:
@@ -112,7 +115,7 @@ def build_tree(model: ProbabilityModel, progress: Callable | None = None) -> Tre
   while low.size:
     n = low.size
     ids = first_id + np.arange(n)
-    cdf = _tables(model, contexts, progress)  # [n, 258]
+    cdf = _tables(model, contexts, batch, progress)  # [n, 258]
     ok, point = window_arith.straddle(low, r, cdf)
     parents.append(parent)
     symbols.append(symbol)
@@ -320,6 +323,8 @@ def _traps(tree: Tree, chosen: np.ndarray, length: np.ndarray, nearest: np.ndarr
   return sorted(tree.string(int(v)) for v in roots), nodes
 
 
-def build(model: ProbabilityModel, progress: Callable | None = None) -> WindowVocabulary:
-  """The b=16 window vocabulary of `model` (see `build_tree`)."""
-  return from_tree(build_tree(model, progress), str(getattr(model, "fingerprint", "") or ""))
+def build(model: ProbabilityModel, batch: int = BATCH,
+          progress: Callable | None = None) -> WindowVocabulary:
+  """The b=16 window vocabulary of `model` (see `build_tree`); the same file whatever `batch`."""
+  return from_tree(build_tree(model, batch, progress),
+                   str(getattr(model, "fingerprint", "") or ""))
