@@ -2,13 +2,15 @@
 
 Usage:
   python benchmarks/pipeline_bench.py [--data ../shared/data/webtext] [--docs 5000] [--repeats 2]
-      [--out bench.json]
+      [--m1 SPEC] [--coder auto|vocabulary|arithmetic] [--out bench.json]
 
 Every run calls `pipelines.compress.run(argv)` on the first `--docs` documents
 of each file of both splits (`*/*.jsonl.gz`: validation and train, 8 MB, so that the
 job has enough 128-example batches to spread over two workers), with
-EqualInfoAC[b=16, v=65k] and an order-3 `ContextModel` fitted on a C4 file of
-`train/` as M1 (a throughput measurement: coding its own fit data is fine):
+EqualInfoAC[b=16, v=65k] and `--coder` (default auto: the window vocabulary).
+M1 is `--m1`, by default an order-3 `ContextModel` fitted on a C4 file of
+`train/` (a throughput measurement: coding its own fit data is fine); pass
+an `eqinfo train-m1` directory to time the exact M1:
 
   * `runs`: wall time of the whole job (driver fit, worker start-up, the
     workers' own fit in `setup()`, every stage) with
@@ -70,10 +72,15 @@ def multi_processing(workers: int) -> list[str]:
 SPLITS = "*"  # every split directory of --data
 
 
-def compress_argv(data: pathlib.Path, docs: int, output: str, beam_args: list[str]) -> list[str]:
+def default_m1(data: pathlib.Path) -> str:
+  return f"context[order=3,fit={data / 'train' / FIT_FILE}]"
+
+
+def compress_argv(data: pathlib.Path, docs: int, output: str, beam_args: list[str],
+                  m1: str | None = None, coder: str = "auto") -> list[str]:
   """The `eqinfo compress` arguments of one run."""
   return ["--input", str(data / SPLITS / "*.jsonl.gz"), "--method", METHOD,
-          "--m1", f"context[order=3,fit={data / 'train' / FIT_FILE}]",
+          "--m1", m1 or default_m1(data), "--coder", coder,
           "--output", output, "--num_shards", "4", "--max_docs_per_file", str(docs),
           "--overwrite"] + beam_args
 
@@ -205,7 +212,7 @@ def profile_job(argv: list[str]) -> dict:
     run = run_job(argv)
   seconds = dict(timers.seconds)
   seconds["io_and_other"] = run["wall_s"] - sum(seconds.values())
-  without_fit = run["wall_s"] - seconds["m1_fit"]
+  without_fit = run["wall_s"] - seconds.get("m1_fit", 0.0)
   return {
       "command": run["command"], "wall_s": run["wall_s"],
       "seconds": {k: round(v, 2) for k, v in seconds.items()},
@@ -234,7 +241,7 @@ def fastest(results: list[dict]) -> dict:
 
 
 def benchmark(data: pathlib.Path, docs: int, overhead_docs: int, repeats: int,
-              workdir: str) -> dict:
+              workdir: str, m1: str | None = None, coder: str = "auto") -> dict:
   """Runs every job and collects the figures (see the module docstring)."""
   load_before = round(os.getloadavg()[0], 2)
   done = collections.defaultdict(list)
@@ -242,21 +249,21 @@ def benchmark(data: pathlib.Path, docs: int, overhead_docs: int, repeats: int,
     for workers in (1, 2):
       args = multi_processing(workers)
       done[("overhead", workers)].append(
-          run_job(compress_argv(data, overhead_docs, f"{workdir}/o{workers}", args)))
+          run_job(compress_argv(data, overhead_docs, f"{workdir}/o{workers}", args, m1, coder)))
       done[("full", workers)].append(
-          run_job(compress_argv(data, docs, f"{workdir}/r{workers}", args)))
+          run_job(compress_argv(data, docs, f"{workdir}/r{workers}", args, m1, coder)))
   runs, overhead = {}, {}
   for workers in (1, 2):
     name = f"workers_{workers}"
     overhead[name] = fastest(done[("overhead", workers)])
     runs[name] = fastest(done[("full", workers)])
     runs[name]["steady_bytes_per_s"] = steady(runs[name], overhead[name])
-  profile = profile_job(compress_argv(data, docs, f"{workdir}/profile", IN_MEMORY))
+  profile = profile_job(compress_argv(data, docs, f"{workdir}/profile", IN_MEMORY, m1, coder))
   one, two = runs["workers_1"], runs["workers_2"]
   return {
-      "method": METHOD, "m1": f"context[order=3,fit=train/{FIT_FILE}]",
+      "method": METHOD, "m1": m1 or f"context[order=3,fit=train/{FIT_FILE}]", "coder": coder,
       "docs_per_file": docs, "cpu_count": os.cpu_count(),
-      "m1_fit_s": m1_fit_seconds(data),
+      "m1_fit_s": m1_fit_seconds(data) if m1 is None else None,
       "runs": runs, "overhead_runs": overhead,
       "speedup": round(two["input_bytes_per_s"] / one["input_bytes_per_s"], 3),
       "steady_speedup": round(two["steady_bytes_per_s"] / one["steady_bytes_per_s"], 3),
@@ -281,10 +288,14 @@ def main(argv=None) -> int:
                       help="documents per file of the fixed-cost runs")
   parser.add_argument("--repeats", type=int, default=2,
                       help="runs of each job; the fastest is reported")
+  parser.add_argument("--m1", default=None,
+                      help="M1 spec (default: an order-3 ContextModel fitted on a train file)")
+  parser.add_argument("--coder", default="auto", choices=models.CODERS)
   parser.add_argument("--out", type=pathlib.Path, help="also write the JSON here")
   args = parser.parse_args(argv)
   with tempfile.TemporaryDirectory(prefix="eqinfo-pipeline-bench-") as workdir:
-    result = benchmark(args.data, args.docs, args.overhead_docs, args.repeats, workdir)
+    result = benchmark(args.data, args.docs, args.overhead_docs, args.repeats, workdir,
+                       args.m1, args.coder)
   result["bench_command"] = ("python benchmarks/pipeline_bench.py "
                              + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:])))
   text = json.dumps(result, indent=1)

@@ -16,9 +16,9 @@ common power-of-two grid, so a stream can always end on a straddling cell.
 A code of n bits is a *cell* [m, m + 1) * 2**-n. The decoder keeps a symbol
 only if its sub-interval contains the whole cell, so the encoder ends a code
 after k symbols only where the interval holds a cell that *straddles* a
-boundary of the next symbol's subdivision ("Equal-Info windows: the rule that
-makes them lossless", DESIGN.md, applied to a stream). In lane units a cell is g = 2**t units wide,
-t = 8 * nbytes + TOP_BITS - n; t is a multiple of 8 because n is.
+boundary of the next symbol's subdivision ("Equal-Info windows: the lossless
+rule", docs/DESIGN.md, applied to a stream). In lane units a cell is g = 2**t
+units wide, t = 8 * nbytes + TOP_BITS - n; t is a multiple of 8 because n is.
 """
 import numpy as np
 

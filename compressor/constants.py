@@ -13,7 +13,7 @@ ALPHABET_SIZE = 257
 PRECISION = 14
 TOTAL_FREQ = 1 << PRECISION
 
-# Guard bits of the Equal-Info rule (DESIGN.md): G = PRECISION + 2.
+# Guard bits of the Equal-Info rule (docs/DESIGN.md): G = PRECISION + 2.
 GUARD_BITS = PRECISION + 2
 
 # Data layout (paper §3.1).

@@ -178,7 +178,7 @@ class WindowDecoder:
 
 
 class _WindowDecoding(_Decoding):
-  """Window decoders with DESIGN.md's fixed-resolution arithmetic."""
+  """Window decoders with docs/DESIGN.md's fixed-resolution arithmetic."""
 
   def __init__(self, model, window_bits, codes, num_lanes):
     self.dtype = window_arith.dtype_for(window_bits)

@@ -175,7 +175,7 @@ class _Batch:
 
 
 class _WindowBatch(_Batch):
-  """Equal-Info windows of exactly b bits (DESIGN.md's rule, literal escape)."""
+  """Equal-Info windows of exactly b bits (docs/DESIGN.md's rule, literal escape)."""
 
   STATE = ("low", "r")
 

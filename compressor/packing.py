@@ -1,6 +1,6 @@
 """Packing: 10,240-symbol examples -> M2 examples of at most `max_tokens` tokens.
 
-Two policies (DESIGN.md, "Packing"):
+Two policies (docs/DESIGN.md, "Symbols, examples, packing"):
 
 - "truncate" (the paper): code each example once, stopping at `max_tokens`
   tokens; the symbols after that point are dropped (and counted).

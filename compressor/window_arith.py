@@ -1,4 +1,4 @@
-"""Equal-Info window arithmetic, exactly as DESIGN.md states it, vectorised over lanes.
+"""Equal-Info window arithmetic, exactly as docs/DESIGN.md states it, vectorised over lanes.
 
 A window of b bits works in integer units of 2**-(b + G) of [0, 1),
 G = GUARD_BITS. Its interval [L, L + R) starts as the normal region (all of

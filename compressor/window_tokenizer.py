@@ -82,25 +82,28 @@ class WindowTokenizer:
     Returns:
       Per example (codes [W] int64, symbols covered, literal windows).
     """
-    texts = [symbols_to_chars(x) for x in examples]
     for x in examples:
       if x.size > self.max_symbols:
         raise ValueError(f"an example of {x.size} symbols is longer than the window tokenizer's "
                          f"max_symbols={self.max_symbols}; cut examples shorter")
-    ids = self._tokenizer.tokenize(self._tf.constant(texts or [""])) if texts else None
+    if not examples:
+      return []
+    texts = [symbols_to_chars(x) for x in examples]
+    ragged = self._tokenizer.tokenize(self._tf.constant(texts))
+    ids = ragged.flat_values.numpy()  # [sum W] tokenizer ids, example by example
+    if ids.size and ids.max() == self._unk:
+      raise AssertionError("the window tokenizer met a symbol outside its vocabulary")
+    splits = ragged.row_splits.numpy()  # [len(examples) + 1]
+    codes, lengths = self._codes[ids], self._lengths[ids]  # [sum W]
     out = []
     for i, text in enumerate(texts):
-      if any(m in text for m in self.markers):
-        codes, lengths = self._walk(examples[i])
+      if self.markers and any(m in text for m in self.markers):
+        mine, sizes = self._walk(examples[i])
       else:
-        row = ids[i].numpy()
-        if row.size and row.max() == self._unk:
-          raise AssertionError("window tokenizer met a symbol outside its vocabulary")
-        codes, lengths = self._codes[row], self._lengths[row]
+        mine, sizes = codes[splits[i]:splits[i + 1]], lengths[splits[i]:splits[i + 1]]
       if max_codes is not None:
-        codes, lengths = codes[:max_codes], lengths[:max_codes]
-      literal = int((codes >= window_arith.LITERAL_BASE).sum())
-      out.append((codes, int(lengths.sum()), literal))
+        mine, sizes = mine[:max_codes], sizes[:max_codes]
+      out.append((mine, int(sizes.sum()), int((mine >= window_arith.LITERAL_BASE).sum())))
     return out
 
   def _walk(self, symbols: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -1,7 +1,7 @@
 """The window vocabulary of an M1: every b=16 Equal-Info window as a static table.
 
 M1 and the coder restart at every window, so a window's text is a function of
-its b-bit code alone (docs/DESIGN.md, "The window vocabulary"). For b=16 the
+its b-bit code alone (docs/DESIGN.md, "The window vocabulary (b=16)"). For b=16 the
 whole code book is built once per M1 by walking the tree of *nodes*: prefixes
 whose interval still holds a whole cell. The walk goes one depth at a time and
 asks the model for the tables of all nodes of a depth in batches, so M1 runs

@@ -8,6 +8,7 @@ COMMANDS = {
     "codec": ("compressor.codec", "encode a text file with a method, decode it back, print ratio"),
     "compress": ("pipelines.compress", "Beam pipeline: corpus -> M1 -> method -> ArrayRecord shards"),
     "inspect": ("pipelines.inspect", "totals, histogram and decoded records of a shard directory"),
+    "build-vocab": ("pipelines.build_vocab", "the b=16 window vocabulary of an M1, as a file"),
     "train-sentencepiece": ("compressor.sentencepiece_train",
                             "train the unigram SentencePiece model of sentencepiece[path=...]"),
     "train-m1": ("training.train_m1", "train the byte-level M1"),

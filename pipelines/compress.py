@@ -5,7 +5,13 @@ The graph (every step labelled):
   ReadDocuments -> Screen -> GroupDocuments (128 docs per group, deterministic)
   -> MakeExamples (10,240 symbols) -> Compress (packing into <= 512 tokens; Verify)
   -> WriteShards (ArrayRecord, group_size:1) -> Accounting -> Finalize
-     (errors/errors.jsonl, config.json, stats.json, then COMPLETED)
+     (errors/errors.jsonl, config.json, stats.json, window_vocab.json, then COMPLETED)
+
+With equal_info_ac[b=16,...] (`--coder auto`, the default, or `vocabulary`),
+BuildVocabulary first walks M1's tree of windows once, on one worker (its
+accelerator if it has one); Compress and Verify take the vocabulary as a side
+input and code by longest match and decode by lookup, with no M1 on the
+workers. The tokens are the arithmetic coder's (`--coder arithmetic`), bit for bit.
 
 Locally (DirectRunner):
 
@@ -33,6 +39,7 @@ deploy/dataflow/submit.sh):
         'worker_accelerator=type:nvidia-l4;count:1;install-nvidia-driver' \\
       --number_of_worker_harness_threads 1 --max_num_workers 64
 """
+import dataclasses
 import json
 import os
 import sys
@@ -41,10 +48,11 @@ import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
 
+from compressor import window_vocab
 from pipelines import models, options, sink, sources, transforms
 
 _OUTPUT_FILES = ("*.array_record", sink.STATS, sink.CONFIG, sink.COMPLETED,
-                 f"{sink.ERRORS_DIR}/*")
+                 window_vocab.FILENAME, f"{sink.ERRORS_DIR}/*")
 
 
 def _matches(pattern: str) -> list[str]:
@@ -83,6 +91,7 @@ def run_info(config: options.CompressConfig, method) -> dict:
       "token_bits": getattr(method, "token_bits", None),
       "window_bits": getattr(method, "window_bits", None),
       "uses_model": bool(getattr(method, "uses_model", False)),
+      "coder": config.coder,
       "input": config.input,
       "split": config.split,
       "packing": config.packing,
@@ -91,7 +100,8 @@ def run_info(config: options.CompressConfig, method) -> dict:
       "example_symbols": config.example_symbols,
       "verify": config.verify,
       "verify_fraction": config.verify_fraction if config.verify else 0.0,
-      "verify_device": config.verify_device if config.verify else None,
+      "verify_device": (None if not config.verify else
+                        "vocabulary" if config.coder == "vocabulary" else config.verify_device),
       "num_shards": config.num_shards,
   }
 
@@ -108,16 +118,18 @@ def build_pipeline(p: beam.Pipeline, config: options.CompressConfig, spec: sourc
   examples = (screened.documents
               | "GroupDocuments" >> transforms.GroupDocuments(config.docs_per_group)
               | "MakeExamples" >> beam.ParDo(transforms.MakeExamplesFn(config.example_symbols)))
+  vocab = (p | "Vocabulary" >> transforms.BuildVocabulary(config.method, config.m1, config.vocab)
+           if config.coder == "vocabulary" else None)
   coded = examples | "Compress" >> transforms.Compress(
       config.method, config.m1, config.max_tokens, config.packing, config.batch_size,
-      config.verify, config.verify_fraction, config.verify_device)
+      config.verify, config.verify_fraction, config.verify_device, vocab)
   errors = ((read["errors"], screened[sources.ERRORS], coded["errors"])
             | "AllErrors" >> beam.Flatten())
   shards = coded["records"] | "WriteShards" >> sink.WriteShards(
       config.output, config.split, info["method"], config.num_shards)
   accounting = ((read["documents"], coded["records"], errors)
                 | "Accounting" >> transforms.Accounting(info["vocab_size"]))
-  return ((accounting, shards, errors)
+  return ((accounting, shards, errors, *([vocab] if vocab is not None else []))
           | "Finalize" >> sink.Finalize(config.output, info, config.to_json()))
 
 
@@ -128,6 +140,7 @@ def summary(stats: dict) -> str:
                       for r, e in stats["dropped"].items()) or "none"
   return "\n".join([
       f"method {stats['method']}  m1 {stats['m1'] or '-'}"
+      f"{'  coder ' + stats['coder'] if stats.get('coder') else ''}"
       f"{'  on ' + ', '.join(stats['m1_devices']) if stats.get('m1_devices') else ''}"
       f"  packing {stats['packing']}",
       f"examples {stats['examples']}  tokens {stats['tokens']}  bytes {stats['bytes']}  "
@@ -138,7 +151,7 @@ def summary(stats: dict) -> str:
       f"{stats['bytes_dropped']}  [{dropped}]",
       f"verification failures {stats['verification_failures']}"
       + (f" ({stats['records_verified']} of {stats['examples']} records decoded"
-         f"{' on ' + stats['verify_device'] if stats.get('verify_device') else ''})"
+         f"{sink.verified_where(stats)})"
          if stats["verify"] else " (verification off)"),
   ])
 
@@ -152,6 +165,12 @@ def make_pipeline(config: options.CompressConfig, beam_args: list[str]) -> beam.
     FileExistsError: on a non-empty output directory without --overwrite.
   """
   method = models.build_method(config.method, config.m1)
+  config = dataclasses.replace(config, coder=models.resolve_coder(config.method, config.coder))
+  if config.vocab and config.coder != "vocabulary":
+    raise ValueError(f"--vocab codes equal_info_ac[b=16,...] with --coder vocabulary, not "
+                     f"{config.method} with --coder {config.coder}; leave out --vocab")
+  if config.vocab:
+    models.build_vocabulary(config.method, config.m1, config.vocab)  # the right M1's, readable
   spec = sources.resolve_input(config.input, config.tfds_split or config.split,
                                config.tfds_data_dir, config.tfds_chunk_docs)
   prepare_output(config.output, config.overwrite)

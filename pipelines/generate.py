@@ -93,7 +93,7 @@ def _text(symbols: np.ndarray) -> str:
 def run(argv=None) -> int:
   args = parse_flags(argv)
   stats = inspect_lib.load_stats(args.shards)
-  method = models_lib.build_method(stats["method"], args.m1 or stats.get("m1"))
+  method = models_lib.shards_method(args.shards, stats, args.m1)
   loaded = evaluate.load(args.checkpoint, train.make_mesh())
   if loaded.kind != "m2":
     raise ValueError(f"--checkpoint {args.checkpoint!r} holds an M1; pass an M2 run directory")

@@ -190,7 +190,12 @@ def parser() -> argparse.ArgumentParser:
   p.add_argument("--decode", type=int, default=None, metavar="N",
                  help="decode record N (0-based, shards in name order) and print its text")
   p.add_argument("--m1", default=None, help="M1 to decode with, e.g. a local copy of the one "
-                 "that coded the shards (default: the m1 of stats.json)")
+                 "that coded the shards (default: the m1 of stats.json; shards coded by a window "
+                 "vocabulary decode by its file in DIR, and --m1 must then be its M1)")
+  p.add_argument("--vocab", type=int, nargs="?", const=20, default=None, metavar="N",
+                 help="print the window vocabulary of DIR (or of a window_vocab.json file): its "
+                 "effective size, the N most frequent windows with their text, the longest "
+                 "windows, and the ids that never occur")
   p.add_argument("--check", type=float, nargs="?", const=1.0, default=None, metavar="F",
                  help="decode every record (or a fixed share F by key hash) on this machine and "
                       "compare it with its text's checksum; exit status 1 if one differs")
@@ -243,7 +248,7 @@ def inspect_directory(directory: str, decode: int | None = None, check: float | 
       f"{json.dumps({r: e['inputs'] for r, e in stats['dropped'].items()})}; "
       f"verification failures {stats['verification_failures']} "
       f"({stats.get('records_verified', '?')} of {stats['examples']} records decoded"
-      f"{' on ' + stats['verify_device'] if stats.get('verify_device') else ''})",
+      f"{sink.verified_where(stats)})",
   ]
   for name in ("examples", "tokens", "bytes", "windows"):
     if got[name] != stats[name]:
@@ -252,7 +257,7 @@ def inspect_directory(directory: str, decode: int | None = None, check: float | 
     raise ValueError(f"--decode {decode} is out of range: there are {len(records)} records")
   if decode is None and check is None:
     return "\n".join(lines), True
-  method = models.build_method(stats["method"], m1 or stats.get("m1"))
+  method = models.shards_method(directory, stats, m1)
   if stats.get("m1_fingerprint") and models.fingerprint(method) != stats["m1_fingerprint"]:
     lines.append(f"warning: the M1 fingerprint {models.fingerprint(method)} differs from "
                  f"stats.json's {stats['m1_fingerprint']}; decoding may be wrong")
@@ -277,6 +282,10 @@ def check_summary(result: dict, total: int) -> str:
 def run(argv=None) -> int:
   """`eqinfo inspect` (see the module docstring). Exit status 1 if --check found a record."""
   args = parser().parse_args(sys.argv[1:] if argv is None else argv)
+  if args.vocab is not None:
+    from pipelines import vocab_view  # pylint: disable=import-outside-toplevel
+    print(vocab_view.view(args.directory, args.vocab))
+    return 0
   text, ok = inspect_directory(args.directory, args.decode, args.check,
                                progress=sys.stderr.isatty(), m1=args.m1)
   print(text)

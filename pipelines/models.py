@@ -23,6 +23,7 @@ import threading
 from compressor.methods import registry
 
 MODEL_METHODS = ("ac", "static_ac", "equal_info_ac")
+CODERS = ("auto", "vocabulary", "arithmetic")  # --coder
 VERIFY_DEVICES = ("cpu", "worker")  # --verify_device: the host CPU, or the device that coded
 _FIT_SPEC = re.compile(r"^(?P<name>context|unigram)\[(?P<args>.*)\]$", re.DOTALL)
 _FIT_KEYS = {"context": ("order", "fit", "min_count", "docs"), "unigram": ("fit", "docs")}
@@ -192,7 +193,100 @@ def verifying_method(method_spec: str, m1_spec: str | None, verify_device: str):
 
 def model_of(method):
   """The probability model a method codes with, or None."""
-  return getattr(method, "model", None) or getattr(method, "_model", None)
+  return getattr(method, "model", None)
+
+
+def resolve_coder(method_spec: str, coder: str) -> str | None:
+  """--coder for a method: "vocabulary" or "arithmetic" (None for methods without M1).
+
+  "auto" is "vocabulary" wherever the window vocabulary exists (equal_info_ac
+  with b=16), else "arithmetic".
+
+  Raises:
+    ValueError: an unknown coder, or "vocabulary" for a method without one.
+  """
+  if coder not in CODERS:
+    raise ValueError(f"--coder must be one of {CODERS}, got {coder!r}")
+  name, args = registry.parse_spec(method_spec)
+  has_vocabulary = name == "equal_info_ac" and args.get("b") == "16"
+  if coder == "vocabulary" and not has_vocabulary:
+    raise ValueError(f"--coder vocabulary needs equal_info_ac with b=16, not {method_spec}; "
+                     f"pass --coder arithmetic")
+  if name not in MODEL_METHODS:
+    return None
+  if coder == "auto":
+    return "vocabulary" if has_vocabulary else "arithmetic"
+  return coder
+
+
+def build_vocabulary(method_spec: str, m1_spec: str, vocab_path: str | None = None):
+  """The window vocabulary of --m1: read from `vocab_path`, or built with M1 here.
+
+  Raises:
+    ValueError: a vocabulary file of another M1, or a corrupt one.
+  """
+  from compressor import window_vocab  # pylint: disable=import-outside-toplevel
+  if vocab_path:
+    vocab = read_vocabulary(vocab_path)
+    model = model_of(shared_method(method_spec, m1_spec))
+    if model is not None and vocab.m1_fingerprint != model.fingerprint:
+      raise ValueError(f"--vocab {vocab_path} was built from M1 {vocab.m1_fingerprint}, not from "
+                       f"--m1 {m1_spec} ({model.fingerprint}); rebuild it (eqinfo build-vocab)")
+    return vocab
+  return window_vocab.build(model_of(shared_method(method_spec, m1_spec)))
+
+
+def read_vocabulary(path: str):
+  """A `WindowVocabulary` file, local or gs://.
+
+  Raises:
+    FileNotFoundError: no such file.
+    ValueError: not a vocabulary, or corrupt.
+  """
+  from apache_beam.io.filesystems import FileSystems  # pylint: disable=import-outside-toplevel
+  from compressor import window_vocab  # pylint: disable=import-outside-toplevel
+  if not FileSystems.exists(path):
+    raise FileNotFoundError(f"window vocabulary {path} does not exist; build one with "
+                            f"eqinfo build-vocab --m1 DIR --out FILE")
+  with FileSystems.open(path) as f:
+    return window_vocab.WindowVocabulary.from_bytes(f.read(), path)
+
+
+def vocabulary_method(method_spec: str, vocab_bytes: bytes):
+  """The method that codes by a vocabulary file's bytes, cached per process (no M1)."""
+  key = (method_spec, "vocabulary", hashlib.sha256(vocab_bytes).hexdigest())
+  with _LOCK:
+    if key not in _METHODS:
+      from compressor import window_vocab  # pylint: disable=import-outside-toplevel
+      from compressor.methods import get_method  # pylint: disable=import-outside-toplevel
+      vocab = window_vocab.WindowVocabulary.from_bytes(vocab_bytes)
+      _METHODS[key] = get_method(method_spec, None, vocabulary=vocab)
+    return _METHODS[key]
+
+
+def shards_method(directory: str, stats: dict, m1_spec: str | None = None):
+  """The method that decodes a shard directory's records.
+
+  Shards coded by a window vocabulary decode by its file in the directory, with
+  no M1; an `m1_spec` given then must be the vocabulary's M1. Other shards
+  decode with `m1_spec`, or stats.json's m1.
+
+  Raises:
+    ValueError: --m1 is not the M1 that the vocabulary was built from.
+  """
+  if stats.get("coder") != "vocabulary":
+    return build_method(stats["method"], m1_spec or stats.get("m1"))
+  from compressor import window_vocab  # pylint: disable=import-outside-toplevel
+  from compressor.methods import get_method  # pylint: disable=import-outside-toplevel
+  from pipelines import sink  # pylint: disable=import-outside-toplevel
+  vocab = read_vocabulary(sink.join(directory, window_vocab.FILENAME))
+  if m1_spec:
+    mine = fingerprint(build_method(stats["method"], m1_spec))
+    if mine != vocab.m1_fingerprint:
+      raise ValueError(f"--m1 {m1_spec} (fingerprint {mine}) is not the M1 of {directory}'s "
+                       f"window vocabulary ({vocab.m1_fingerprint}); leave out --m1 to decode by "
+                       f"the vocabulary")
+  return get_method(stats["method"], None, vocabulary=vocab)
 
 
 def model_device(method) -> str | None:
@@ -211,8 +305,10 @@ def model_device(method) -> str | None:
 
 
 def fingerprint(method) -> str:
-  """The M1 fingerprint of a method's model ("" for model-free methods)."""
+  """The M1 fingerprint of a method's model or window vocabulary ("" for model-free methods)."""
   model = model_of(method)
+  if model is None and getattr(method, "vocabulary", None) is not None:
+    return method.vocabulary.m1_fingerprint
   return str(getattr(model, "fingerprint", "") or "")
 
 

@@ -6,7 +6,7 @@ from typing import Sequence
 
 from compressor import constants
 from compressor.packing import PACKING_POLICIES
-from pipelines.models import VERIFY_DEVICES
+from pipelines.models import CODERS, VERIFY_DEVICES
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,6 +42,14 @@ class CompressConfig:
   # coded on a GPU/TPU, which shows that machines without one decode the shards (the
   # integer-exact M1 only); "worker": on the device that coded them.
   verify_device: str = "cpu"
+  # How M1's windows are coded: "vocabulary" (b=16: the window vocabulary is built once
+  # per job with M1, then workers code by longest match and verify by lookup, with no
+  # M1), "arithmetic" (M1 runs for every symbol), "auto" (vocabulary wherever b=16).
+  # Both give the same tokens; config.json records the resolved one.
+  coder: str = "auto"
+  # With the vocabulary coder: a window vocabulary file (eqinfo build-vocab) to use
+  # instead of building one; it must be --m1's.
+  vocab: str | None = None
   # Replace an existing output directory's shards and metadata.
   overwrite: bool = False
   # Consecutive documents concatenated before cutting into examples (paper: 128).
@@ -81,6 +89,8 @@ class CompressConfig:
     if self.verify_device not in VERIFY_DEVICES:
       raise ValueError(f"--verify_device must be one of {VERIFY_DEVICES}, "
                        f"got {self.verify_device!r}")
+    if self.coder is not None and self.coder not in CODERS:  # None: resolved, no M1
+      raise ValueError(f"--coder must be one of {CODERS}, got {self.coder!r}")
     if not self.split or any(c in self.split for c in "/-"):
       raise ValueError(f"--split must be a non-empty name without '/' or '-', got {self.split!r}")
     for name in ("input", "method", "output"):
@@ -134,6 +144,12 @@ def parser() -> argparse.ArgumentParser:
   p.add_argument("--verify_device", default=d.verify_device, choices=VERIFY_DEVICES,
                  help="decode with M1 on the host CPU (default; also where M1 codes on a GPU/TPU) "
                       "or on the device that coded")
+  p.add_argument("--coder", default=d.coder, choices=CODERS,
+                 help="vocabulary: code b=16 windows by the window vocabulary built once per job "
+                 "(no M1 on the workers); arithmetic: M1 for every symbol; auto: vocabulary "
+                 "wherever b=16 (same tokens either way)")
+  p.add_argument("--vocab", default=d.vocab,
+                 help="a window vocabulary file (eqinfo build-vocab) instead of building one")
   p.add_argument("--overwrite", action="store_true", default=d.overwrite)
   p.add_argument("--docs_per_group", type=int, default=d.docs_per_group)
   p.add_argument("--example_symbols", type=int, default=d.example_symbols)

@@ -30,7 +30,7 @@ import apache_beam as beam
 import numpy as np
 from apache_beam.io.filesystems import FileSystems
 
-from compressor import constants
+from compressor import constants, window_vocab
 from pipelines.transforms import Record, error_lines, key_name
 
 STATS = "stats.json"
@@ -335,9 +335,12 @@ class FinalizeFn(beam.DoFn):
     self._info = info
     self._config_json = config_json
 
-  def process(self, accounting: dict, shards: list, num_errors: int):
+  def process(self, accounting: dict, shards: list, num_errors: int, vocab: dict | None = None):
     stats = build_stats(accounting, shards, self._info)
     stats["error_lines_written"] = num_errors
+    if vocab is not None:
+      stats["window_vocab"] = vocab_stats(vocab, accounting["histogram"], stats["token_bits"])
+      write_bytes(join(self._output, window_vocab.FILENAME), vocab["bytes"])
     if not accounting["balanced"]:
       raise AssertionError(
           f"bytes in ({accounting['bytes_in']}) != bytes in records ({accounting['bytes']}) + "
@@ -351,8 +354,40 @@ class FinalizeFn(beam.DoFn):
     yield stats
 
 
+def verified_where(stats: dict) -> str:
+  """" on cpu", " by the window vocabulary" or "": where stats.json's records were decoded."""
+  where = stats.get("verify_device")
+  if not where:
+    return ""
+  return " by the window vocabulary" if where == "vocabulary" else f" on {where}"
+
+
+def vocab_stats(vocab: dict, histogram: np.ndarray, token_bits: int) -> dict:
+  """stats.json's "window_vocab": the file, its M1, its effective size, the ids used.
+
+  Args:
+    vocab: `BuildVocabularyFn`'s output.
+    histogram: [vocab_size] token counts of the shards.
+    token_bits: 16 (a token is a window) or 8 (half of one).
+  """
+  parsed = window_vocab.WindowVocabulary.from_bytes(vocab["bytes"])
+  emitted = parsed.entries.shape[0]
+  return {
+      "file": window_vocab.FILENAME, "digest": parsed.digest,
+      "m1_fingerprint": parsed.m1_fingerprint, "built_on": vocab.get("built_on"),
+      "from_file": vocab.get("file"),
+      "tree_nodes": parsed.meta["tree_nodes"],
+      "distinct_strings": parsed.distinct_strings(),
+      "codes_emitted": int(emitted),
+      "token_ids_seen": int(np.count_nonzero(histogram)),
+      "token_ids_never_seen": int(np.size(histogram) - np.count_nonzero(histogram)),
+      "token_bits": token_bits,
+  }
+
+
 class Finalize(beam.PTransform):
-  """(accounting, shard infos, error lines) -> stats.json, config.json, COMPLETED."""
+  """(accounting, shard infos, error lines[, vocabulary]) -> stats.json, config.json,
+  window_vocab.json, COMPLETED."""
 
   def __init__(self, output: str, info: dict, config_json: str):
     super().__init__()
@@ -361,7 +396,7 @@ class Finalize(beam.PTransform):
     self._config_json = config_json
 
   def expand(self, pcolls):
-    accounting, shards, errors = pcolls
+    accounting, shards, errors, *vocab = pcolls
     output = self._output
     num_errors = (errors
                   | "ErrorLines" >> beam.FlatMap(lambda d: error_lines([d]))
@@ -370,5 +405,6 @@ class Finalize(beam.PTransform):
     return (accounting
             | "WriteStats" >> beam.ParDo(FinalizeFn(output, self._info, self._config_json),
                                          beam.pvalue.AsList(shards),
-                                         beam.pvalue.AsSingleton(num_errors)))
+                                         beam.pvalue.AsSingleton(num_errors),
+                                         *[beam.pvalue.AsSingleton(v) for v in vocab]))
 

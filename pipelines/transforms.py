@@ -194,12 +194,15 @@ class CompressFn(beam.DoFn):
 
   The method (and its M1) is built once per worker process in `setup()`;
   where an exact M1 codes on an accelerator, setup first checks that its
-  tables equal the host CPU's (`device_check`).
+  tables equal the host CPU's (`device_check`). With `by_vocabulary`, the
+  window vocabulary's bytes come as a side input of `process` and the worker
+  codes by longest match, with no M1 (`models.vocabulary_method`).
   """
 
   def __init__(self, method_spec: str, m1_spec: str | None, max_tokens: int, packing: str,
-               keep_symbols: bool):
+               keep_symbols: bool, by_vocabulary: bool = False):
     super().__init__()
+    self._by_vocabulary = by_vocabulary
     self._method_spec = method_spec
     self._m1_spec = m1_spec
     self._max_tokens = max_tokens
@@ -215,6 +218,8 @@ class CompressFn(beam.DoFn):
     self._truncated = _counter("bytes_truncated")
 
   def setup(self):
+    if self._by_vocabulary:
+      return  # the method comes with the vocabulary (`process`)
     self._method = models.shared_method(self._method_spec, self._m1_spec)
     self._device = models.model_device(self._method)
     device_check.check_coding_device(self._method_spec, self._m1_spec)
@@ -246,7 +251,10 @@ class CompressFn(beam.DoFn):
       coded.append(ex)
     return coded, records, failed
 
-  def process(self, batch: list[Example]):
+  def process(self, batch: list[Example], vocab: dict | None = None):
+    if self._by_vocabulary:  # M1 computed the vocabulary's tables where it was built
+      self._method = models.vocabulary_method(self._method_spec, vocab["bytes"])
+      self._device = vocab["built_on"]
     batch, packed, failed = self._pack(sorted(batch, key=lambda e: e.key))
     for rec in packed:
       ex = batch[rec.example_index]
@@ -295,11 +303,14 @@ class VerifyFn(beam.DoFn):
     fraction: share of records decoded (`verify_sampled`); the others pass unverified.
     device: "cpu": decode with M1 on the host CPU, even where it coded on an
       accelerator; "worker": on the device that coded (`models.verifying_method`).
+    by_vocabulary: decode by lookup in the window vocabulary, a side input of
+      `process` (no M1 on any device).
   """
 
   def __init__(self, method_spec: str, m1_spec: str | None, fraction: float = 1.0,
-               device: str = "cpu"):
+               device: str = "cpu", by_vocabulary: bool = False):
     super().__init__()
+    self._by_vocabulary = by_vocabulary
     self._method_spec = method_spec
     self._m1_spec = m1_spec
     self._fraction = fraction
@@ -310,6 +321,8 @@ class VerifyFn(beam.DoFn):
     self._failed = _counter("verification_failures")
 
   def setup(self):
+    if self._by_vocabulary:
+      return  # decodes with the vocabulary's method (`process`)
     self._method = models.verifying_method(self._method_spec, self._m1_spec, self._device)
     coder = models.shared_method(self._method_spec, self._m1_spec)
     self._coder = None if self._method is coder else coder
@@ -318,7 +331,9 @@ class VerifyFn(beam.DoFn):
                       "on an accelerator; pass --verify_fraction 0.01 to keep up with it",
                       100 * self._fraction)
 
-  def process(self, batch: list[Record]):
+  def process(self, batch: list[Record], vocab: dict | None = None):
+    if self._by_vocabulary:
+      self._method = models.vocabulary_method(self._method_spec, vocab["bytes"])
     batch = sorted(batch, key=lambda r: r.key)
     picked = []
     for rec in batch:
@@ -355,14 +370,56 @@ class VerifyFn(beam.DoFn):
           f"another machine; run eqinfo check-devices --m1 DIR there, or code on the CPU")
 
 
+class BuildVocabularyFn(beam.DoFn):
+  """None -> {"bytes": the window vocabulary file, "built_on": where M1 ran}.
+
+  Runs once per job, on a worker: M1 walks the tree of windows on that
+  worker's accelerator where it has one (the exact M1's tables are the same
+  integers there), or the file of `vocab_path` is read and checked.
+  """
+
+  def __init__(self, method_spec: str, m1_spec: str, vocab_path: str | None):
+    super().__init__()
+    self._method_spec = method_spec
+    self._m1_spec = m1_spec
+    self._vocab_path = vocab_path
+
+  def process(self, _):
+    vocab = models.build_vocabulary(self._method_spec, self._m1_spec, self._vocab_path)
+    device = (None if self._vocab_path else
+              models.model_device(models.shared_method(self._method_spec, self._m1_spec)))
+    logging.info("window vocabulary %s of M1 %s: %d distinct strings (built on %s)",
+                 vocab.digest, vocab.m1_fingerprint, vocab.distinct_strings(),
+                 device or self._vocab_path)
+    yield {"bytes": vocab.to_bytes(), "built_on": device, "file": self._vocab_path}
+
+
+class BuildVocabulary(beam.PTransform):
+  """Pipeline root -> one window vocabulary (`BuildVocabularyFn`), for side inputs."""
+
+  def __init__(self, method_spec: str, m1_spec: str, vocab_path: str | None = None):
+    super().__init__()
+    self._args = (method_spec, m1_spec, vocab_path)
+
+  def expand(self, root):
+    return (root
+            | "VocabularyImpulse" >> beam.Create([None])
+            | "BuildVocabulary" >> beam.ParDo(BuildVocabularyFn(*self._args)))
+
+
 class Compress(beam.PTransform):
-  """Example -> {"records": Record, "errors": Dropped}: packing, then optional verification."""
+  """Example -> {"records": Record, "errors": Dropped}: packing, then optional verification.
+
+  With `vocab` (the PCollection of `BuildVocabulary`), coding and verification
+  take it as a side input and run no M1.
+  """
 
   def __init__(self, method_spec: str, m1_spec: str | None, max_tokens: int, packing: str,
                batch_size: int, verify: bool, verify_fraction: float = 1.0,
-               verify_device: str = "cpu"):
+               verify_device: str = "cpu", vocab=None):
     """Raises ValueError on a bad packing policy, max_tokens, batch_size or verify settings."""
     super().__init__()
+    self._vocab = vocab
     if packing not in packing_lib.PACKING_POLICIES:
       raise ValueError(f"packing must be one of {packing_lib.PACKING_POLICIES}, got {packing!r}")
     if max_tokens < 1 or batch_size < 1:
@@ -382,12 +439,14 @@ class Compress(beam.PTransform):
     self._verify_device = verify_device
 
   def expand(self, examples):
+    by_vocabulary = self._vocab is not None
+    side = (beam.pvalue.AsSingleton(self._vocab),) if by_vocabulary else ()
     coded = (
         examples
         | "BatchExamples" >> beam.BatchElements(min_batch_size=self._batch_size,
                                                 max_batch_size=self._batch_size)
         | "Pack" >> beam.ParDo(CompressFn(self._method_spec, self._m1_spec, self._max_tokens,
-                                          self._packing, self._verify)
+                                          self._packing, self._verify, by_vocabulary), *side
                                ).with_outputs(ERRORS, main="records"))
     if not self._verify:
       return {"records": coded.records, "errors": coded[ERRORS]}
@@ -396,7 +455,8 @@ class Compress(beam.PTransform):
         | "BatchRecords" >> beam.BatchElements(min_batch_size=4 * self._batch_size,
                                                max_batch_size=4 * self._batch_size)
         | "Verify" >> beam.ParDo(VerifyFn(self._method_spec, self._m1_spec,
-                                          self._verify_fraction, self._verify_device)
+                                          self._verify_fraction, self._verify_device,
+                                          by_vocabulary), *side
                                  ).with_outputs(ERRORS, main="records"))
     errors = (coded[ERRORS], checked[ERRORS]) | "MergeErrors" >> beam.Flatten()
     return {"records": checked.records, "errors": errors}

@@ -20,6 +20,8 @@ TINY = {
     "compressor_bench.py": ["--greedy_sample", "2000", "--lanes", "8", "--lane_symbols", "64",
                             "--sp_vocab", "500"],
     "pipeline_bench.py": ["--docs", "40", "--overhead_docs", "2", "--repeats", "1"],
+    "window_vocab_bench.py": ["--m1_size", "tiny", "--m1_steps", "4", "--arith_lanes", "8",
+                              "--arith_symbols", "32", "--sp_vocab", "500", "--sp_docs", "200"],
     "m2_bench.py": ["--sizes", "tiny", "--steps", "3", "--batch_size", "4"],
     "m2_step_bench.py": ["--size", "tiny", "--steps", "2", "--batch_size", "4", "--seq_len", "64",
                          "--token_vocab", "256", "--dtype", "float32", "--peak_flops", "1e12"],
@@ -80,6 +82,17 @@ def test_pipeline_bench(webtext_dir):
   result = run_benchmark("pipeline_bench.py", webtext_dir)
   assert set(result["runs"]) == {"workers_1", "workers_2"}
   assert all(run["input_bytes_per_s"] > 0 for run in result["runs"].values())
+
+
+def test_window_vocab_bench(webtext_dir):
+  result = run_benchmark("window_vocab_bench.py", webtext_dir)
+  assert result["identical"]  # the vocabulary's tokens are the arithmetic coder's
+  assert result["arith_lanes"] == 8 and result["arith_symbols"] == 8 * 32
+  assert result["distinct_strings"] <= result["tree_nodes"]
+  assert result["vocab_over_arith"] == pytest.approx(
+      result["vocab_symbols_per_s"] / result["arith_symbols_per_s"], rel=0.01)
+  assert result["vocab_over_sentencepiece"] == pytest.approx(
+      result["vocab_symbols_per_s"] / result["sentencepiece_symbols_per_s"], rel=0.01)
 
 
 def test_m2_bench():

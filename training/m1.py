@@ -6,7 +6,7 @@ both the embedding and the logits. BOS is never a target, so its logit is
 dropped before the float32 softmax over the 257 symbols, whose probabilities
 `compressor.models.base.quantize` turns into frequency tables.
 
-Inference contract (DESIGN.md): a table is a pure function of the weights and
+Inference contract (docs/DESIGN.md): a table is a pure function of the weights and
 the context. Floats cannot promise that in general, so every table comes out of
 one compiled function, `decode_step` on a block of `BLOCK_LANES` lanes:
 

@@ -1,7 +1,7 @@
 """EqualInfoAC[b, v]: arithmetic coding in windows of exactly b bits (paper §3.3).
 
 M1's context and the coder restart at every window, so each window decodes on
-its own. eqinfo's window rule is lossless by construction (DESIGN.md): a window
+its own. eqinfo's window rule is lossless by construction (docs/DESIGN.md): a window
 ends only where its b-bit cell straddles the next symbol's subdivision, and a
 window with no such prefix holds one symbol in the literal region.
 

@@ -65,10 +65,14 @@ def test_every_record_decodes_to_its_text(context_runs, validation_docs):
 
 
 def test_verify_fraction_decodes_a_fixed_sample(context_runs, tmp_path):
-  """A sampled verification writes the same shards; the sample is a hash of the record keys."""
-  flags, (full, _, _), _ = context_runs
+  """A sampled verification by M1 on the coding device writes the same shards as the
+  window vocabulary's run; the sample is a hash of the record keys."""
+  flags, (full, _, _), (full_stats, _, _) = context_runs
+  assert full_stats["coder"] == "vocabulary" and full_stats["verify_device"] == "vocabulary"
   out = tmp_path / "sampled"
-  stats = _compress(out, SINGLE, verify_fraction=0.4, verify_device="worker", **flags)
+  stats = _compress(out, SINGLE, verify_fraction=0.4, verify_device="worker", coder="arithmetic",
+                    **flags)
+  assert stats["coder"] == "arithmetic" and "window_vocab" not in stats
   assert _shards(out) == _shards(full)
   keys = [r["key"] for r in _records(out)]
   sampled = sum(zlib.crc32(k) < 0.4 * 2**32 for k in keys)
@@ -93,12 +97,17 @@ def test_stats_add_up(context_runs, validation_docs):
   assert len(stats["token_histogram"]) == stats["vocab_size"] == 256
   assert stats["verification_failures"] == 0 and stats["dropped"] == {}
   assert stats["records_verified"] == stats["examples"] and stats["verify_fraction"] == 1.0
-  assert stats["verify_device"] == "cpu"
-  assert stats["m1_devices"] == {"cpu:numpy": stats["examples"]}  # a fitted table model
+  assert stats["coder"] == "vocabulary" and stats["verify_device"] == "vocabulary"
+  assert stats["m1_devices"] == {"cpu:numpy": stats["examples"]}  # the vocabulary's M1
   assert "m1 context[order=3," in compress.summary(stats) and " on cpu:numpy " in (
       compress.summary(stats))
-  assert f"({stats['examples']} of {stats['examples']} records decoded on cpu)" in (
-      compress.summary(stats))
+  assert f"({stats['examples']} of {stats['examples']} records decoded by the window " \
+      "vocabulary)" in compress.summary(stats)
+  vocab = stats["window_vocab"]
+  assert vocab["built_on"] == "cpu:numpy" and vocab["m1_fingerprint"] == stats["m1_fingerprint"]
+  assert vocab["token_ids_seen"] == sum(1 for c in stats["token_histogram"] if c)
+  assert vocab["token_ids_seen"] + vocab["token_ids_never_seen"] == 256
+  assert 0 < vocab["distinct_strings"] <= vocab["tree_nodes"]
   assert stats["wire_format"]["coder_version"] == stats["coder_version"]
   assert (out / sink.COMPLETED).exists()
   assert json.loads((out / sink.CONFIG).read_text())["method"] == "equal_info_ac[b=16,v=256]"
@@ -157,11 +166,15 @@ def test_inspect_check_decodes_records_on_this_machine(context_runs, tmp_path, c
   assert 0 < sample < n
   assert cli.main(["inspect", str(out), "--check", "0.3"]) == 0
   assert f"check: {sample} of {n} records" in capsys.readouterr().out
-  # Another M1 (an order-2 model of the same text) does not decode them, and says so.
-  assert cli.main(["inspect", str(out), "--check", "0.3", "--m1",
-                   flags["m1"].replace("order=3", "order=2")]) == 1
-  text = capsys.readouterr().out
-  assert "warning: the M1 fingerprint" in text and f"CHECK FAILED: {sample} of {sample}" in text
+  # The shards decode by their window vocabulary, so another M1 (an order-2 model of the
+  # same text) is refused in one line naming both fingerprints.
+  other = flags["m1"].replace("order=3", "order=2")
+  assert cli.main(["inspect", str(out), "--check", "0.3", "--m1", other]) == 1
+  err = capsys.readouterr().err.strip()
+  assert len(err.splitlines()) == 1 and stats["m1_fingerprint"] in err
+  assert f"--m1 {other} (fingerprint " in err and "leave out --m1" in err
+  assert cli.main(["inspect", str(out), "--check", "0.3", "--m1", flags["m1"]]) == 0  # its own
+  capsys.readouterr()
   changed = []
 
   def flip_one_token(record):
@@ -288,6 +301,13 @@ def test_trained_m1_directory_drives_equal_info(small_jsonl, webtext_dir, valida
   assert stats["verification_failures"] == 0
   assert stats["bytes"] == stats["bytes_in"]
   assert stats["bytes"] / stats["tokens"] > 1.0  # a trained M1 compresses
+  assert stats["coder"] == "vocabulary"
   method = models.build_method(stats["method"], stats["m1"])
   documents = _decoded_documents(method, _records(tmp_path / "out"))
   assert documents == [t.encode() for t in validation_docs[:50]]
+  # M1 symbol by symbol writes the window vocabulary's shards, bit for bit.
+  by_m1 = _compress(tmp_path / "by_m1", SINGLE, input=str(small_jsonl), m1=str(tmp_path / "m1"),
+                    method="equal_info_ac[b=16,v=256]", num_shards=2, batch_size=8,
+                    coder="arithmetic")
+  assert by_m1["coder"] == "arithmetic" and by_m1["verification_failures"] == 0
+  assert _shards(tmp_path / "by_m1") == _shards(tmp_path / "out")

@@ -7,7 +7,8 @@ that leaves a DoFn fails the job. (The BundleBasedDirectRunner retries a
 bundle up to 4 times, but it cannot run this pipeline: its GroupByKey
 evaluator trips an assertion in Finalize/FirstErrorLines.) Hence two tests:
 
-- a model that fails on one batch: `CompressFn` catches the error and codes
+- a model (with `--coder arithmetic`) or a window tokenizer (with the
+  vocabulary) that fails on one batch: `CompressFn` catches the error and codes
   the batch again example by example, so the shards are byte-identical to an
   undisturbed run's and every example is counted once;
 - a failure that leaves a DoFn (the shard writer, after a shard landed):
@@ -28,6 +29,7 @@ import traceback
 import pytest
 
 from compressor.models.base import Lanes, ProbabilityModel
+from compressor.window_tokenizer import WindowTokenizer
 from pipelines import compress, inspect, models, options, sink
 
 IN_MEMORY = ["--direct_num_workers=1", "--direct_running_mode=in_memory"]
@@ -105,6 +107,26 @@ def undisturbed(small_jsonl, tmp_path_factory) -> pathlib.Path:
   return out
 
 
+def _shards(output: pathlib.Path) -> dict[str, bytes]:
+  return {p.name: p.read_bytes() for p in sorted(output.glob("*.array_record"))}
+
+
+def _run_and_check_once_failed(config, marker, undisturbed):
+  """Runs `config`; checks the failure hit a batch and the result is the undisturbed run's."""
+  result = compress.make_pipeline(config, IN_MEMORY).run()
+  result.wait_until_finish()
+  out = pathlib.Path(config.output)
+  assert "in _pack" in marker.read_text()  # the failure hit CompressFn's batch
+  assert (out / sink.COMPLETED).exists()
+  assert _shards(out) == _shards(undisturbed)
+  counters = _counters(result)
+  keys = [r["key"] for p in inspect.shard_paths(str(out)) for r in inspect.read_shard(p)]
+  stats = json.loads((out / sink.STATS).read_text())
+  assert len(keys) == len(set(keys)) == stats["examples"] == counters["m2_examples"]
+  assert stats["dropped"] == {} and counters["dropped_coding_failed"] == 0
+  return stats
+
+
 def test_a_batch_that_fails_is_coded_again_once(small_jsonl, undisturbed, tmp_path,
                                                 monkeypatch):
   marker = tmp_path / "failed-once"
@@ -112,17 +134,26 @@ def test_a_batch_that_fails_is_coded_again_once(small_jsonl, undisturbed, tmp_pa
   monkeypatch.setattr(models, "load_model",
                       lambda spec, device=None: FailOnceModel(load_model(spec, device), marker))
   monkeypatch.setattr(models, "_METHODS", {})  # the per-process cache of shared_method
-  out = tmp_path / "out"
-  result = compress.make_pipeline(_config(small_jsonl, out), IN_MEMORY).run()
-  result.wait_until_finish()
-  assert "in _pack" in marker.read_text()  # the failure hit CompressFn's batch
-  assert (out / sink.COMPLETED).exists()
-  assert _outputs(out) == _outputs(undisturbed)
-  counters = _counters(result)
-  keys = [r["key"] for p in inspect.shard_paths(str(out)) for r in inspect.read_shard(p)]
-  stats = json.loads((out / sink.STATS).read_text())
-  assert len(keys) == len(set(keys)) == stats["examples"] == counters["m2_examples"]
-  assert stats["dropped"] == {} and counters["dropped_coding_failed"] == 0
+  config = _config(small_jsonl, tmp_path / "out", coder="arithmetic")
+  stats = _run_and_check_once_failed(config, marker, undisturbed)
+  assert stats["coder"] == "arithmetic"  # M1 per symbol gives the vocabulary's shards
+
+
+def test_a_batch_the_window_tokenizer_fails_is_coded_again_once(small_jsonl, undisturbed,
+                                                                tmp_path, monkeypatch):
+  marker = tmp_path / "failed-once"
+  encode = WindowTokenizer.encode
+
+  def fail_once(self, examples, max_codes=None):
+    if claim(marker):
+      raise RuntimeError("transient tokenizer failure (injected by the test)")
+    return encode(self, examples, max_codes)
+
+  monkeypatch.setattr(WindowTokenizer, "encode", fail_once)
+  monkeypatch.setattr(models, "_METHODS", {})
+  stats = _run_and_check_once_failed(_config(small_jsonl, tmp_path / "out"), marker, undisturbed)
+  assert stats["coder"] == "vocabulary"
+  assert _outputs(tmp_path / "out") == _outputs(undisturbed)
 
 
 def test_a_crash_leaves_no_completed_and_a_rerun_matches(small_jsonl, undisturbed, tmp_path,
