@@ -118,7 +118,7 @@ def main(argv=None) -> dict:
   parser.add_argument("--symbols", type=int, default=256, help="symbols per example")
   parser.add_argument("--block_lanes", default="",
                       help="comma-separated block sizes of the exact M1's lanes to time too "
-                      f"(default blocks: {exact.BLOCK_LANES} rows on CPU, "
+                      f"(default blocks: {exact.CPU_BLOCK_LANES} rows on CPU, "
                       f"{exact.ACCELERATOR_BLOCK_LANES} on accelerators)")
   parser.add_argument("--method", default=SPEC, help="a model-based method spec")
   parser.add_argument("--out", type=pathlib.Path, help="also write the JSON here")

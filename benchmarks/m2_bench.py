@@ -13,7 +13,7 @@ parameters (+ attention) / the device's measured matmul FLOP/s, as the training
 loop logs it; the measured peak is printed beside it.
 
 `input_batches_per_s` is how fast the input pipeline alone (grain over the
-same shards, `training.data.m2_batches`) hands out batches of the same shape,
+same shards, `training.m2_input.m2_batches`) hands out batches of the same shape,
 best of `--input_repeats` timed runs of `--input_batches`; `input_headroom` is
 that over the training's steps/s in the same run. Below 1 the step waits for
 its input (on a fast accelerator with a small M2, look there first). The
@@ -31,6 +31,7 @@ import time
 
 from pipelines import cli
 from training import data
+from training import m2_input
 from training import train
 
 
@@ -45,7 +46,7 @@ def input_batches_per_s(glob: str, batch_size: int, pack: bool, batches: int,
   """Batches/s of the M2 input pipeline alone (best of `repeats`), after one warm-up batch."""
   config = data.M2DataConfig(glob, token_vocab=data.read_stats(glob)["vocab_size"],
                              seq_len=512, batch_size=batch_size, pack=pack)
-  iterator = data.m2_batches(config)
+  iterator = m2_input.m2_batches(config)
   next(iterator)
   best = 0.0
   for _ in range(repeats):

@@ -45,6 +45,7 @@ import numpy as np
 from training import chunked_loss
 from training import configs
 from training import data
+from training import loss as loss_lib
 from training import model as model_lib
 from training import optim
 from training import train
@@ -132,9 +133,9 @@ def run(size: str, batch_size: int, seq_len: int, token_vocab: int, dtype: str, 
   optimizer = optim.adafactor()
   default, other = logits_paths(config, batch_size, seq_len)
   other_mode = "rows_chunked_logits" if default == "whole" else "rows_whole_logits"
-  steps_of = {"rows": train.make_train_step(config, optimizer, optim.Z_LOSS, mesh)}
+  steps_of = {"rows": train.make_train_step(config, optimizer, loss_lib.Z_LOSS, mesh)}
   steps_of["packed"] = steps_of["rows"]
-  steps_of[other_mode] = train.make_train_step(config, optimizer, optim.Z_LOSS, mesh, **other)
+  steps_of[other_mode] = train.make_train_step(config, optimizer, loss_lib.Z_LOSS, mesh, **other)
   state = train.init_state(config, optimizer, 0, mesh)
   params = model_lib.count_params(model_lib.param_shapes(config))
   flops_per_token = 3.0 * model_lib.flops_per_token(config, seq_len, params)

@@ -8,7 +8,7 @@ Every run calls `pipelines.compress.run(argv)` on the first `--docs` documents
 of each file of both splits (`*/*.jsonl.gz`: validation and train, 8 MB, so that the
 job has enough 128-example batches to spread over two workers), with
 EqualInfoAC[b=16, v=65k] and `--coder` (default auto: the window vocabulary).
-M1 is `--m1`, by default an order-3 `ContextModel` fitted on a C4 file of
+M1 is `--m1`, by default an order-3 `ContextModel` fitted on the first file of
 `train/` (a throughput measurement: coding its own fit data is fine); pass
 an `eqinfo train-m1` directory to time the exact M1:
 
@@ -56,11 +56,10 @@ import psutil
 
 from compressor.methods.equal_info import EqualInfoACMethod
 from compressor.models.context import ContextLanes, ContextModel
-from pipelines import compress, models, sink
+from pipelines import compress, m1_loader, sink
 
 DEFAULT_DATA = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data" / "webtext"
 METHOD = "equal_info_ac[b=16,v=65k]"
-FIT_FILE = "c4-en-train00000-first1000.diffusion-bachelor.jsonl.gz"
 WORKER_MARK = "sdk_worker_main"  # in the command line of Beam's SDK worker processes
 IN_MEMORY = ["--direct_num_workers=1", "--direct_running_mode=in_memory"]
 
@@ -72,8 +71,13 @@ def multi_processing(workers: int) -> list[str]:
 SPLITS = "*"  # every split directory of --data
 
 
+def fit_file(data: pathlib.Path) -> pathlib.Path:
+  """The first file of train/ in name order (the real C4 shard's start in the shared text)."""
+  return sorted((data / "train").glob("*.jsonl.gz"))[0]
+
+
 def default_m1(data: pathlib.Path) -> str:
-  return f"context[order=3,fit={data / 'train' / FIT_FILE}]"
+  return f"context[order=3,fit={fit_file(data)}]"
 
 
 def compress_argv(data: pathlib.Path, docs: int, output: str, beam_args: list[str],
@@ -223,7 +227,7 @@ def profile_job(argv: list[str]) -> dict:
 
 def m1_fit_seconds(data: pathlib.Path) -> float:
   start = time.perf_counter()
-  models.load_model(f"context[order=3,fit={data / 'train' / FIT_FILE}]").transitions()
+  m1_loader.load_model(default_m1(data)).transitions()
   return round(time.perf_counter() - start, 2)
 
 
@@ -261,7 +265,8 @@ def benchmark(data: pathlib.Path, docs: int, overhead_docs: int, repeats: int,
   profile = profile_job(compress_argv(data, docs, f"{workdir}/profile", IN_MEMORY, m1, coder))
   one, two = runs["workers_1"], runs["workers_2"]
   return {
-      "method": METHOD, "m1": m1 or f"context[order=3,fit=train/{FIT_FILE}]", "coder": coder,
+      "method": METHOD, "m1": m1 or f"context[order=3,fit=train/{fit_file(data).name}]",
+      "coder": coder,
       "docs_per_file": docs, "cpu_count": os.cpu_count(),
       "m1_fit_s": m1_fit_seconds(data) if m1 is None else None,
       "runs": runs, "overhead_runs": overhead,
@@ -290,7 +295,7 @@ def main(argv=None) -> int:
                       help="runs of each job; the fastest is reported")
   parser.add_argument("--m1", default=None,
                       help="M1 spec (default: an order-3 ContextModel fitted on a train file)")
-  parser.add_argument("--coder", default="auto", choices=models.CODERS)
+  parser.add_argument("--coder", default="auto", choices=m1_loader.CODERS)
   parser.add_argument("--out", type=pathlib.Path, help="also write the JSON here")
   args = parser.parse_args(argv)
   with tempfile.TemporaryDirectory(prefix="eqinfo-pipeline-bench-") as workdir:

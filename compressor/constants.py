@@ -24,6 +24,7 @@ MAX_TOKENS = 512
 # Equal-Info window sizes in bits and token widths that the registry accepts.
 WINDOW_BITS = (16, 24, 32, 48, 64, 128)
 TOKEN_BITS = {"256": 8, "65k": 16}
+V_NAME = {bits: name for name, bits in TOKEN_BITS.items()}  # 8 -> "256", 16 -> "65k"
 
 # Literal escape of Equal-Info windows: the top LITERAL_CELLS / 2**16 of [0, 1)
 # is split into ALPHABET_SIZE equal parts, one per symbol (EOS included).

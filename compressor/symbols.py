@@ -99,3 +99,14 @@ def symbols_from_bytes(data: bytes) -> np.ndarray:
     start = pos + 2
   out.append(raw[start:].astype(SYMBOL_DTYPE))
   return np.concatenate(out)
+
+
+def render(symbols: np.ndarray) -> str:
+  """Symbols as text: bytes decoded as UTF-8 (escaped where invalid), EOS as ⟨EOS⟩."""
+  parts = []
+  for chunk in np.split(symbols, np.flatnonzero(symbols == constants.EOS)):
+    if chunk.size and chunk[0] == constants.EOS:
+      parts.append("⟨EOS⟩")
+      chunk = chunk[1:]
+    parts.append(chunk.astype(np.uint8).tobytes().decode("utf-8", errors="backslashreplace"))
+  return "".join(parts)

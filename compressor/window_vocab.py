@@ -212,7 +212,8 @@ class WindowVocabulary:
            "decode": self.decode.tolist(),
            "entries": self.entries.tolist(),
            "traps": [list(t) for t in self.traps],
-           "trap_nodes": [[list(s), int(c), int(n)] for s, (c, n) in sorted(self.trap_nodes.items())]}
+           "trap_nodes": [[list(s), int(c), int(n)]
+                          for s, (c, n) in sorted(self.trap_nodes.items())]}
     if with_digest:
       out["digest"] = self.digest
     return out
@@ -292,8 +293,8 @@ def from_tree(tree: Tree, m1_fingerprint: str) -> WindowVocabulary:
   meta = {"m1_fingerprint": m1_fingerprint, "window_bits": _BITS,
           "coder_version": constants.CODER_VERSION, "wire_format": constants.wire_format(),
           "tree_nodes": int(tree.parent.size), "endable_nodes": int(tree.endable[1:].sum())}
-  return WindowVocabulary(strings, decode, np.array(sorted(entries.items()), np.int64).reshape(-1, 2),
-                          traps, trap_nodes, meta)
+  entries = np.array(sorted(entries.items()), np.int64).reshape(-1, 2)
+  return WindowVocabulary(strings, decode, entries, traps, trap_nodes, meta)
 
 
 def _traps(tree: Tree, chosen: np.ndarray, length: np.ndarray, nearest: np.ndarray):

@@ -16,7 +16,7 @@ import time
 import tqdm
 
 from compressor import window_vocab
-from pipelines import models
+from pipelines import m1_loader
 
 
 def run(argv=None) -> int:
@@ -28,7 +28,7 @@ def run(argv=None) -> int:
                       help="contexts per M1 call (the file does not depend on it)")
   parser.add_argument("--no_progress", action="store_true")
   args = parser.parse_args(sys.argv[1:] if argv is None else argv)
-  model = models.load_model(args.m1)
+  model = m1_loader.load_model(args.m1)
   if model is None:
     raise ValueError("--m1 none has no windows; pass a trained M1 directory")
   start = time.perf_counter()

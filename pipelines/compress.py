@@ -49,7 +49,7 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from compressor import window_vocab
-from pipelines import models, options, sink, sources, transforms
+from pipelines import m1_loader, options, sink, sources, transforms
 
 _OUTPUT_FILES = ("*.array_record", sink.STATS, sink.CONFIG, sink.COMPLETED,
                  window_vocab.FILENAME, f"{sink.ERRORS_DIR}/*")
@@ -83,10 +83,10 @@ def run_info(config: options.CompressConfig, method) -> dict:
   """What stats.json records about the method and the run, besides the totals."""
   return {
       "method": method.spec,
-      "m1": config.m1 if models.needs_model(config.method) else None,
-      "m1_fingerprint": models.fingerprint(method),
-      "m1_inference": models.inference(method),
-      "m1_flops_per_byte": models.flops_per_byte(method),
+      "m1": config.m1 if m1_loader.needs_model(config.method) else None,
+      "m1_fingerprint": m1_loader.fingerprint(method),
+      "m1_inference": m1_loader.inference(method),
+      "m1_flops_per_byte": m1_loader.flops_per_byte(method),
       "vocab_size": int(method.vocab_size),
       "token_bits": getattr(method, "token_bits", None),
       "window_bits": getattr(method, "window_bits", None),
@@ -135,7 +135,7 @@ def build_pipeline(p: beam.Pipeline, config: options.CompressConfig, spec: sourc
 
 def summary(stats: dict) -> str:
   """A few lines of totals from stats.json."""
-  ratio = stats["bytes"] / max(1, stats["tokens"] * (stats.get("token_bits") or 8) / 8)
+  ratio = sink.compression_ratio(stats) or 0.0
   dropped = ", ".join(f"{r}: {e['inputs']} ({e['bytes']} B)"
                       for r, e in stats["dropped"].items()) or "none"
   return "\n".join([
@@ -164,13 +164,13 @@ def make_pipeline(config: options.CompressConfig, beam_args: list[str]) -> beam.
     FileNotFoundError: on a missing input or M1.
     FileExistsError: on a non-empty output directory without --overwrite.
   """
-  method = models.build_method(config.method, config.m1)
-  config = dataclasses.replace(config, coder=models.resolve_coder(config.method, config.coder))
+  method = m1_loader.build_method(config.method, config.m1)
+  config = dataclasses.replace(config, coder=m1_loader.resolve_coder(config.method, config.coder))
   if config.vocab and config.coder != "vocabulary":
     raise ValueError(f"--vocab codes equal_info_ac[b=16,...] with --coder vocabulary, not "
                      f"{config.method} with --coder {config.coder}; leave out --vocab")
   if config.vocab:
-    models.build_vocabulary(config.method, config.m1, config.vocab)  # the right M1's, readable
+    m1_loader.build_vocabulary(config.method, config.m1, config.vocab)  # the right M1's, readable
   spec = sources.resolve_input(config.input, config.tfds_split or config.split,
                                config.tfds_data_dir, config.tfds_chunk_docs)
   prepare_output(config.output, config.overwrite)

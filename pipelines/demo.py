@@ -9,7 +9,7 @@ import argparse
 import sys
 import tempfile
 
-from pipelines import compress, inspect, options
+from pipelines import compress, inspect_shards, options
 
 DEMO_METHOD = "equal_info_ac[b=16,v=256]"
 DEMO_M1 = "context[order=3,fit=builtin:pydoc]"
@@ -38,5 +38,5 @@ def run(argv=None) -> int:
     print(compress.summary(stats))
     ok = stats["verification_failures"] == 0
     print(f"round trip: {'every record decodes to its text' if ok else 'FAILURES (see errors/)'}")
-    print(inspect.report(output, args.decode).split("\n", 1)[1])
+    print(inspect_shards.report(output, args.decode).split("\n", 1)[1])
   return 0 if ok else 1

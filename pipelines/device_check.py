@@ -15,7 +15,7 @@ import threading
 
 import numpy as np
 
-from pipelines import models
+from pipelines import m1_loader
 
 SEQUENCES = 8  # lanes of built-in text
 SYMBOL_LANES = 3  # lanes of every symbol: two seeded orders of the 257, cut to fit
@@ -73,15 +73,15 @@ def check_coding_device(method_spec: str, m1_spec: str | None) -> str | None:
   Raises:
     DeviceMismatchError: one line, naming the device and what to run.
   """
-  coder = models.shared_method(method_spec, m1_spec)
-  if models.inference(coder) != "exact" or models.default_backend() == "cpu":
+  coder = m1_loader.shared_method(method_spec, m1_spec)
+  if m1_loader.inference(coder) != "exact" or m1_loader.default_backend() == "cpu":
     return None
   key = (method_spec, m1_spec)
   with _LOCK:
     if key not in _CHECKED:
-      cpu = models.shared_method(method_spec, m1_spec, device="cpu")
-      device = models.model_device(coder)
-      first = first_difference(models.model_of(coder), models.model_of(cpu), check_symbols())
+      cpu = m1_loader.shared_method(method_spec, m1_spec, device="cpu")
+      device = m1_loader.model_device(coder)
+      first = first_difference(m1_loader.model_of(coder), m1_loader.model_of(cpu), check_symbols())
       if first is not None:
         raise DeviceMismatchError(
             f"M1 on {device} computes other tables than on the host CPU (lane {first[0]}, "

@@ -19,8 +19,8 @@ import numpy as np
 
 from compressor import EOS
 from compressor.symbols import as_symbols
-from pipelines import inspect as inspect_lib
-from pipelines import models as models_lib
+from pipelines import m1_loader
+from pipelines import shard_reader
 from training import evaluate
 from training import model as model_lib
 from training import train
@@ -92,8 +92,8 @@ def _text(symbols: np.ndarray) -> str:
 
 def run(argv=None) -> int:
   args = parse_flags(argv)
-  stats = inspect_lib.load_stats(args.shards)
-  method = models_lib.shards_method(args.shards, stats, args.m1)
+  stats = shard_reader.load_stats(args.shards)
+  method = m1_loader.shards_method(args.shards, stats, args.m1)
   loaded = evaluate.load(args.checkpoint, train.make_mesh())
   if loaded.kind != "m2":
     raise ValueError(f"--checkpoint {args.checkpoint!r} holds an M1; pass an M2 run directory")

@@ -6,7 +6,7 @@ from typing import Sequence
 
 from compressor import constants
 from compressor.packing import PACKING_POLICIES
-from pipelines.models import CODERS, VERIFY_DEVICES
+from pipelines.m1_loader import CODERS, VERIFY_DEVICES
 
 
 @dataclasses.dataclass(frozen=True)

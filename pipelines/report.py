@@ -97,14 +97,13 @@ def shard_row(directory: str) -> dict:
   """The compression row of a shard directory, from its stats.json."""
   stats = read_json(sink.join(directory, sink.STATS))
   tokens, num_bytes = stats["tokens"], stats["bytes"]
-  token_bits = stats.get("token_bits") or 8
   row = {
       "directory": directory, "method": stats["method"], "m1": stats.get("m1"),
       "m1_inference": stats.get("m1_inference"), "examples": stats["examples"],
       "bytes": num_bytes, "tokens": tokens,
       "bytes_per_token": num_bytes / tokens if tokens else None,
       "paper_bytes_per_token": paper.bytes_per_token(stats["method"]),
-      "compression_ratio": 8 * num_bytes / (token_bits * tokens) if tokens else None,
+      "compression_ratio": sink.compression_ratio(stats),
       "uniform_bits_per_byte": None, "unigram_bits_per_byte": None,
       "windows": stats.get("windows"), "literal_windows": stats.get("literal_windows"),
       "records_verified": stats.get("records_verified"),

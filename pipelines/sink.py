@@ -354,6 +354,14 @@ class FinalizeFn(beam.DoFn):
     yield stats
 
 
+def compression_ratio(stats: dict) -> float | None:
+  """Raw bits over token bits (bytes / token bytes) of a stats.json-like dict with "bytes",
+  "tokens" and "token_bits" (8 where the method has none)."""
+  if not stats["tokens"]:
+    return None
+  return 8 * stats["bytes"] / ((stats.get("token_bits") or 8) * stats["tokens"])
+
+
 def verified_where(stats: dict) -> str:
   """" on cpu", " by the window vocabulary" or "": where stats.json's records were decoded."""
   where = stats.get("verify_device")

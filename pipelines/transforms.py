@@ -7,7 +7,6 @@ keyed (file, group, example, piece). Batches of examples go through the method
 together only for speed: a method codes each example as if it were alone (the
 M1 inference contract), so batch composition never changes a token.
 """
-import collections
 import dataclasses
 import logging
 import zlib
@@ -19,7 +18,7 @@ import numpy as np
 from compressor import examples as examples_lib
 from compressor.methods import CodingError
 from compressor import packing as packing_lib
-from pipelines import device_check, models
+from pipelines import device_check, m1_loader
 from pipelines.device_check import DeviceMismatchError
 from pipelines.sources import ERRORS, Document, Dropped
 
@@ -74,7 +73,7 @@ class Record(NamedTuple):
     symbols_crc32: `symbols_crc32` of the covered symbols (None: not computed),
       so any machine can check that it decodes the record to its text.
     m1_device: where M1 computed the tables that coded it, e.g. "gpu:NVIDIA L4"
-      (`models.model_device`; None for methods without a model).
+      (`m1_loader.model_device`; None for methods without a model).
   """
   key: tuple[int, int, int, int]
   tokens: np.ndarray
@@ -196,7 +195,7 @@ class CompressFn(beam.DoFn):
   where an exact M1 codes on an accelerator, setup first checks that its
   tables equal the host CPU's (`device_check`). With `by_vocabulary`, the
   window vocabulary's bytes come as a side input of `process` and the worker
-  codes by longest match, with no M1 (`models.vocabulary_method`).
+  codes by longest match, with no M1 (`m1_loader.vocabulary_method`).
   """
 
   def __init__(self, method_spec: str, m1_spec: str | None, max_tokens: int, packing: str,
@@ -209,7 +208,7 @@ class CompressFn(beam.DoFn):
     self._packing = packing
     self._keep_symbols = keep_symbols
     self._method = None
-    self._device = None  # models.model_device of the method
+    self._device = None  # m1_loader.model_device of the method
     self._records = _counter("m2_examples")
     self._tokens = _counter("tokens")
     self._bytes = _counter("bytes_in_records")
@@ -220,8 +219,8 @@ class CompressFn(beam.DoFn):
   def setup(self):
     if self._by_vocabulary:
       return  # the method comes with the vocabulary (`process`)
-    self._method = models.shared_method(self._method_spec, self._m1_spec)
-    self._device = models.model_device(self._method)
+    self._method = m1_loader.shared_method(self._method_spec, self._m1_spec)
+    self._device = m1_loader.model_device(self._method)
     device_check.check_coding_device(self._method_spec, self._m1_spec)
 
   def _pack(self, batch: list[Example]):
@@ -253,7 +252,7 @@ class CompressFn(beam.DoFn):
 
   def process(self, batch: list[Example], vocab: dict | None = None):
     if self._by_vocabulary:  # M1 computed the vocabulary's tables where it was built
-      self._method = models.vocabulary_method(self._method_spec, vocab["bytes"])
+      self._method = m1_loader.vocabulary_method(self._method_spec, vocab["bytes"])
       self._device = vocab["built_on"]
     batch, packed, failed = self._pack(sorted(batch, key=lambda e: e.key))
     for rec in packed:
@@ -302,7 +301,7 @@ class VerifyFn(beam.DoFn):
     method_spec, m1_spec: the method and M1 that coded the records.
     fraction: share of records decoded (`verify_sampled`); the others pass unverified.
     device: "cpu": decode with M1 on the host CPU, even where it coded on an
-      accelerator; "worker": on the device that coded (`models.verifying_method`).
+      accelerator; "worker": on the device that coded (`m1_loader.verifying_method`).
     by_vocabulary: decode by lookup in the window vocabulary, a side input of
       `process` (no M1 on any device).
   """
@@ -323,8 +322,8 @@ class VerifyFn(beam.DoFn):
   def setup(self):
     if self._by_vocabulary:
       return  # decodes with the vocabulary's method (`process`)
-    self._method = models.verifying_method(self._method_spec, self._m1_spec, self._device)
-    coder = models.shared_method(self._method_spec, self._m1_spec)
+    self._method = m1_loader.verifying_method(self._method_spec, self._m1_spec, self._device)
+    coder = m1_loader.shared_method(self._method_spec, self._m1_spec)
     self._coder = None if self._method is coder else coder
     if self._coder is not None and self._fraction > 0.1:
       logging.warning("verification decodes %.0f%% of records with M1 on the CPU while M1 codes "
@@ -333,7 +332,7 @@ class VerifyFn(beam.DoFn):
 
   def process(self, batch: list[Record], vocab: dict | None = None):
     if self._by_vocabulary:
-      self._method = models.vocabulary_method(self._method_spec, vocab["bytes"])
+      self._method = m1_loader.vocabulary_method(self._method_spec, vocab["bytes"])
     batch = sorted(batch, key=lambda r: r.key)
     picked = []
     for rec in batch:
@@ -385,9 +384,9 @@ class BuildVocabularyFn(beam.DoFn):
     self._vocab_path = vocab_path
 
   def process(self, _):
-    vocab = models.build_vocabulary(self._method_spec, self._m1_spec, self._vocab_path)
+    vocab = m1_loader.build_vocabulary(self._method_spec, self._m1_spec, self._vocab_path)
     device = (None if self._vocab_path else
-              models.model_device(models.shared_method(self._method_spec, self._m1_spec)))
+              m1_loader.model_device(m1_loader.shared_method(self._method_spec, self._m1_spec)))
     logging.info("window vocabulary %s of M1 %s: %d distinct strings (built on %s)",
                  vocab.digest, vocab.m1_fingerprint, vocab.distinct_strings(),
                  device or self._vocab_path)
@@ -431,8 +430,8 @@ class Compress(beam.PTransform):
     self._batch_size = batch_size
     if not 0 < verify_fraction <= 1:
       raise ValueError(f"verify_fraction must lie in (0, 1], got {verify_fraction}")
-    if verify_device not in models.VERIFY_DEVICES:
-      raise ValueError(f"verify_device must be one of {models.VERIFY_DEVICES}, "
+    if verify_device not in m1_loader.VERIFY_DEVICES:
+      raise ValueError(f"verify_device must be one of {m1_loader.VERIFY_DEVICES}, "
                        f"got {verify_device!r}")
     self._verify = verify
     self._verify_fraction = verify_fraction
@@ -592,8 +591,3 @@ def _accounting(_, doc_bytes: int, record_stats: dict, drop_stats: dict) -> dict
 def error_lines(drops) -> list[str]:
   """Sorted JSON lines for errors/ (count-only reasons such as "truncated" left out)."""
   return sorted(d.to_json() for d in drops if d.reason not in COUNT_ONLY_REASONS)
-
-
-def counts_by_reason(drops) -> dict:
-  """{reason: count} of Dropped records (for tests and logs)."""
-  return dict(collections.Counter(d.reason for d in drops))

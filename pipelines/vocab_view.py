@@ -12,7 +12,9 @@ import numpy as np
 from apache_beam.io.filesystems import FileSystems
 
 from compressor import window_vocab
-from pipelines import models, sink
+from compressor.symbols import render
+from pipelines import m1_loader, sink
+from pipelines.shard_reader import read_shard, shard_paths
 
 
 def _vocabulary_path(path: str) -> tuple[str, str | None]:
@@ -24,7 +26,6 @@ def _vocabulary_path(path: str) -> tuple[str, str | None]:
 
 def window_counts(directory: str, stats: dict) -> np.ndarray:
   """[2**16] how often each window code occurs in a directory's shards."""
-  from pipelines import inspect as inspect_lib  # pylint: disable=import-outside-toplevel
   if stats.get("token_bits") == 16:
     hist = stats["token_histogram"]
     counts = np.zeros(1 << 16, np.int64)
@@ -34,14 +35,13 @@ def window_counts(directory: str, stats: dict) -> np.ndarray:
     else:
       counts[:len(hist)] = hist
     return counts
-  method = models.shards_method(directory, stats)
-  codes = [c for path in inspect_lib.shard_paths(directory)
-           for record in inspect_lib.read_shard(path) for c in method.windows(record["targets"])]
+  method = m1_loader.shards_method(directory, stats)
+  codes = [c for path in shard_paths(directory)
+           for record in read_shard(path) for c in method.windows(record["targets"])]
   return np.bincount(np.asarray(codes, np.int64), minlength=1 << 16)
 
 
 def _text(vocab: window_vocab.WindowVocabulary, code: int) -> str:
-  from pipelines.inspect import render  # pylint: disable=import-outside-toplevel
   return json.dumps(render(np.array(vocab.strings[vocab.decode[code]], np.int32)),
                     ensure_ascii=False)
 
@@ -53,7 +53,7 @@ def view(path: str, top: int = 20) -> str:
     FileNotFoundError: no window vocabulary there.
   """
   vocab_path, directory = _vocabulary_path(path)
-  vocab = models.read_vocabulary(vocab_path)
+  vocab = m1_loader.read_vocabulary(vocab_path)
   codes = vocab.entries[:, 1]
   sizes = np.array([len(vocab.strings[s]) for s in vocab.entries[:, 0]])
   lines = [

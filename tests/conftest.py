@@ -1,4 +1,9 @@
-"""Shared fixtures: the real web text in ../shared/data/webtext, read, never committed."""
+"""Shared fixtures: the real web text in ../shared/data/webtext, read, never committed.
+
+Without it (a clone on its own), the tests read a stand-in in the same layout,
+written once per session from English that ships with Python
+(`tests/standin_corpus.py`), so no test is skipped for want of data.
+"""
 import gzip
 import json
 import logging
@@ -9,7 +14,8 @@ import numpy as np
 import pytest
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
-WEBTEXT = pathlib.Path(os.environ.get("EQINFO_WEBTEXT", REPO.parent / "shared" / "data" / "webtext"))
+WEBTEXT = pathlib.Path(os.environ.get("EQINFO_WEBTEXT",
+                                      REPO.parent / "shared" / "data" / "webtext"))
 
 
 @pytest.fixture(autouse=True)
@@ -26,10 +32,11 @@ def logging_of_commands_ends_with_the_test():
     logging.getLogger(name).setLevel(level)
 
 
-def read_docs(split: str, limit: int | None = None, pattern: str = "*.jsonl.gz") -> list[str]:
-  """Returns up to `limit` document texts of a webtext split, in file-name order."""
+def read_docs(root: pathlib.Path, split: str, limit: int | None = None,
+              pattern: str = "*.jsonl.gz") -> list[str]:
+  """Returns up to `limit` document texts of a split of `root`, in file-name order."""
   docs = []
-  for path in sorted((WEBTEXT / split).glob(pattern)):
+  for path in sorted((root / split).glob(pattern)):
     with gzip.open(path, "rt", encoding="utf-8") as f:
       for line in f:
         docs.append(json.loads(line)["text"])
@@ -38,23 +45,30 @@ def read_docs(split: str, limit: int | None = None, pattern: str = "*.jsonl.gz")
   return docs
 
 
+def has_webtext() -> bool:
+  """Whether the shared web text is here (else the tests read the stand-in)."""
+  return (WEBTEXT / "validation").is_dir()
+
+
 @pytest.fixture(scope="session")
-def webtext_dir() -> pathlib.Path:
-  if not (WEBTEXT / "validation").is_dir():
-    pytest.skip(f"shared web text not found at {WEBTEXT} (set EQINFO_WEBTEXT)")
-  return WEBTEXT
+def webtext_dir(tmp_path_factory) -> pathlib.Path:
+  """The shared web text, or the stand-in from Python's own English where it is absent."""
+  if has_webtext():
+    return WEBTEXT
+  from tests import standin_corpus  # pylint: disable=import-outside-toplevel
+  return standin_corpus.write(tmp_path_factory.mktemp("standin_webtext"))
 
 
 @pytest.fixture(scope="session")
 def validation_docs(webtext_dir) -> list[str]:
   """The first 200 documents of the validation split (real C4 first)."""
-  return read_docs("validation", limit=200)
+  return read_docs(webtext_dir, "validation", limit=200)
 
 
 @pytest.fixture(scope="session")
 def train_docs(webtext_dir) -> list[str]:
   """The first 1,000 documents of the train split."""
-  return read_docs("train", limit=1000)
+  return read_docs(webtext_dir, "train", limit=1000)
 
 
 @pytest.fixture()

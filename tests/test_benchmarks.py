@@ -13,7 +13,8 @@ import pytest
 from tests.conftest import REPO
 
 TINY = {
-    "m1_resume_bench.py": ["--repeats", "1", "--fraction", "0.5"],
+    "m1_resume_bench.py": ["--repeats", "1", "--fraction", "0.5", "--shuffle_buffer", "64",
+                           "--batch_size", "16"],
     "exact_m1_bench.py": ["--size", "tiny", "--lanes", "8", "--symbols", "32"],
     "m1_bench.py": ["--size", "tiny", "--lanes", "8", "--symbols", "16", "--steps", "2",
                     "--repeats", "1", "--max-len", "64"],

@@ -11,7 +11,7 @@ exists at once, about CHUNK_LOGITS_BYTES per device. Chunks cut the
 position axis, so the batch axis stays sharded over the devices. Below the
 threshold (every byte-level model, and v=65k with up to 35 rows of 512 per
 device, as the paper's batch of 256 on 8 devices has), the loss is computed in
-one piece, exactly as `optim.masked_loss` computes it, with no recompute. The
+one piece, exactly as `loss.masked_loss` computes it, with no recompute. The
 recompute costs one more forward pass of the output projection, which is the
 largest matrix product of a small M2 at v=65k.
 """
@@ -20,7 +20,7 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 
-from training import optim
+from training import loss as loss_lib
 
 WHOLE_LOGITS_BYTES = 9 << 29  # per device: float32 logits up to 4.5 GiB are computed whole
 CHUNK_LOGITS_BYTES = 1 << 30  # per device: float32 logits of one chunk, beyond that
@@ -53,7 +53,7 @@ def chunk_positions(rows: int, seq_len: int, vocab_size: int,
 def masked_loss(project: Callable[[jax.Array], jax.Array], hidden: jax.Array,
                 targets: jax.Array, weights: jax.Array, z_loss: float, chunk: int
                 ) -> tuple[jax.Array, dict[str, jax.Array]]:
-  """`optim.masked_loss` of the logits `project(hidden)`, `chunk` positions of every row at a time.
+  """`loss.masked_loss` of the logits `project(hidden)`, `chunk` positions of every row at a time.
 
   Args:
     project: final states [..., d] -> float32 logits [..., V] (`Transformer.project`).
@@ -64,12 +64,12 @@ def masked_loss(project: Callable[[jax.Array], jax.Array], hidden: jax.Array,
     chunk: positions per chunk (`chunk_positions`); T or more computes the loss whole.
 
   Returns:
-    (loss, sums) as `optim.masked_loss`: the scalar objective and the summed
+    (loss, sums) as `loss.masked_loss`: the scalar objective and the summed
     {"xent", "z_loss", "tokens"}.
   """
   b, t, d = hidden.shape
   if chunk >= t:
-    return optim.masked_loss(project(hidden), targets, weights, z_loss)
+    return loss_lib.masked_loss(project(hidden), targets, weights, z_loss)
   pad = -t % chunk  # padded positions weigh 0
   n = (t + pad) // chunk
   by_chunk = lambda x: jnp.moveaxis(  # [B, T, ...] -> [n, B, chunk, ...]
@@ -79,7 +79,7 @@ def masked_loss(project: Callable[[jax.Array], jax.Array], hidden: jax.Array,
 
   @jax.checkpoint
   def chunk_sums(h, y, w):  # [B, C, d], [B, C], [B, C] -> the chunk's (xent, z-loss) sums
-    xent, zl = optim.token_losses(project(h), y, z_loss)
+    xent, zl = loss_lib.token_losses(project(h), y, z_loss)
     return jnp.sum(xent * w), jnp.sum(zl * w)
 
   def body(carry, xs):

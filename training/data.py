@@ -337,7 +337,7 @@ class M2DataConfig:
   shuffle: bool = True           # global shuffle; False keeps file/record order
   repeat: bool = True            # loop over the shards forever (training)
   num_threads: int = 2           # grain read threads (the order does not depend on it)
-  pack: bool = False             # pack several records into a row (first fit), see m2_batches
+  pack: bool = False             # pack several records into a row (first fit), see m2_input
 
   def __post_init__(self):
     for name in ("token_vocab", "seq_len", "batch_size"):
@@ -416,20 +416,6 @@ def m2_dataset(config: M2DataConfig) -> grain.MapDataset:
   """
   ds = m2_records(config).map(ParseRecord(parse_m2_record, config.seq_len, config.token_vocab))
   return batched(ds, config.batch_size // jax.process_count(), config.repeat)
-
-
-def m2_batches(config: M2DataConfig) -> grain.DatasetIterator:
-  """Returns a checkpointable iterator (get_state/set_state) over M2 batches.
-
-  With `config.pack`, rows hold several records (`row_packing.packed_rows`) and
-  batches also carry `segments` [B, T] (see there); otherwise one record per
-  row, padded (`m2_dataset`).
-  """
-  read = grain.ReadOptions(num_threads=config.num_threads, prefetch_buffer_size=4)
-  if config.pack:
-    from training import row_packing  # pylint: disable=import-outside-toplevel
-    return iter(row_packing.packed_rows(config, read))
-  return iter(m2_dataset(config).to_iter_dataset(read))
 
 
 def read_stats(pattern: str) -> dict:

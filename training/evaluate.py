@@ -32,6 +32,7 @@ from jax.sharding import NamedSharding, PartitionSpec
 from training import checkpoint as checkpoint_lib
 from training import configs
 from training import data
+from training import m2_input
 from training import log_setup
 from training import m1 as m1_lib
 from training import model as model_lib
@@ -110,7 +111,7 @@ def batches(loaded: Loaded, args, batch_size: int, seq_len: int) -> tuple[Iterat
                                                     loaded.model_config.vocab_size - 1))
   cfg = data.M2DataConfig(args.data, vocab, seq_len=seq_len, batch_size=batch_size,
                           shuffle=False, repeat=False)
-  return data.m2_batches(cfg), vocab
+  return m2_input.m2_batches(cfg), vocab
 
 
 def unigram_bits(histogram: np.ndarray) -> float:

@@ -70,7 +70,9 @@ import numpy as np
 from compressor import constants
 from compressor.models import base
 from training import configs
+from training import exact_int
 from training import model as model_lib
+from training.exact_int import ACT_MAX, LINEAR_BRANCH_MAX, RELU_BRANCH_MAX, RESIDUAL_MAX
 
 FORMAT = "eqinfo-exact-m1-v1"  # tag of the directory layout and of the arithmetic below
 CONFIG_FILE = "config.json"
@@ -79,10 +81,6 @@ SUBDIR = "exact"  # where `eqinfo quantize-m1` puts the exact model of an M1 dir
 
 BOS = constants.ALPHABET_SIZE  # 257: input token that starts every context
 VOCAB_SIZE = constants.ALPHABET_SIZE + 1  # 258 input tokens
-ACT_MAX = 127  # int8 activations: normed inputs, q, k, v, attention outputs, gated products
-RELU_BRANCH_MAX = 4095  # gated MLP: relu(x W0) in [0, 4095] (12 bits)
-LINEAR_BRANCH_MAX = 2047  # gated MLP: x W1 in [-2047, 2047] (12 bits)
-RESIDUAL_MAX = (1 << 24) - 1  # residual stream clip
 MULT_BITS = 15  # requantisation multipliers lie in [0, 2**15)
 MAX_SHIFT = 30  # requantisation shifts lie in [1, 30]
 ATT_FRAC_BITS = 6  # attention exp table index: max-subtracted score in units of 2**-6 nats
@@ -91,7 +89,7 @@ OUT_FRAC_BITS = 8  # output exp table index: max-subtracted logit in units of 2*
 OUT_ONE = 1 << 16  # output exp table at 0
 SPARE = constants.TOTAL_FREQ - constants.ALPHABET_SIZE  # counts shared out by probability
 CACHE_CHUNK = model_lib.DECODE_CHUNK  # the KV cache grows in whole chunks of slots
-BLOCK_LANES = 64  # most rows of one compiled step on CPU; more lanes run as several blocks
+CPU_BLOCK_LANES = 64  # most rows of one compiled step on CPU; more lanes run as several blocks
 ACCELERATOR_BLOCK_LANES = 2048  # the same on GPU/TPU (H100, 3m: 212k symbols/s at 2048)
 MIN_BLOCK_LANES = 16  # fewest rows of one compiled step (a power of two from here up)
 CACHE_DTYPES = ("int8", "int32")  # KV cache containers; both hold int8 values, same tables
@@ -399,7 +397,7 @@ def first_norm_table(config: configs.ModelConfig, params: dict[str, np.ndarray])
 
   Layer 0 normalises the embedding of its input token, so its normed input is
   a table of the weights alone. It is computed once, on the host, by the int64
-  numpy norm of `training.exact_reference` (which also checks its bounds), and
+  numpy norm of `training.exact_int` (which also checks its bounds), and
   the device programs gather from it: no device reduces over a
   gathered embedding row. On an H100 (jax 0.11.2), where the device computed
   this norm from the gathered row, one token's row of a converted M1 came out
@@ -408,8 +406,7 @@ def first_norm_table(config: configs.ModelConfig, params: dict[str, np.ndarray])
   power-of-two scale), and every table after that token differed; those
   weights are kept in tests/training/data.
   """
-  from training import exact_reference  # pylint: disable=import-outside-toplevel
-  return exact_reference.rms_norm(
+  return exact_int.rms_norm(
       np.asarray(params["embed"], np.int64), params["layers_0/attn_norm/mult"],
       params["layers_0/attn_norm/shift"], norm_bits(config.d_model)).astype(np.int8)
 
@@ -607,7 +604,7 @@ class ExactM1Model(base.ProbabilityModel):
       None picks int32 on CPU (whose int8 conversions are slow) and int8
       elsewhere. Tables do not depend on it.
     block_lanes: most cache rows of one compiled step of `lanes` (a power of
-      two >= MIN_BLOCK_LANES); None: BLOCK_LANES on CPU, where small blocks
+      two >= MIN_BLOCK_LANES); None: CPU_BLOCK_LANES on CPU, where small blocks
       are fastest, ACCELERATOR_BLOCK_LANES elsewhere, where one large step
       beats many small ones. Tables do not depend on it.
     device: where the weights live and so where tables are computed; None:
@@ -622,7 +619,7 @@ class ExactM1Model(base.ProbabilityModel):
     check_config(config)
     platform = device.platform if device is not None else jax.default_backend()
     if block_lanes is None:
-      block_lanes = BLOCK_LANES if platform == "cpu" else ACCELERATOR_BLOCK_LANES
+      block_lanes = CPU_BLOCK_LANES if platform == "cpu" else ACCELERATOR_BLOCK_LANES
     if block_lanes < MIN_BLOCK_LANES or block_lanes & (block_lanes - 1):
       raise ValueError(f"block_lanes must be a power of two >= {MIN_BLOCK_LANES}, "
                        f"got {block_lanes}")

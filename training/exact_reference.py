@@ -1,13 +1,11 @@
 """The integer arithmetic of `training.exact`, written again in plain int64 numpy.
 
-An oracle for tests (and the host-side maker of layer 0's normed embedding
-table, `exact.first_norm_table`): each context is recomputed from scratch (full causal
+An oracle for tests: each context is recomputed from scratch (full causal
 attention over all its positions, no cache, no lanes), every primitive is
 written in its textbook form (`x * mult` in int64, `math.isqrt`, numpy floor
 division), and every intermediate is checked against the int32 bounds that the
 jitted path relies on, so an overflow there shows up here as an error.
 """
-import math
 from typing import Sequence
 
 import numpy as np
@@ -15,54 +13,8 @@ import numpy as np
 from compressor import constants
 from training import configs
 from training import exact
-
-_INT32 = 1 << 31
-
-
-def _bounded(name: str, x: np.ndarray, limit: int = _INT32) -> np.ndarray:
-  """Asserts |x| < limit (default: fits int32) and returns x."""
-  if x.size and np.abs(x).max() >= limit:
-    raise OverflowError(f"{name}: |value| {np.abs(x).max()} >= {limit}")
-  return x
-
-
-def mul_shift(x: np.ndarray, mult: np.ndarray, shift: np.ndarray) -> np.ndarray:
-  """round(x * mult / 2**shift), halves up, in int64."""
-  x = _bounded("mul_shift input", np.asarray(x, np.int64), 1 << 30)
-  mult, shift = np.asarray(mult, np.int64), np.asarray(shift, np.int64)
-  return _bounded("mul_shift output", (x * mult + (np.int64(1) << (shift - 1))) >> shift)
-
-
-def round_div(n: np.ndarray, d: np.ndarray) -> np.ndarray:
-  """floor((n + floor(d / 2)) / d) for d >= 1."""
-  n, d = np.asarray(n, np.int64), np.asarray(d, np.int64)
-  assert np.all(d >= 1)
-  return _bounded("round_div numerator", n + d // 2) // d
-
-
-def isqrt(n: np.ndarray) -> np.ndarray:
-  """floor(sqrt(n)) elementwise, by math.isqrt."""
-  n = np.asarray(n, np.int64)
-  return np.array([math.isqrt(int(v)) for v in n.reshape(-1)], np.int64).reshape(n.shape)
-
-
-def bit_length(m: np.ndarray) -> np.ndarray:
-  """Number of bits of non-negative integers (0 -> 0)."""
-  m = np.asarray(m, np.int64)
-  return sum((m >= (np.int64(1) << k)).astype(np.int64) for k in range(63))
-
-
-def rms_norm(x: np.ndarray, mult: np.ndarray, shift: int, bits: int) -> np.ndarray:
-  """[T, d] residual -> [T, d] values in [-127, 127]."""
-  scale = bit_length(np.abs(x).max(axis=-1, keepdims=True)) - bits  # [T, 1]
-  down, up = np.maximum(scale, 0), np.maximum(-scale, 0)
-  half = np.where(down > 0, np.int64(1) << np.maximum(down - 1, 0), 0)
-  row = _bounded("normed row", ((x + half) >> down) << up, (1 << bits) + 1)
-  ss = _bounded("sum of squares", np.sum(row * row, axis=-1, keepdims=True), (1 << 30) + 1)
-  r = np.maximum(isqrt(ss), 1)
-  out = round_div(_bounded("norm numerator", row * mult, 1 << 29), r << np.int64(shift))
-  return np.clip(out, -exact.ACT_MAX, exact.ACT_MAX)
-
+from training.exact_int import (  # pylint: disable=unused-import  (the oracle's primitives)
+    bit_length, bounded as _bounded, isqrt, mul_shift, rms_norm, round_div)
 
 def dense(h: np.ndarray, kernel: np.ndarray) -> np.ndarray:
   """[T, K] x [K, N] in int64, checked to fit int32."""

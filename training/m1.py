@@ -48,9 +48,8 @@ from compressor import constants
 from compressor.models import base
 from training import configs, model
 from training import exact as exact_lib
+from training.exact import BOS, VOCAB_SIZE  # one definition for the float and the exact M1
 
-BOS = constants.ALPHABET_SIZE  # 257: input token that starts every context
-VOCAB_SIZE = constants.ALPHABET_SIZE + 1  # 258: 257 symbols + BOS
 BLOCK_LANES = 64  # rows of every compiled step; lane counts are padded up to a multiple
 FORMAT = "eqinfo-m1-v1"  # tag of the checkpoint directory layout
 CONFIG_FILE = "config.json"

@@ -373,6 +373,11 @@ def count_params(params: Any, exclude_embeddings: bool = True) -> int:
   return total
 
 
+def m1_flops_per_byte(config) -> float:
+  """M1's inference FLOPs per coded symbol: 2 x its non-embedding parameters (paper §3.8)."""
+  return 2.0 * count_params(param_shapes(config))
+
+
 def param_shapes(config: ModelConfig) -> Any:
   """Parameter shapes of a config without allocating them (jax.eval_shape)."""
   tokens = jax.ShapeDtypeStruct((1, 1), jnp.int32)

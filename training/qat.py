@@ -37,8 +37,9 @@ import optax
 import tqdm
 
 from compressor import constants
-from training import configs, optim
+from training import configs
 from training import exact as exact_lib
+from training import loss as loss_lib
 from training import m1 as m1_lib
 from training import model as model_lib
 
@@ -207,7 +208,7 @@ def make_step(config: configs.ModelConfig, scales: Scales,
 
   def loss_fn(params, batch):
     logits = fake_quant_logits(config, params, scales, batch["inputs"])
-    loss, sums = optim.masked_loss(logits, batch["targets"], batch["weights"])
+    loss, sums = loss_lib.masked_loss(logits, batch["targets"], batch["weights"])
     return loss, sums["xent"] / jnp.maximum(sums["tokens"], 1.0)
 
   def step(params, opt_state, batch):

@@ -32,6 +32,7 @@ from training import chunked_loss
 from training import configs
 from training import data
 from training import log_setup
+from training import loss as loss_lib
 from training import model as model_lib
 from training import optim
 
@@ -47,7 +48,7 @@ class TrainConfig:
   out: str                        # run directory: config.json, checkpoints/, metrics, TensorBoard
   steps: int                      # total optimiser steps (paper: M2 200,000)
   warmup: int = optim.WARMUP_STEPS  # rsqrt schedule: lr = 1/sqrt(max(step, warmup))
-  z_loss: float = optim.Z_LOSS    # weight of logsumexp**2
+  z_loss: float = loss_lib.Z_LOSS    # weight of logsumexp**2
   seed: int = 0                   # parameter initialisation seed
   log_every: int = 100            # steps between metric records
   checkpoint_every: int = 1000    # steps between checkpoints (the last step is always saved)
@@ -129,7 +130,7 @@ def m1_flops_per_byte(stats: dict) -> float:
     logging.warning("M1 checkpoint %s not found; FLOPs/byte leaves out M1's share", path)
     return 0.0
   m1_config = configs.from_dict(json.loads(config_path.read_text())["model"])
-  return 2.0 * model_lib.count_params(model_lib.param_shapes(m1_config))
+  return model_lib.m1_flops_per_byte(m1_config)
 
 
 def check_batch_size(batch_size: int) -> None:
@@ -181,7 +182,7 @@ def abstract_state(model_config: configs.ModelConfig, optimizer: optax.GradientT
 def batch_loss(model_config: configs.ModelConfig, devices: int = 1,
                whole_bytes: int = chunked_loss.WHOLE_LOGITS_BYTES,
                chunk_bytes: int = chunked_loss.CHUNK_LOGITS_BYTES) -> Callable:
-  """Returns loss(params, batch, z_loss) -> (loss, sums) of `optim.masked_loss`.
+  """Returns loss(params, batch, z_loss) -> (loss, sums) of `loss.masked_loss`.
 
   Where one device's share of the batch (B / `devices` rows) would hold more
   than `whole_bytes` of float32 logits, they are computed a chunk of positions

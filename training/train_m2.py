@@ -18,6 +18,7 @@ import argparse
 
 from compressor import constants
 from training import data
+from training import m2_input
 from training import train
 
 
@@ -69,12 +70,12 @@ def build_task(args) -> tuple[train.Task, train.TrainConfig]:
   if args.validation:
     val_data = data.M2DataConfig(args.validation, vocab, seq_len=args.seq_len,
                                  batch_size=args.batch_size, shuffle=False, repeat=False)
-    validation = lambda: data.m2_batches(val_data)
+    validation = lambda: m2_input.m2_batches(val_data)
   extra = args.m1_flops_per_byte
   if extra < 0:
     extra = train.m1_flops_per_byte(stats)
   task = train.Task(
-      kind="m2", model_config=model_config, train_batches=data.m2_batches(train_data),
+      kind="m2", model_config=model_config, train_batches=m2_input.m2_batches(train_data),
       validation=validation, extra_flops_per_byte=extra,
       run_config={"data": {"train": args.train, "validation": args.validation,
                            "token_vocab": vocab, "seq_len": args.seq_len,

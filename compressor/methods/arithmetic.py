@@ -4,14 +4,13 @@ The stream is self-delimiting: it ends with a cell that straddles the next
 symbol's subdivision, so the decoder stops after exactly the coded symbols,
 and its length is a whole number of tokens.
 """
-
+from compressor import constants
 from compressor.lane_decoder import StreamDecoder
 from compressor.lane_encoder import CodeSpec, LaneEncoder
 from compressor.methods.base import (CodingError, Encoded, Method, bytes_to_tokens,
-                                     tokens_to_bytes)
+                                     check_max_tokens, require_model, tokens_to_bytes)
 from compressor.symbols import SYMBOL_DTYPE, as_symbols
 
-_V_NAME = {8: "256", 16: "65k"}
 
 
 class ACMethod(Method):
@@ -26,23 +25,20 @@ class ACMethod(Method):
   name = "ac"
 
   def __init__(self, model, token_bits: int, num_lanes: int = 1024):
-    if token_bits not in _V_NAME:
+    if token_bits not in constants.V_NAME:
       raise ValueError(f"token_bits must be 8 or 16, got {token_bits}")
     self._check_model(model)
     self.model = model
     self.token_bits = token_bits
     self.vocab_size = 1 << token_bits
     self.num_lanes = num_lanes
-    self.spec = f"{self.name}[v={_V_NAME[token_bits]}]"
+    self.spec = f"{self.name}[v={constants.V_NAME[token_bits]}]"
 
   def _check_model(self, model):
-    if model is None:
-      raise ValueError("ac needs a probability model: pass model= (an M1 from "
-                       "training.m1.load, or compressor.models.ContextModel(order=3).fit(...))")
+    require_model(self.name, model)
 
   def encode_batch(self, examples, max_tokens=None) -> list[Encoded]:
-    if max_tokens is not None and max_tokens < 1:
-      raise ValueError(f"max_tokens must be >= 1 or None, got {max_tokens}")
+    check_max_tokens(max_tokens)
     spec = CodeSpec(window_bits=None, token_bits=self.token_bits,
                     max_bits=None if max_tokens is None else max_tokens * self.token_bits)
     examples = [as_symbols(x) for x in examples]

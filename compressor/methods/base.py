@@ -62,8 +62,7 @@ class Method(abc.ABC):
     Returns:
       One `Encoded` per example.
     """
-    if max_tokens is not None and max_tokens < 1:
-      raise ValueError(f"max_tokens must be >= 1 or None, got {max_tokens}")
+    check_max_tokens(max_tokens)
     return [self._encode_one(symbols_lib.as_symbols(x), max_tokens) for x in examples]
 
   def _encode_one(self, symbols: np.ndarray, max_tokens: int | None) -> Encoded:
@@ -96,6 +95,19 @@ class Method(abc.ABC):
 
   def __repr__(self):
     return f"{type(self).__name__}({self.spec!r}, vocab_size={self.vocab_size})"
+
+
+def check_max_tokens(max_tokens: int | None) -> None:
+  """Raises ValueError unless `max_tokens` is None or >= 1."""
+  if max_tokens is not None and max_tokens < 1:
+    raise ValueError(f"max_tokens must be >= 1 or None, got {max_tokens}")
+
+
+def require_model(spec_name: str, model) -> None:
+  """Raises ValueError, saying what to pass, if a model-based method got no model."""
+  if model is None:
+    raise ValueError(f"{spec_name} needs a probability model: pass model= (an M1 from "
+                     "training.m1.load, or compressor.models.ContextModel(order=3).fit(...))")
 
 
 def bytes_to_tokens(data: bytes, token_bits: int) -> np.ndarray:

@@ -15,10 +15,10 @@ from compressor import constants
 from compressor import window_arith
 from compressor.lane_decoder import WindowDecoder
 from compressor.lane_encoder import CodeSpec, LaneEncoder
-from compressor.methods.base import Encoded, Method, bytes_to_tokens, tokens_to_bytes
+from compressor.methods.base import (Encoded, Method, bytes_to_tokens, check_max_tokens,
+                                     require_model, tokens_to_bytes)
 from compressor.symbols import SYMBOL_DTYPE, as_symbols
 
-_V_NAME = {8: "256", 16: "65k"}
 
 
 class EqualInfoACMethod(Method):
@@ -38,22 +38,21 @@ class EqualInfoACMethod(Method):
                vocabulary=None):
     if window_bits not in constants.WINDOW_BITS:
       raise ValueError(f"window_bits must be one of {constants.WINDOW_BITS}, got {window_bits}")
-    if token_bits not in _V_NAME:
+    if token_bits not in constants.V_NAME:
       raise ValueError(f"token_bits must be 8 or 16, got {token_bits}")
-    if model is None and vocabulary is None:
-      raise ValueError("equal_info_ac needs a probability model: pass model= (an M1 from "
-                       "training.m1.load, or compressor.models.ContextModel(order=3).fit(...))")
+    if vocabulary is None:
+      require_model("equal_info_ac", model)
     self.tokenizer = None
     if vocabulary is not None:
       check_vocabulary(vocabulary, window_bits, model)
-      from compressor.window_tokenizer import WindowTokenizer  # pylint: disable=import-outside-toplevel
-      self.tokenizer = WindowTokenizer(vocabulary)
+      from compressor import window_tokenizer  # pylint: disable=import-outside-toplevel
+      self.tokenizer = window_tokenizer.WindowTokenizer(vocabulary)
     self.model = model
     self.window_bits = window_bits
     self.token_bits = token_bits
     self.vocab_size = 1 << token_bits
     self.num_lanes = num_lanes
-    self.spec = f"equal_info_ac[b={window_bits},v={_V_NAME[token_bits]}]"
+    self.spec = f"equal_info_ac[b={window_bits},v={constants.V_NAME[token_bits]}]"
 
   @property
   def vocabulary(self):
@@ -72,8 +71,7 @@ class EqualInfoACMethod(Method):
     return max_tokens * self.token_bits // self.window_bits
 
   def encode_batch(self, examples, max_tokens=None) -> list[Encoded]:
-    if max_tokens is not None and max_tokens < 1:
-      raise ValueError(f"max_tokens must be >= 1 or None, got {max_tokens}")
+    check_max_tokens(max_tokens)
     spec = CodeSpec(window_bits=self.window_bits, token_bits=self.token_bits,
                     max_codes=self.max_windows(max_tokens))
     examples = [as_symbols(x) for x in examples]
@@ -137,8 +135,9 @@ def check_vocabulary(vocabulary, window_bits: int, model=None) -> None:
     raise ValueError(f"the window vocabulary is for b={vocabulary.window_bits}, not "
                      f"b={window_bits}; build one for this method (eqinfo build-vocab)")
   if vocabulary.meta["coder_version"] != constants.CODER_VERSION:
-    raise ValueError(f"the window vocabulary was built by coder {vocabulary.meta['coder_version']}, "
-                     f"this is {constants.CODER_VERSION}; rebuild it (eqinfo build-vocab)")
+    raise ValueError(f"the window vocabulary was built by coder "
+                     f"{vocabulary.meta['coder_version']}, this is {constants.CODER_VERSION}; "
+                     f"rebuild it (eqinfo build-vocab)")
   mine = str(getattr(model, "fingerprint", "") or "") if model is not None else ""
   if mine and mine != vocabulary.m1_fingerprint:
     raise ValueError(f"the window vocabulary was built from M1 {vocabulary.m1_fingerprint}, "

@@ -13,7 +13,6 @@ from compressor import symbols as symbols_lib
 from compressor.methods import base
 
 _GZIP_WBITS = 31  # 16 + 15: gzip header and footer, 32 KB window
-_V_NAME = {bits: name for name, bits in constants.TOKEN_BITS.items()}
 #: Prefix lengths past the binary search's boundary that are also tried, since
 #: gzip output need not grow with every added symbol.
 SLACK_SYMBOLS = 64
@@ -65,11 +64,11 @@ class GZipMethod(base.Method):
     Raises:
       ValueError: for any other width.
     """
-    if token_bits not in _V_NAME:
-      raise ValueError(f"token_bits must be one of {sorted(_V_NAME)}, got {token_bits!r}")
+    if token_bits not in constants.V_NAME:
+      raise ValueError(f"token_bits must be one of {sorted(constants.V_NAME)}, got {token_bits!r}")
     self.token_bits = token_bits
     self.vocab_size = 1 << token_bits
-    self.spec = f"gzip[v={_V_NAME[token_bits]}]"
+    self.spec = f"gzip[v={constants.V_NAME[token_bits]}]"
 
   def num_tokens(self, symbols: np.ndarray) -> int:
     """Tokens that gzip of `symbols` takes (the last one zero-padded)."""

@@ -1,7 +1,8 @@
 """Round-trip and prefix tests of the methods without a probability model: Bytes, GZip, SentencePiece."""
-import gzip
 import contextlib
+import gzip
 import io
+import json
 import pickle
 
 import numpy as np
@@ -278,7 +279,7 @@ def test_sentencepiece_uses_the_model_on_text(methods):
   method = methods["sentencepiece"]
   x = symbols_lib.symbols_from_text("The people of the city said that it was a good time.")
   tokens = assert_round_trip(method, x).tokens
-  assert tokens.size < x.size / 2
+  assert tokens.size < 0.75 * x.size  # pieces of several bytes (byte fallback gives >= 1 per byte)
   assert tokens[-1] == method.eos_id
 
 
@@ -289,10 +290,13 @@ def test_sentencepiece_training_is_deterministic(train_docs, sentencepiece_path,
   assert vocab(again) == vocab(sentencepiece_path)
 
 
-def test_sentencepiece_cli(webtext_dir, tmp_path):
+def test_sentencepiece_cli(train_docs, tmp_path):
+  corpus = tmp_path / "train.jsonl.gz"
+  with gzip.open(corpus, "wt", encoding="utf-8") as f:
+    f.writelines(json.dumps({"text": t}) + "\n" for t in train_docs[:40])
   out = io.StringIO()
   with contextlib.redirect_stdout(out):
-    rc = sentencepiece_train.run(["--train", str(webtext_dir / "train" / "*dualguard*.jsonl.gz"),
+    rc = sentencepiece_train.run(["--train", str(corpus),
                                   "--vocab_size", "400", "--out", str(tmp_path / "cli")])
   assert rc == 0 and out.getvalue().strip() == str(tmp_path / "cli.model")
   method = SentencePieceMethod(out.getvalue().strip())

@@ -7,7 +7,7 @@ import zlib
 import pytest
 
 from compressor import symbols
-from pipelines import cli, compress, inspect, models, options, sink, transforms
+from pipelines import cli, compress, inspect_shards, m1_loader, options, sink, transforms
 
 MULTI = ["--direct_num_workers=2", "--direct_running_mode=multi_processing"]
 SINGLE = ["--direct_num_workers=1", "--direct_running_mode=in_memory"]
@@ -23,7 +23,7 @@ def _shards(output: pathlib.Path) -> dict[str, bytes]:
 
 
 def _records(output: pathlib.Path) -> list[dict]:
-  return [r for p in inspect.shard_paths(str(output)) for r in inspect.read_shard(p)]
+  return [r for p in inspect_shards.shard_paths(str(output)) for r in inspect_shards.read_shard(p)]
 
 
 def _decoded_documents(method, records: list[dict]) -> list[bytes]:
@@ -54,8 +54,8 @@ def context_runs(small_jsonl, tmp_path_factory):
 
 def test_every_record_decodes_to_its_text(context_runs, validation_docs):
   flags, (out, _, _), (stats, _, _) = context_runs
-  method = models.build_method(flags["method"], flags["m1"])
-  assert models.fingerprint(method) == stats["m1_fingerprint"]
+  method = m1_loader.build_method(flags["method"], flags["m1"])
+  assert m1_loader.fingerprint(method) == stats["m1_fingerprint"]
   records = _records(out)
   assert all(0 < r["targets"].size <= 512 for r in records)
   docs = _decoded_documents(method, records)
@@ -114,8 +114,8 @@ def test_stats_add_up(context_runs, validation_docs):
   assert [s["name"] for s in stats["shards"]] == [
       f"train-equal_info_ac_b_16_v_256-{i:05d}-of-00003.array_record" for i in range(3)]
   # Each shard is sorted by key.
-  for path in inspect.shard_paths(str(out)):
-    keys = [r["key"] for r in inspect.read_shard(path)]
+  for path in inspect_shards.shard_paths(str(out)):
+    keys = [r["key"] for r in inspect_shards.read_shard(path)]
     assert keys == sorted(keys)
 
 
@@ -145,7 +145,7 @@ def _copy_with_records(src: pathlib.Path, dst: pathlib.Path, change) -> None:
     if path.is_file():
       (dst / path.name).write_bytes(path.read_bytes())
   name = sorted(_shards(src))[1]
-  records = [change(r) for r in inspect.read_shard(str(src / name))]
+  records = [change(r) for r in inspect_shards.read_shard(str(src / name))]
   sink.write_array_record(str(dst / name), [
       sink.serialize_record(transforms.Record(
           tuple(int(part[1:]) for part in r["key"].decode().split("-")), r["targets"],
@@ -161,7 +161,7 @@ def test_inspect_check_decodes_records_on_this_machine(context_runs, tmp_path, c
   n = stats["examples"]
   assert f"check: {n} of {n} records decode to their text on this machine" in (
       capsys.readouterr().out)
-  records = [r for p in inspect.shard_paths(str(out)) for r in inspect.read_shard(p)]
+  records = [r for p in inspect_shards.shard_paths(str(out)) for r in inspect_shards.read_shard(p)]
   sample = sum(transforms.sampled(r["key"].decode(), 0.3) for r in records)
   assert 0 < sample < n
   assert cli.main(["inspect", str(out), "--check", "0.3"]) == 0
@@ -188,11 +188,11 @@ def test_inspect_check_decodes_records_on_this_machine(context_runs, tmp_path, c
   text = capsys.readouterr().out
   assert f"CHECK FAILED: 1 of {n} records checked" in text and changed[0] in text
   with pytest.raises(ValueError, match="--check must lie in"):
-    inspect.report(str(out), check=1.5)
+    inspect_shards.report(str(out), check=1.5)
   _copy_with_records(out, tmp_path / "bare", lambda r: {
       k: v for k, v in r.items() if k != "symbols_crc32"})
   with pytest.raises(ValueError, match="carries no symbols_crc32"):
-    inspect.report(str(tmp_path / "bare"), check=1.0)
+    inspect_shards.report(str(tmp_path / "bare"), check=1.0)
 
 
 def test_inspect_names_a_corrupt_shard(context_runs, tmp_path, capsys):
@@ -228,7 +228,7 @@ def test_bad_input_is_accounted_for(bad_jsonl, large_doc_bytes, tmp_path):
   errors = [json.loads(l) for l in (out / "errors" / "errors.jsonl").read_text().splitlines()]
   assert sorted(e["source"].rsplit(":", 1)[1] for e in errors) == ["2", "3", "6", "7"]
   assert all(e["source"].startswith(str(bad_jsonl)) for e in errors)
-  docs = _decoded_documents(models.build_method("gzip[v=256]", None), _records(out))
+  docs = _decoded_documents(m1_loader.build_method("gzip[v=256]", None), _records(out))
   assert len(docs) == 6 and b"\x00" in docs[1] and b"\xff\xfe" in docs[2]
   assert docs[4] == b"x" * large_doc_bytes
 
@@ -302,7 +302,7 @@ def test_trained_m1_directory_drives_equal_info(small_jsonl, webtext_dir, valida
   assert stats["bytes"] == stats["bytes_in"]
   assert stats["bytes"] / stats["tokens"] > 1.0  # a trained M1 compresses
   assert stats["coder"] == "vocabulary"
-  method = models.build_method(stats["method"], stats["m1"])
+  method = m1_loader.build_method(stats["method"], stats["m1"])
   documents = _decoded_documents(method, _records(tmp_path / "out"))
   assert documents == [t.encode() for t in validation_docs[:50]]
   # M1 symbol by symbol writes the window vocabulary's shards, bit for bit.

@@ -5,7 +5,7 @@ import numpy as np
 
 from compressor import symbols_from_text
 from pipelines import cli
-from pipelines import generate, models
+from pipelines import generate, m1_loader
 
 
 def test_generate_decodes_m2_samples(m2_run, capsys):
@@ -16,7 +16,7 @@ def test_generate_decodes_m2_samples(m2_run, capsys):
   samples = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
   assert len(samples) == 2
   stats = json.loads((shards / "stats.json").read_text())
-  method = models.build_method(stats["method"], stats["m1"])
+  method = m1_loader.build_method(stats["method"], stats["m1"])
   for sample in samples:
     assert len(sample["tokens"]) == 24
     symbols = method.decode(np.array(sample["tokens"]))

@@ -4,21 +4,21 @@ import json
 import numpy as np
 import pytest
 
-from pipelines import cli, demo, models, options
+from pipelines import cli, demo, m1_loader, options
 
 
 def test_context_and_unigram_specs_fit_deterministically(tmp_path):
   (tmp_path / "a,b.txt").write_text("the quick brown fox " * 20)
   spec = f"context[order=2,fit=text:{tmp_path}/a,b.txt,min_count=1]"  # a comma in fit=
-  first, second = models.load_model(spec), models.load_model(spec)
+  first, second = m1_loader.load_model(spec), m1_loader.load_model(spec)
   assert first.order == 2 and first.min_count == 1
   assert first.fingerprint and first.fingerprint == second.fingerprint
-  unigram = models.load_model("unigram[fit=builtin:pydoc,docs=5]")
+  unigram = m1_loader.load_model("unigram[fit=builtin:pydoc,docs=5]")
   assert unigram.fingerprint
-  method = models.build_method("static_ac[v=256]", "unigram[fit=builtin:pydoc,docs=5]")
+  method = m1_loader.build_method("static_ac[v=256]", "unigram[fit=builtin:pydoc,docs=5]")
   x = np.frombuffer(b"static arithmetic coding", np.uint8).astype(np.int32)
   np.testing.assert_array_equal(method.decode(method.encode(x).tokens), x)
-  assert models.load_model(None) is None and models.load_model("none") is None
+  assert m1_loader.load_model(None) is None and m1_loader.load_model("none") is None
 
 
 @pytest.mark.parametrize("spec,message", [
@@ -29,12 +29,12 @@ def test_context_and_unigram_specs_fit_deterministically(tmp_path):
 ])
 def test_bad_m1_specs(spec, message):
   with pytest.raises((ValueError, FileNotFoundError), match=message):
-    models.load_model(spec)
+    m1_loader.load_model(spec)
 
 
 def test_model_free_methods_ignore_m1():
-  assert not models.needs_model("gzip[v=65k]") and models.needs_model("ac[v=256]")
-  assert models.build_method("bytes", "context[order=3,fit=/missing]").spec == "bytes"
+  assert not m1_loader.needs_model("gzip[v=65k]") and m1_loader.needs_model("ac[v=256]")
+  assert m1_loader.build_method("bytes", "context[order=3,fit=/missing]").spec == "bytes"
 
 
 def test_flags_split_app_and_beam():

@@ -5,7 +5,7 @@ import shutil
 import numpy as np
 import pytest
 
-from pipelines import cli, inspect, paper, report
+from pipelines import cli, inspect_shards, paper, report
 
 
 def test_paper_table2_ratios():
@@ -40,7 +40,8 @@ def test_report_of_shards_and_m2_run(m2_run, tmp_path, capsys):
   result = json.loads(out.read_text())
   assert result["inputs"] == [str(shards), str(run)]
   stats = json.loads((shards / "stats.json").read_text())
-  records = [r for p in inspect.shard_paths(str(shards)) for r in inspect.read_shard(p)]
+  records = [r for p in inspect_shards.shard_paths(str(shards))
+             for r in inspect_shards.read_shard(p)]
   tokens = sum(r["targets"].size for r in records)
   num_bytes = sum(int(r["num_bytes"][0]) for r in records)
 

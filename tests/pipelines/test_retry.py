@@ -30,7 +30,7 @@ import pytest
 
 from compressor.models.base import Lanes, ProbabilityModel
 from compressor.window_tokenizer import WindowTokenizer
-from pipelines import compress, inspect, models, options, sink
+from pipelines import compress, inspect_shards, m1_loader, options, sink
 
 IN_MEMORY = ["--direct_num_workers=1", "--direct_running_mode=in_memory"]
 METHOD = "equal_info_ac[b=16,v=256]"
@@ -120,7 +120,8 @@ def _run_and_check_once_failed(config, marker, undisturbed):
   assert (out / sink.COMPLETED).exists()
   assert _shards(out) == _shards(undisturbed)
   counters = _counters(result)
-  keys = [r["key"] for p in inspect.shard_paths(str(out)) for r in inspect.read_shard(p)]
+  keys = [r["key"] for p in inspect_shards.shard_paths(str(out))
+          for r in inspect_shards.read_shard(p)]
   stats = json.loads((out / sink.STATS).read_text())
   assert len(keys) == len(set(keys)) == stats["examples"] == counters["m2_examples"]
   assert stats["dropped"] == {} and counters["dropped_coding_failed"] == 0
@@ -130,7 +131,7 @@ def _run_and_check_once_failed(config, marker, undisturbed):
 def test_a_batch_that_fails_is_coded_again_once(small_jsonl, undisturbed, tmp_path,
                                                 monkeypatch):
   marker = tmp_path / "failed-once"
-  load_model = models.load_model
+  load_model = m1_loader.load_model
   monkeypatch.setattr(models, "load_model",
                       lambda spec, device=None: FailOnceModel(load_model(spec, device), marker))
   monkeypatch.setattr(models, "_METHODS", {})  # the per-process cache of shared_method

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from compressor.symbols import symbols_from_text
-from pipelines import models, options, sources, transforms
+from pipelines import m1_loader, options, sources, transforms
 
 SPEC = "equal_info_ac[b=16,v=256]"
 
@@ -33,20 +33,20 @@ def on_gpu(monkeypatch):
 def test_cpu_worker_verifies_with_its_coder(m1_dirs, monkeypatch):
   """Where M1 codes on the CPU, "cpu" and "worker" are one method: one M1 per process."""
   monkeypatch.setattr(models, "default_backend", lambda: "cpu")
-  coder = models.shared_method(SPEC, m1_dirs["exact"])
-  for device in models.VERIFY_DEVICES:
-    assert models.verifying_method(SPEC, m1_dirs["exact"], device) is coder
+  coder = m1_loader.shared_method(SPEC, m1_dirs["exact"])
+  for device in m1_loader.VERIFY_DEVICES:
+    assert m1_loader.verifying_method(SPEC, m1_dirs["exact"], device) is coder
   fitted = "context[order=2,fit=builtin:pydoc,docs=5]"
-  assert models.verifying_method(SPEC, fitted, "cpu") is models.shared_method(SPEC, fitted)
-  assert models.verifying_method("gzip[v=256]", None, "cpu").spec == "gzip[v=256]"
+  assert m1_loader.verifying_method(SPEC, fitted, "cpu") is m1_loader.shared_method(SPEC, fitted)
+  assert m1_loader.verifying_method("gzip[v=256]", None, "cpu").spec == "gzip[v=256]"
 
 
 def test_accelerator_worker_verifies_on_the_host_cpu(m1_dirs, on_gpu, validation_docs):
-  coder = models.shared_method(SPEC, m1_dirs["exact"])
-  verifier = models.verifying_method(SPEC, m1_dirs["exact"], "cpu")
+  coder = m1_loader.shared_method(SPEC, m1_dirs["exact"])
+  verifier = m1_loader.verifying_method(SPEC, m1_dirs["exact"], "cpu")
   assert verifier is not coder and verifier.model.device.platform == "cpu"
   assert verifier.model.fingerprint == coder.model.fingerprint
-  assert models.verifying_method(SPEC, m1_dirs["exact"], "worker") is coder
+  assert m1_loader.verifying_method(SPEC, m1_dirs["exact"], "worker") is coder
   symbols = [symbols_from_text(t)[:300] for t in validation_docs[:3]]
   tokens = [e.tokens for e in coder.encode_batch(symbols)]
   for got, want in zip(verifier.decode_batch(tokens), symbols):
@@ -55,10 +55,10 @@ def test_accelerator_worker_verifies_on_the_host_cpu(m1_dirs, on_gpu, validation
 
 def test_float_m1_on_an_accelerator_cannot_promise_cpu_decoding(m1_dirs, on_gpu):
   with pytest.raises(ValueError, match="--verify_device worker") as error:
-    models.verifying_method(SPEC, m1_dirs["float"], "cpu")
+    m1_loader.verifying_method(SPEC, m1_dirs["float"], "cpu")
   assert "quantize-m1" in str(error.value) and len(str(error.value).splitlines()) == 1
-  coder = models.shared_method(SPEC, m1_dirs["float"])
-  assert models.verifying_method(SPEC, m1_dirs["float"], "worker") is coder
+  coder = m1_loader.shared_method(SPEC, m1_dirs["float"])
+  assert m1_loader.verifying_method(SPEC, m1_dirs["float"], "worker") is coder
 
 
 def test_verify_device_flag():
@@ -72,14 +72,14 @@ def test_verify_device_flag():
   with pytest.raises(ValueError, match="verify_device"):
     transforms.Compress("bytes", None, 10, "continue", 1, True, verify_device="gpu")
   with pytest.raises(ValueError, match="--verify_device"):
-    models.verifying_method("bytes", None, "gpu")
+    m1_loader.verifying_method("bytes", None, "gpu")
 
 
 def test_cpu_verification_failures_say_where_they_decoded(m1_dirs, on_gpu, validation_docs,
                                                           caplog):
   """VerifyFn on a (GPU) worker: the CPU passes a good record; a bad one fails on both devices."""
   symbols = symbols_from_text(validation_docs[0])[:200]
-  coded = models.shared_method(SPEC, m1_dirs["exact"]).encode_batch([symbols])[0]
+  coded = m1_loader.shared_method(SPEC, m1_dirs["exact"]).encode_batch([symbols])[0]
   good = transforms.Record((0, 0, 0, 0), coded.tokens, 200, coded.num_windows, 0, "doc", 0,
                            symbols)
   bad = good._replace(key=(0, 0, 1, 0), symbols=np.roll(symbols, 1))
@@ -100,9 +100,9 @@ def test_cpu_verification_failures_say_where_they_decoded(m1_dirs, on_gpu, valid
 
 
 def test_a_missing_jax_backend_says_what_to_do():
-  assert models.jax_device("cpu").platform == "cpu"
+  assert m1_loader.jax_device("cpu").platform == "cpu"
   with pytest.raises(ValueError, match="JAX_PLATFORMS") as error:
-    models.jax_device("tpu")  # this machine has no TPU
+    m1_loader.jax_device("tpu")  # this machine has no TPU
   assert "--verify_device worker" in str(error.value)
 
 
@@ -115,7 +115,7 @@ def test_tables_that_differ_across_devices_stop_the_job(m1_dirs, on_gpu, validat
   """
   from compressor import get_method  # pylint: disable=import-outside-toplevel
   from training import exact  # pylint: disable=import-outside-toplevel
-  coder = models.shared_method(SPEC, m1_dirs["exact"])
+  coder = m1_loader.shared_method(SPEC, m1_dirs["exact"])
   params = dict(coder.model.params)
   for name in ("logits/kernel", "logits/mult", "logits/shift"):
     params[name] = np.roll(params[name], 1, axis=-1)
@@ -144,7 +144,7 @@ def test_workers_check_their_device_before_coding(m1_dirs, on_gpu, monkeypatch):
   monkeypatch.setattr(device_check, "_CHECKED", {})
   fn = transforms.CompressFn(SPEC, m1_dirs["exact"], 64, "continue", False)
   fn.setup()  # without an accelerator the "GPU" is this CPU; with one, a real check
-  coding_device = models.model_device(models.shared_method(SPEC, m1_dirs["exact"]))
+  coding_device = m1_loader.model_device(m1_loader.shared_method(SPEC, m1_dirs["exact"]))
   assert device_check._CHECKED == {(SPEC, m1_dirs["exact"]): coding_device}
   symbols = device_check.check_symbols()
   assert symbols.shape == (device_check.LANES, device_check.SEQ_LEN) == (11, 128)
@@ -158,12 +158,12 @@ def test_workers_check_their_device_before_coding(m1_dirs, on_gpu, monkeypatch):
   monkeypatch.setattr(models, "default_backend", lambda: "gpu")
 
   # A host CPU whose tables differ (logits rolled by one symbol) stops the worker at setup.
-  coder = models.shared_method(SPEC, m1_dirs["exact"])
+  coder = m1_loader.shared_method(SPEC, m1_dirs["exact"])
   params = dict(coder.model.params)
   for name in ("logits/kernel", "logits/mult", "logits/shift"):
     params[name] = np.roll(params[name], 1, axis=-1)
   other = get_method(SPEC, exact.ExactM1Model(coder.model.config, params))
-  real_shared = models.shared_method
+  real_shared = m1_loader.shared_method
   monkeypatch.setattr(models, "shared_method", lambda spec, m1, device=None: (
       other if device == "cpu" else real_shared(spec, m1, device)))
   monkeypatch.setattr(device_check, "_CHECKED", {})

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from tests.conftest import REPO
-from training import chunked_loss, configs, data, optim, train
+from training import chunked_loss, configs, data, train
+from training import loss as loss_lib
 from training import model as model_lib
 
 
@@ -31,7 +32,7 @@ def _problem(vocab: int = 300, batch: int = 3, seq_len: int = 50, seed: int = 0)
 
 def _whole_loss(config, params, batch, z_loss):
   logits = model_lib.Transformer(config).apply({"params": params}, batch["inputs"])
-  return optim.masked_loss(logits, batch["targets"], batch["weights"], z_loss)
+  return loss_lib.masked_loss(logits, batch["targets"], batch["weights"], z_loss)
 
 
 @pytest.mark.parametrize("seq_len,fits,positions", [
@@ -76,7 +77,7 @@ def _step_temp_bytes(config, batch_size: int, seq_len: int, whole_bytes: int,
                      devices: int = 1) -> int:
   """Temporary bytes XLA allocates for one gradient of the objective (compiled, not run)."""
   loss_of = train.batch_loss(config, devices, whole_bytes, chunk_bytes=1 << 24)
-  grad = jax.jit(jax.grad(lambda p, b: loss_of(p, b, optim.Z_LOSS)[0]))
+  grad = jax.jit(jax.grad(lambda p, b: loss_of(p, b, loss_lib.Z_LOSS)[0]))
   params = model_lib.param_shapes(config)["params"]
   shape = lambda dtype: jax.ShapeDtypeStruct((batch_size, seq_len), dtype)
   batch = {"inputs": shape(jnp.int32), "targets": shape(jnp.int32),

@@ -18,6 +18,7 @@ import pytest
 from compressor import constants, get_method
 from compressor.models import base
 from pipelines import cli
+from tests.conftest import has_webtext
 from tests.lanes_contract import (assert_lanes_match_freqs,
                                   assert_old_tables_kept_and_reset_restarts)
 from training import exact, exact_devices, exact_reference, m1, quantize_m1
@@ -209,17 +210,19 @@ def test_the_m1_an_h100_parted_on(contexts):
   embed_58 = m.params["embed"][58].astype(np.int64)
   assert np.abs(embed_58).max() == 33461 and np.sum(np.abs(embed_58) >= 1 << 15) == 1
   assert exact.first_norm_table(m.config, m.params)[58, 23] == -14
-  chosen = [contexts[i] for i in (9, 69, 1, 0)]
+  with_58 = next(c for c in contexts if 58 in c[:-1])  # context 9 of the shared web text
+  chosen = [contexts[i] for i in (9, 69, 1, 0)] + [with_58]
   np.testing.assert_array_equal(m.freqs(chosen),
                                 exact_reference.freqs(m.config, m.params, chosen))
-  inputs = np.array([[exact.BOS, *contexts[9]]], np.int32)
+  inputs = np.array([[exact.BOS, *with_58]], np.int32)
   full = m.sequence_freqs(inputs)[0]
   np.testing.assert_array_equal(full, exact_reference.sequence_freqs(m.config, m.params,
                                                                      inputs[0]))
   tree = exact.device_tree(m.config, m.params)  # the devices read layer 0 from the table:
-  tree["first_norm"][58, 23] = -13  # the H100's value gives other tables from position 25
+  tree["first_norm"][58, 23] = -13  # the H100's value gives other tables from token 58 on
   parted = np.asarray(jax.jit(functools.partial(exact.sequence_freqs, m.config))(tree, inputs))[0]
-  assert np.argwhere((parted != full).any(axis=-1))[0, 0] == 25
+  first_58 = 1 + int(np.flatnonzero(np.asarray(with_58) == 58)[0])  # its position after BOS
+  assert np.argwhere((parted != full).any(axis=-1))[0, 0] == first_58
 
 
 def test_products_stay_exact_in_float32_range():
@@ -329,7 +332,9 @@ def test_hundred_thousand_contexts_full_equals_cached(device_symbols, which):
   report = exact_devices.compare_devices(m, device_symbols, [jax.devices("cpu")[0]])
   assert report["contexts"] == 102_400
   assert report["equal"], report
-  assert report["devices"][0]["cached"] == report["digest"] == golden
+  assert report["devices"][0]["cached"] == report["digest"]
+  if has_webtext():  # the digests were recorded (on CPUs and an H100) over the shared web text
+    assert report["digest"] == golden
 
 
 def test_device_check_command(webtext_dir, tmp_path):

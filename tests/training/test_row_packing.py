@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from training import data
+from training import m2_input
 from training import row_packing
 from tests.training.conftest import M2_SEQ_LEN, M2_VOCAB
 
@@ -30,7 +31,7 @@ def _records(m2_shards) -> list[tuple[np.ndarray, int]]:
 
 def test_packed_rows_hold_whole_records(m2_shards):
   records = _records(m2_shards)
-  batches = list(data.m2_batches(_config(m2_shards, shuffle=False, repeat=False)))
+  batches = list(m2_input.m2_batches(_config(m2_shards, shuffle=False, repeat=False)))
   seen = []
   for batch in batches:
     assert batch["inputs"].shape == batch["segments"].shape == (8, M2_SEQ_LEN)
@@ -67,11 +68,11 @@ def test_packed_iterator_state_resumes_exactly(m2_shards):
   def take(batches, n):
     return [(b["ids"].tolist(), b["inputs"].tolist()) for b in (next(batches) for _ in range(n))]
 
-  expected = take(data.m2_batches(_config(m2_shards, seed=3)), 20)  # past one epoch
-  batches = data.m2_batches(_config(m2_shards, seed=3))
+  expected = take(m2_input.m2_batches(_config(m2_shards, seed=3)), 20)  # past one epoch
+  batches = m2_input.m2_batches(_config(m2_shards, seed=3))
   take(batches, 7)
   state = json.loads(json.dumps(batches.get_state()))
-  resumed = data.m2_batches(_config(m2_shards, seed=3))
+  resumed = m2_input.m2_batches(_config(m2_shards, seed=3))
   resumed.set_state(state)
   assert take(resumed, 13) == expected[7:]
 
@@ -92,7 +93,7 @@ def test_packed_processes_read_disjoint_halves(m2_shards, monkeypatch):
   seen = []
   for index in (0, 1):
     monkeypatch.setattr(jax, "process_index", lambda index=index: index)
-    batches = data.m2_batches(_config(m2_shards, batch_size=16, shuffle=False, repeat=False))
+    batches = m2_input.m2_batches(_config(m2_shards, batch_size=16, shuffle=False, repeat=False))
     ids = [int(i) for b in batches for i in b["ids"].ravel() if i >= 0]
     assert ids and all(i % 2 == index for i in ids) and len(ids) == len(set(ids))
     seen.append(set(ids))

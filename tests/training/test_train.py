@@ -19,6 +19,7 @@ from training import checkpoint as checkpoint_lib
 from training import configs
 from training import data
 from training import evaluate
+from training import loss as loss_lib
 from training import m1 as m1_lib
 from training import model as model_lib
 from training import optim
@@ -66,11 +67,11 @@ def test_rsqrt_schedule_and_masked_loss():
   schedule = optim.rsqrt_schedule(100)
   assert float(schedule(0)) == pytest.approx(0.1) and float(schedule(400)) == pytest.approx(0.05)
   logits = np.log(np.array([[[0.5, 0.25, 0.25], [0.1, 0.1, 0.8]]], np.float32))  # [1, 2, 3]
-  loss, sums = optim.masked_loss(logits, np.array([[0, 2]]), np.array([[1.0, 0.0]]), z_loss=0.5)
+  loss, sums = loss_lib.masked_loss(logits, np.array([[0, 2]]), np.array([[1.0, 0.0]]), z_loss=0.5)
   assert float(sums["xent"]) == pytest.approx(math.log(2), rel=1e-6)  # masked token ignored
   assert float(sums["tokens"]) == 1.0
   assert float(loss) == pytest.approx(math.log(2), rel=1e-5)  # logsumexp = 0: no z-loss
-  _, sums = optim.masked_loss(logits + 1.0, np.array([[0, 2]]), np.array([[1.0, 1.0]]), 1e-4)
+  _, sums = loss_lib.masked_loss(logits + 1.0, np.array([[0, 2]]), np.array([[1.0, 1.0]]), 1e-4)
   assert float(sums["z_loss"]) == pytest.approx(2e-4, rel=1e-5)  # 1e-4 * 1**2 per token
 
 

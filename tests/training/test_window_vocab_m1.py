@@ -32,7 +32,8 @@ def test_vocabulary_tokens_are_the_arithmetic_coders(exact_m1, vocab, validation
   examples = [stream[i:i + 10_240] for i in range(0, 12 * 10_240, 10_240)]
   by_m1, by_vocab = get_method(spec, exact_m1), get_method(spec, None, vocabulary=vocab)
   for max_tokens in (None, 512):
-    want, got = by_m1.encode_batch(examples, max_tokens), by_vocab.encode_batch(examples, max_tokens)
+    want = by_m1.encode_batch(examples, max_tokens)
+    got = by_vocab.encode_batch(examples, max_tokens)
     for i, (a, b) in enumerate(zip(want, got, strict=True)):
       assert np.array_equal(a.tokens, b.tokens), (max_tokens, i)
       assert (a.num_symbols, a.num_windows, a.num_literal_windows) == \

@@ -12,79 +12,17 @@ on the CPU that will read them; the exit status is 1 if one does not decode.
 """
 import argparse
 import json
-import os
 import sys
 
 import numpy as np
 import tqdm
-from apache_beam.io.filesystems import FileSystems
 
-from compressor import constants
 from compressor.methods.base import bytes_to_tokens, tokens_to_bytes
-from pipelines import models, sink, transforms
+from compressor.symbols import render
+from pipelines import m1_loader, sink, transforms
+from pipelines.shard_reader import CorruptShardError, load_stats, read_shard, shard_paths
 
 CHECK_BATCH = 256  # records decoded at once by --check (lanes of the decoder)
-
-
-class CorruptShardError(ValueError):
-  """A shard or record that cannot be read; the message names both."""
-
-
-def shard_paths(directory: str) -> list[str]:
-  """The directory's shard files in name order.
-
-  Raises:
-    FileNotFoundError: if there are none.
-  """
-  try:
-    found = FileSystems.match([sink.join(directory, "*.array_record")])[0].metadata_list
-  except Exception:  # pylint: disable=broad-except
-    found = []
-  if not found:
-    raise FileNotFoundError(f"no *.array_record shards in {directory}; "
-                            f"is it an output directory of `eqinfo compress`?")
-  return sorted(m.path for m in found)
-
-
-def read_shard(path: str) -> list[dict]:
-  """Parses every record of one shard.
-
-  Raises:
-    CorruptShardError: naming the shard (and the record) that failed.
-  """
-  from array_record.python import array_record_module  # pylint: disable=import-outside-toplevel
-  if "://" in path:
-    raise ValueError(f"inspect reads local shards; copy {path} first (gsutil -m cp)")
-  out, index = [], None
-  try:
-    reader = array_record_module.ArrayRecordReader(path)
-    for index in range(reader.num_records()):
-      out.append(sink.parse_example(reader.read([index])[0]))
-    index = None
-    reader.close()
-  except Exception as e:  # pylint: disable=broad-except  (riegeli and parse errors)
-    where = "" if index is None else f" record {index}"
-    raise CorruptShardError(f"shard {path}{where} is corrupt: {e}") from None
-  return out
-
-
-def load_stats(directory: str) -> dict:
-  """Reads stats.json (and warns if COMPLETED is missing).
-
-  Raises:
-    FileNotFoundError: if there is no stats.json.
-  """
-  path = sink.join(directory, sink.STATS)
-  if "://" not in directory and not os.path.isdir(directory):  # object stores have no dirs
-    raise FileNotFoundError(f"no shard directory {directory!r}; pass the --output directory "
-                            "of `eqinfo compress`")
-  if not FileSystems.exists(path):
-    raise FileNotFoundError(f"{path} not found; the compress job did not finish "
-                            f"(no {sink.COMPLETED} either?)")
-  if not FileSystems.exists(sink.join(directory, sink.COMPLETED)):
-    print(f"warning: {directory} has no {sink.COMPLETED} marker", file=sys.stderr)
-  with FileSystems.open(path) as f:
-    return json.loads(f.read())
 
 
 def totals(records: list[dict], vocab_size: int) -> dict:
@@ -121,17 +59,6 @@ def window_texts(method, tokens: np.ndarray) -> list[np.ndarray] | None:
   windows = [bytes_to_tokens(data[i:i + step], token_bits)
              for i in range(0, len(data) - step + 1, step)]
   return method.decode_batch(windows)
-
-
-def render(symbols: np.ndarray) -> str:
-  """Symbols as text: bytes decoded as UTF-8 (escaped where invalid), EOS as ⟨EOS⟩."""
-  parts = []
-  for chunk in np.split(symbols, np.flatnonzero(symbols == constants.EOS)):
-    if chunk.size and chunk[0] == constants.EOS:
-      parts.append("⟨EOS⟩")
-      chunk = chunk[1:]
-    parts.append(chunk.astype(np.uint8).tobytes().decode("utf-8", errors="backslashreplace"))
-  return "".join(parts)
 
 
 def describe_record(method, record: dict) -> str:
@@ -238,7 +165,7 @@ def inspect_directory(directory: str, decode: int | None = None, check: float | 
       f"packing {stats['packing']}, {len(stats['shards'])} shards",
       f"records {got['examples']}  tokens {got['tokens']}  bytes {got['bytes']}  "
       f"windows {got['windows']}",
-      f"compression ratio {got['bytes'] / max(1, got['tokens'] * token_bits / 8):.3f} "
+      f"compression ratio {sink.compression_ratio({**got, 'token_bits': token_bits}) or 0:.3f} "
       f"(bytes / token bytes, {token_bits}-bit tokens); "
       f"{got['bytes'] / max(1, got['tokens']):.3f} bytes/token",
       f"tokens/record mean {got['tokens'] / max(1, got['examples']):.1f} "
@@ -257,9 +184,9 @@ def inspect_directory(directory: str, decode: int | None = None, check: float | 
     raise ValueError(f"--decode {decode} is out of range: there are {len(records)} records")
   if decode is None and check is None:
     return "\n".join(lines), True
-  method = models.shards_method(directory, stats, m1)
-  if stats.get("m1_fingerprint") and models.fingerprint(method) != stats["m1_fingerprint"]:
-    lines.append(f"warning: the M1 fingerprint {models.fingerprint(method)} differs from "
+  method = m1_loader.shards_method(directory, stats, m1)
+  if stats.get("m1_fingerprint") and m1_loader.fingerprint(method) != stats["m1_fingerprint"]:
+    lines.append(f"warning: the M1 fingerprint {m1_loader.fingerprint(method)} differs from "
                  f"stats.json's {stats['m1_fingerprint']}; decoding may be wrong")
   if decode is not None:
     lines += [f"record {decode}:", describe_record(method, records[decode])]

@@ -276,10 +276,10 @@ def shards_method(directory: str, stats: dict, m1_spec: str | None = None):
   """
   if stats.get("coder") != "vocabulary":
     return build_method(stats["method"], m1_spec or stats.get("m1"))
+  from apache_beam.io.filesystems import FileSystems  # pylint: disable=import-outside-toplevel
   from compressor import window_vocab  # pylint: disable=import-outside-toplevel
   from compressor.methods import get_method  # pylint: disable=import-outside-toplevel
-  from pipelines import sink  # pylint: disable=import-outside-toplevel
-  vocab = read_vocabulary(sink.join(directory, window_vocab.FILENAME))
+  vocab = read_vocabulary(FileSystems.join(directory, window_vocab.FILENAME))
   if m1_spec:
     mine = fingerprint(build_method(stats["method"], m1_spec))
     if mine != vocab.m1_fingerprint:
@@ -337,4 +337,4 @@ def flops_per_byte(method) -> float:
   if config is None:
     return 0.0
   from training import model as model_lib  # pylint: disable=import-outside-toplevel
-  return 2.0 * model_lib.count_params(model_lib.param_shapes(config))
+  return model_lib.m1_flops_per_byte(config)
