@@ -35,6 +35,7 @@ from compressor.models.base import ProbabilityModel, cdf_from_freqs
 
 FORMAT = "eqinfo-window-vocab-v1"
 FILENAME = "window_vocab.json"
+METHODS = "equal_info_ac[b=16,v=256|65k]"  # the methods a vocabulary codes (both token widths)
 #: Window sizes whose code book this module enumerates (2**b codes).
 VOCAB_WINDOW_BITS = (16,)
 _BITS = 16
@@ -180,7 +181,7 @@ class WindowVocabulary:
       the longest entry: a text holding one of them is walked node by node.
     trap_nodes: {string: (code, length)} of every node below a trap root,
       the walk's table (empty when there are no traps).
-    meta: m1_fingerprint, window_bits, coder_version, wire format, tree size.
+    meta: method, m1_fingerprint, window_bits, coder_version, wire format, tree size.
   """
   strings: list[tuple[int, ...]]
   decode: np.ndarray
@@ -241,8 +242,8 @@ class WindowVocabulary:
                        f"eqinfo build-vocab") from None
     if not isinstance(obj, dict) or obj.get("format") != FORMAT:
       raise ValueError(f"{where} is not a {FORMAT} file; rebuild it with eqinfo build-vocab")
-    meta_keys = ("m1_fingerprint", "window_bits", "coder_version", "wire_format", "tree_nodes",
-                 "endable_nodes")
+    meta_keys = ("method", "m1_fingerprint", "window_bits", "coder_version", "wire_format",
+                 "tree_nodes", "endable_nodes")
     vocab = cls(strings=[tuple(s) for s in obj["strings"]],
                 decode=np.asarray(obj["decode"], np.int32),
                 entries=np.asarray(obj["entries"], np.int64).reshape(-1, 2),
@@ -290,7 +291,7 @@ def from_tree(tree: Tree, m1_fingerprint: str) -> WindowVocabulary:
     if s not in entries:
       entries[s] = window_arith.literal_code(_BITS, s)
   traps, trap_nodes = _traps(tree, chosen, length, nearest)
-  meta = {"m1_fingerprint": m1_fingerprint, "window_bits": _BITS,
+  meta = {"method": METHODS, "m1_fingerprint": m1_fingerprint, "window_bits": _BITS,
           "coder_version": constants.CODER_VERSION, "wire_format": constants.wire_format(),
           "tree_nodes": int(tree.parent.size), "endable_nodes": int(tree.endable[1:].sum())}
   entries = np.array(sorted(entries.items()), np.int64).reshape(-1, 2)

@@ -49,7 +49,7 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from compressor import window_vocab
-from pipelines import m1_loader, options, sink, sources, transforms
+from pipelines import m1_loader, options, sink, sources, transforms, vocabulary_stage
 
 _OUTPUT_FILES = ("*.array_record", sink.STATS, sink.CONFIG, sink.COMPLETED,
                  window_vocab.FILENAME, f"{sink.ERRORS_DIR}/*")
@@ -118,7 +118,8 @@ def build_pipeline(p: beam.Pipeline, config: options.CompressConfig, spec: sourc
   examples = (screened.documents
               | "GroupDocuments" >> transforms.GroupDocuments(config.docs_per_group)
               | "MakeExamples" >> beam.ParDo(transforms.MakeExamplesFn(config.example_symbols)))
-  vocab = (p | "Vocabulary" >> transforms.BuildVocabulary(config.method, config.m1, config.vocab)
+  vocab = (p | "Vocabulary" >> vocabulary_stage.BuildVocabulary(config.method, config.m1,
+                                                                 config.vocab)
            if config.coder == "vocabulary" else None)
   coded = examples | "Compress" >> transforms.Compress(
       config.method, config.m1, config.max_tokens, config.packing, config.batch_size,

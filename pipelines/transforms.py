@@ -369,48 +369,11 @@ class VerifyFn(beam.DoFn):
           f"another machine; run eqinfo check-devices --m1 DIR there, or code on the CPU")
 
 
-class BuildVocabularyFn(beam.DoFn):
-  """None -> {"bytes": the window vocabulary file, "built_on": where M1 ran}.
-
-  Runs once per job, on a worker: M1 walks the tree of windows on that
-  worker's accelerator where it has one (the exact M1's tables are the same
-  integers there), or the file of `vocab_path` is read and checked.
-  """
-
-  def __init__(self, method_spec: str, m1_spec: str, vocab_path: str | None):
-    super().__init__()
-    self._method_spec = method_spec
-    self._m1_spec = m1_spec
-    self._vocab_path = vocab_path
-
-  def process(self, _):
-    vocab = m1_loader.build_vocabulary(self._method_spec, self._m1_spec, self._vocab_path)
-    device = (None if self._vocab_path else
-              m1_loader.model_device(m1_loader.shared_method(self._method_spec, self._m1_spec)))
-    logging.info("window vocabulary %s of M1 %s: %d distinct strings (built on %s)",
-                 vocab.digest, vocab.m1_fingerprint, vocab.distinct_strings(),
-                 device or self._vocab_path)
-    yield {"bytes": vocab.to_bytes(), "built_on": device, "file": self._vocab_path}
-
-
-class BuildVocabulary(beam.PTransform):
-  """Pipeline root -> one window vocabulary (`BuildVocabularyFn`), for side inputs."""
-
-  def __init__(self, method_spec: str, m1_spec: str, vocab_path: str | None = None):
-    super().__init__()
-    self._args = (method_spec, m1_spec, vocab_path)
-
-  def expand(self, root):
-    return (root
-            | "VocabularyImpulse" >> beam.Create([None])
-            | "BuildVocabulary" >> beam.ParDo(BuildVocabularyFn(*self._args)))
-
-
 class Compress(beam.PTransform):
   """Example -> {"records": Record, "errors": Dropped}: packing, then optional verification.
 
-  With `vocab` (the PCollection of `BuildVocabulary`), coding and verification
-  take it as a side input and run no M1.
+  With `vocab` (the PCollection of `vocabulary_stage.BuildVocabulary`), coding and
+  verification take it as a side input and run no M1.
   """
 
   def __init__(self, method_spec: str, m1_spec: str | None, max_tokens: int, packing: str,

@@ -132,9 +132,9 @@ def test_a_batch_that_fails_is_coded_again_once(small_jsonl, undisturbed, tmp_pa
                                                 monkeypatch):
   marker = tmp_path / "failed-once"
   load_model = m1_loader.load_model
-  monkeypatch.setattr(models, "load_model",
+  monkeypatch.setattr(m1_loader, "load_model",
                       lambda spec, device=None: FailOnceModel(load_model(spec, device), marker))
-  monkeypatch.setattr(models, "_METHODS", {})  # the per-process cache of shared_method
+  monkeypatch.setattr(m1_loader, "_METHODS", {})  # the per-process cache of shared_method
   config = _config(small_jsonl, tmp_path / "out", coder="arithmetic")
   stats = _run_and_check_once_failed(config, marker, undisturbed)
   assert stats["coder"] == "arithmetic"  # M1 per symbol gives the vocabulary's shards
@@ -151,7 +151,7 @@ def test_a_batch_the_window_tokenizer_fails_is_coded_again_once(small_jsonl, und
     return encode(self, examples, max_codes)
 
   monkeypatch.setattr(WindowTokenizer, "encode", fail_once)
-  monkeypatch.setattr(models, "_METHODS", {})
+  monkeypatch.setattr(m1_loader, "_METHODS", {})
   stats = _run_and_check_once_failed(_config(small_jsonl, tmp_path / "out"), marker, undisturbed)
   assert stats["coder"] == "vocabulary"
   assert _outputs(tmp_path / "out") == _outputs(undisturbed)

@@ -27,12 +27,12 @@ def m1_dirs(tmp_path_factory, validation_docs):
 @pytest.fixture()
 def on_gpu(monkeypatch):
   """Workers whose JAX default backend is a GPU (this machine has none)."""
-  monkeypatch.setattr(models, "default_backend", lambda: "gpu")
+  monkeypatch.setattr(m1_loader, "default_backend", lambda: "gpu")
 
 
 def test_cpu_worker_verifies_with_its_coder(m1_dirs, monkeypatch):
   """Where M1 codes on the CPU, "cpu" and "worker" are one method: one M1 per process."""
-  monkeypatch.setattr(models, "default_backend", lambda: "cpu")
+  monkeypatch.setattr(m1_loader, "default_backend", lambda: "cpu")
   coder = m1_loader.shared_method(SPEC, m1_dirs["exact"])
   for device in m1_loader.VERIFY_DEVICES:
     assert m1_loader.verifying_method(SPEC, m1_dirs["exact"], device) is coder
@@ -120,7 +120,7 @@ def test_tables_that_differ_across_devices_stop_the_job(m1_dirs, on_gpu, validat
   for name in ("logits/kernel", "logits/mult", "logits/shift"):
     params[name] = np.roll(params[name], 1, axis=-1)
   other = get_method(SPEC, exact.ExactM1Model(coder.model.config, params))
-  monkeypatch.setattr(models, "verifying_method", lambda *args: other)
+  monkeypatch.setattr(m1_loader, "verifying_method", lambda *args: other)
   symbols = symbols_from_text(validation_docs[1])[:400]
   coded = coder.encode_batch([symbols])[0]
   assert not np.array_equal(other.decode(coded.tokens), symbols)
@@ -153,9 +153,9 @@ def test_workers_check_their_device_before_coding(m1_dirs, on_gpu, monkeypatch):
   fitted = "context[order=2,fit=builtin:pydoc,docs=5]"
   assert device_check.check_coding_device(SPEC, fitted) is None
   assert device_check.check_coding_device(SPEC, m1_dirs["float"]) is None
-  monkeypatch.setattr(models, "default_backend", lambda: "cpu")
+  monkeypatch.setattr(m1_loader, "default_backend", lambda: "cpu")
   assert device_check.check_coding_device("bytes", None) is None
-  monkeypatch.setattr(models, "default_backend", lambda: "gpu")
+  monkeypatch.setattr(m1_loader, "default_backend", lambda: "gpu")
 
   # A host CPU whose tables differ (logits rolled by one symbol) stops the worker at setup.
   coder = m1_loader.shared_method(SPEC, m1_dirs["exact"])
@@ -164,7 +164,7 @@ def test_workers_check_their_device_before_coding(m1_dirs, on_gpu, monkeypatch):
     params[name] = np.roll(params[name], 1, axis=-1)
   other = get_method(SPEC, exact.ExactM1Model(coder.model.config, params))
   real_shared = m1_loader.shared_method
-  monkeypatch.setattr(models, "shared_method", lambda spec, m1, device=None: (
+  monkeypatch.setattr(m1_loader, "shared_method", lambda spec, m1, device=None: (
       other if device == "cpu" else real_shared(spec, m1, device)))
   monkeypatch.setattr(device_check, "_CHECKED", {})
   with pytest.raises(transforms.DeviceMismatchError,
