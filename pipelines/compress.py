@@ -83,7 +83,7 @@ def run_info(config: options.CompressConfig, method) -> dict:
   """What stats.json records about the method and the run, besides the totals."""
   return {
       "method": method.spec,
-      "m1": config.m1 if m1_loader.needs_model(config.method) else None,
+      "m1": m1_loader.portable_spec(config.m1) if m1_loader.needs_model(config.method) else None,
       "m1_fingerprint": m1_loader.fingerprint(method),
       "m1_inference": m1_loader.inference(method),
       "m1_flops_per_byte": m1_loader.flops_per_byte(method),

@@ -17,6 +17,7 @@ of M1 on the worker's CPU decodes the sampled records, which shows that a
 machine without an accelerator decodes what the accelerator wrote.
 """
 import hashlib
+import os
 import re
 import threading
 
@@ -82,6 +83,29 @@ def _fit_model(spec: str, name: str, args: dict[str, str]):
   if not getattr(model, "fingerprint", ""):
     model.fingerprint = hashlib.sha256(spec.encode()).hexdigest()[:16]
   return model
+
+
+def _absolute_path(path: str) -> str:
+  """A local relative path made absolute; URLs, `builtin:` and `tfds:` inputs as they are."""
+  if "://" in path or path.startswith(("builtin:", "tfds:", "/")):
+    return path
+  kind, sep, rest = path.partition(":")
+  if sep and kind == "text":
+    return f"text:{_absolute_path(rest)}"
+  return os.path.abspath(path)
+
+
+def portable_spec(spec: str | None) -> str | None:
+  """--m1 as stats.json records it: local paths, also a fit=SRC inside, made absolute, so
+  the shards find their M1 from any working directory."""
+  if spec is None or spec.strip().lower() in ("", "none"):
+    return spec
+  match = _FIT_SPEC.match(spec.strip())
+  if not match:
+    return _absolute_path(spec.strip())
+  args = _parse_fit_args(spec, match.group("name"), match.group("args"))
+  args["fit"] = _absolute_path(args["fit"])
+  return f"{match.group('name')}[{','.join(f'{k}={v}' for k, v in args.items())}]"
 
 
 def load_model(spec: str | None, device: str | None = None):
@@ -275,7 +299,13 @@ def shards_method(directory: str, stats: dict, m1_spec: str | None = None):
     ValueError: --m1 is not the M1 that the vocabulary was built from.
   """
   if stats.get("coder") != "vocabulary":
-    return build_method(stats["method"], m1_spec or stats.get("m1"))
+    if m1_spec:
+      return build_method(stats["method"], m1_spec)
+    try:
+      return build_method(stats["method"], stats.get("m1"))
+    except FileNotFoundError as e:
+      raise FileNotFoundError(f"the M1 that stats.json of {directory} names is not here ({e}); "
+                              f"pass --m1 with a copy of it") from None
   from apache_beam.io.filesystems import FileSystems  # pylint: disable=import-outside-toplevel
   from compressor import window_vocab  # pylint: disable=import-outside-toplevel
   from compressor.methods import get_method  # pylint: disable=import-outside-toplevel

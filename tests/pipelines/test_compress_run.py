@@ -311,3 +311,28 @@ def test_trained_m1_directory_drives_equal_info(small_jsonl, webtext_dir, valida
                     coder="arithmetic")
   assert by_m1["coder"] == "arithmetic" and by_m1["verification_failures"] == 0
   assert _shards(tmp_path / "by_m1") == _shards(tmp_path / "out")
+
+
+def test_shards_name_their_m1_from_any_directory(small_jsonl, tmp_path, monkeypatch, capsys):
+  """A relative --m1 (here the fit corpus of a context model) is recorded as an absolute
+  path, so `inspect --check` decodes from another working directory; where it is gone, the
+  error says that stats.json named it."""
+  work, elsewhere = tmp_path / "work", tmp_path / "elsewhere"
+  (work / "data").mkdir(parents=True)
+  elsewhere.mkdir()
+  (work / "data" / "c4.jsonl.gz").write_bytes(small_jsonl.read_bytes())
+  monkeypatch.chdir(work)
+  assert cli.main(["compress", "--input", "data/c4.jsonl.gz", "--method",
+                   "equal_info_ac[b=32,v=256]", "--m1", "context[order=2,fit=data/c4.jsonl.gz]",
+                   "--output", "out", "--max_docs_per_file", "12", "--num_shards", "1"]) == 0
+  stats = json.loads((work / "out" / sink.STATS).read_text())
+  assert stats["coder"] == "arithmetic"  # b=32: decoding needs M1
+  assert stats["m1"] == f"context[order=2,fit={work / 'data' / 'c4.jsonl.gz'}]"
+  monkeypatch.chdir(elsewhere)
+  capsys.readouterr()
+  assert cli.main(["inspect", str(work / "out"), "--check"]) == 0
+  assert f"check: {stats['examples']} of {stats['examples']} records" in capsys.readouterr().out
+  (work / "data" / "c4.jsonl.gz").unlink()
+  assert cli.main(["inspect", str(work / "out"), "--decode", "0"]) == 1
+  err = capsys.readouterr().err.strip()
+  assert len(err.splitlines()) == 1 and f"stats.json of {work / 'out'}" in err and "--m1" in err
