@@ -1,20 +1,7 @@
 """The record schema and the ArrayRecord sink: shards, errors/, stats.json, config.json, COMPLETED.
 
-Each record is a serialized `tf.train.Example` with the features
-
-  targets              int64 list  the M2 tokens
-  num_bytes            int64       raw symbols covered (EOS counted as one)
-  num_windows          int64       Equal-Info windows (0 for other methods)
-  num_literal_windows  int64       literal-escape windows among them
-  source               bytes       provenance of the first covered document
-  key                  bytes       the record's id, e.g. "f00003-g000012-e002-p001"
-  symbols_crc32        int64       CRC-32 of the covered symbols as little-endian
-                                   uint16 (EOS = 256): `eqinfo inspect --check`
-                                   decodes records and compares
-
-The proto is written here directly (features sorted by name, as TensorFlow's
-deterministic serialization does), so workers need not import TensorFlow; any
-`tf.train.Example` parser reads it.
+Each record is a serialized `tf.train.Example` whose features `training.records`
+defines and codes (the one codec of the format; M2's input reads with it too).
 
 A record goes to shard crc32(key) mod N; a shard holds its records sorted by
 key. Both depend only on the keys, so the same input and options give
@@ -32,6 +19,7 @@ from apache_beam.io.filesystems import FileSystems
 
 from compressor import constants, window_vocab
 from pipelines.transforms import Record, error_lines, key_name
+from training import records
 
 STATS = "stats.json"
 CONFIG = "config.json"
@@ -44,144 +32,15 @@ DENSE_HISTOGRAM_MAX_VOCAB = 4096
 # errors/errors.jsonl keeps the first lines in sorted order; stats.json counts all.
 MAX_ERROR_LINES = 100_000
 
-# Protobuf encoding of tf.train.Example.
-
-
-def _varint(value: int) -> bytes:
-  """The base-128 varint of one non-negative integer."""
-  out = bytearray()
-  while value >= 0x80:
-    out.append((value & 0x7F) | 0x80)
-    value >>= 7
-  out.append(value)
-  return bytes(out)
-
-
-def _varints(values: np.ndarray) -> bytes:
-  """Concatenated base-128 varints of non-negative integers."""
-  values = np.asarray(values, np.uint64)
-  if values.size == 0:
-    return b""
-  num = np.ones(values.shape, np.int64)
-  width = 1
-  for k in range(1, 10):
-    more = values >= (np.uint64(1) << np.uint64(7 * k))
-    if not more.any():
-      break
-    num += more
-    width = k + 1
-  out = np.zeros((values.size, width), np.uint8)
-  for k in range(width):
-    byte = (values >> np.uint64(7 * k)) & np.uint64(0x7F)
-    out[:, k] = byte.astype(np.uint8) | ((num > k + 1).astype(np.uint8) << 7)
-  return out[np.arange(width)[None, :] < num[:, None]].tobytes()
-
-
-def _field(number: int, payload: bytes) -> bytes:
-  return _varint(number << 3 | 2) + _varint(len(payload)) + payload
-
-
-def _int64_feature(values) -> bytes:
-  values = np.asarray(values, np.int64).ravel()
-  if values.size and values.min() < 0:
-    raise ValueError("only non-negative int64 features are written")
-  return _field(3, _field(1, _varints(values)))  # Feature.int64_list(packed value)
-
-
-def _bytes_feature(value: bytes) -> bytes:
-  return _field(1, _field(1, value))  # Feature.bytes_list(value)
-
-
-def encode_example(features: dict[str, bytes]) -> bytes:
-  """Serializes {name: encoded Feature} as a tf.train.Example, features sorted by name."""
-  entries = b"".join(_field(1, _field(1, name.encode()) + _field(2, features[name]))
-                     for name in sorted(features))
-  return _field(1, entries)
-
-
 def serialize_record(rec: Record) -> bytes:
-  """A Record as a serialized tf.train.Example (see the module docstring)."""
-  features = {
-      "targets": _int64_feature(rec.tokens),
-      "num_bytes": _int64_feature([rec.num_bytes]),
-      "num_windows": _int64_feature([rec.num_windows]),
-      "num_literal_windows": _int64_feature([rec.num_literal_windows]),
-      "source": _bytes_feature(rec.source.encode("utf-8", errors="surrogateescape")),
-      "key": _bytes_feature(key_name(rec.key).encode()),
-  }
-  if rec.symbols_crc32 is not None:
-    features["symbols_crc32"] = _int64_feature([rec.symbols_crc32])
-  return encode_example(features)
-
-
-def _read_varint(data: bytes, pos: int) -> tuple[int, int]:
-  value = shift = 0
-  while True:
-    if pos >= len(data):
-      raise ValueError("truncated varint")
-    byte = data[pos]
-    pos += 1
-    value |= (byte & 0x7F) << shift
-    shift += 7
-    if not byte & 0x80:
-      return value, pos
-    if shift > 63:
-      raise ValueError("varint too long")
-
-
-def _fields(data: bytes):
-  """Yields (field number, payload) of length-delimited fields; skips varint fields."""
-  pos = 0
-  while pos < len(data):
-    tag, pos = _read_varint(data, pos)
-    wire = tag & 7
-    if wire == 0:
-      value, pos = _read_varint(data, pos)
-      yield tag >> 3, value
-    elif wire == 2:
-      size, pos = _read_varint(data, pos)
-      if pos + size > len(data):
-        raise ValueError("truncated field")
-      yield tag >> 3, data[pos:pos + size]
-      pos += size
-    else:
-      raise ValueError(f"unexpected wire type {wire}")
-
-
-def _parse_feature(payload: bytes):
-  for number, body in _fields(payload):
-    if number == 1:  # bytes_list
-      return [v for n, v in _fields(body) if n == 1][0] if body else b""
-    if number == 3:  # int64_list, packed or not
-      out = []
-      for n, v in _fields(body):
-        if isinstance(v, int):
-          out.append(v)
-        else:
-          pos = 0
-          while pos < len(v):
-            x, pos = _read_varint(v, pos)
-            out.append(x)
-      return np.array(out, np.int64)
-  raise ValueError("unsupported feature kind")
+  """A Record as a serialized tf.train.Example (`training.records`)."""
+  return records.serialize(rec.tokens, rec.num_bytes, rec.num_windows, rec.num_literal_windows,
+                           rec.source, key_name(rec.key), rec.symbols_crc32)
 
 
 def parse_example(data: bytes) -> dict:
-  """Parses a record written by `serialize_record` into {name: array or bytes}.
-
-  Raises:
-    ValueError: if the bytes are not such a record.
-  """
-  out = {}
-  for number, features in _fields(data):
-    if number != 1:
-      continue
-    for _, entry in _fields(features):
-      parts = dict(_fields(entry))
-      out[parts[1].decode()] = _parse_feature(parts.get(2, b""))
-  if "targets" not in out:
-    raise ValueError("not an eqinfo record: no 'targets' feature")
-  return out
+  """A serialized record -> {name: array or bytes} (`training.records.parse`)."""
+  return records.parse(data)
 
 
 # Shard files.

@@ -38,6 +38,7 @@ from etils import epath
 from compressor import constants
 from training import corpus
 from training import m1_epoch
+from training import records
 
 M1_TOKEN_VOCAB = constants.ALPHABET_SIZE  # 257 output symbols
 M1_BOS = M1_TOKEN_VOCAB                   # 257, input only
@@ -346,11 +347,8 @@ class M2DataConfig:
 
 
 def record_tokens(record: bytes) -> tuple[np.ndarray, int]:
-  """([n] int64 `targets`, `num_bytes`) of one serialized tf.train.Example."""
-  from tensorflow.core.example import example_pb2  # pylint: disable=import-outside-toplevel
-  features = example_pb2.Example.FromString(record).features.feature
-  tokens = np.asarray(features["targets"].int64_list.value, np.int64)
-  return tokens, int(features["num_bytes"].int64_list.value[0])
+  """([n] int64 `targets`, `num_bytes`) of one serialized record (`training.records`)."""
+  return records.tokens_and_bytes(record)
 
 
 def parse_m2_record(record: bytes, record_id: int, seq_len: int,
