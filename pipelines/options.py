@@ -1,6 +1,7 @@
 """Typed application flags of `eqinfo compress`; Beam's own flags pass through untouched."""
 import argparse
 import dataclasses
+import difflib
 import json
 from typing import Sequence
 
@@ -123,9 +124,10 @@ def parser() -> argparse.ArgumentParser:
   """The flags of `eqinfo compress`; defaults come from `CompressConfig`."""
   d = CompressConfig(input="-", method="-", output="-")
   p = argparse.ArgumentParser(
-      prog="eqinfo compress",
+      prog="eqinfo compress", allow_abbrev=False,  # --num_shard is a typo, not --num_shards
       description="Beam pipeline: corpus -> M1 -> method -> ArrayRecord shards of M2 examples. "
-                  "Flags not listed here are passed to Beam (e.g. --runner DataflowRunner).")
+                  "Flags not listed here are passed to Beam (e.g. --runner DataflowRunner); "
+                  "a flag that Beam does not know either is an error.")
   p.add_argument("--input", required=True,
                  help="builtin:pydoc | tfds:c4/en:3.1.0 | JSON lines glob | text:GLOB")
   p.add_argument("--method", required=True, help="e.g. equal_info_ac[b=16,v=65k], gzip[v=256]")
@@ -163,11 +165,54 @@ def parser() -> argparse.ArgumentParser:
   return p
 
 
+def _beam_parser() -> argparse.ArgumentParser:
+  """A parser that knows every flag of Beam's registered PipelineOptions."""
+  from apache_beam.options import pipeline_options  # pylint: disable=import-outside-toplevel
+  beam_parser = pipeline_options._BeamArgumentParser(  # pylint: disable=protected-access
+      allow_abbrev=False)
+  pending, seen = [pipeline_options.PipelineOptions], set()
+  while pending:
+    cls = pending.pop()
+    for sub in cls.__subclasses__():
+      if sub not in seen:
+        seen.add(sub)
+        pending.append(sub)
+        try:
+          sub._add_argparse_args(beam_parser)  # pylint: disable=protected-access
+        except argparse.ArgumentError:  # a flag two option classes both declare
+          pass
+  return beam_parser
+
+
+def check_beam_args(beam_args: list[str], app: argparse.ArgumentParser) -> None:
+  """Refuses a flag that neither eqinfo nor Beam's pipeline options know, before any work.
+
+  Beam passes unknown flags through, so a typo (--num_shard for --num_shards)
+  would otherwise run a whole job with the default.
+
+  Raises:
+    ValueError: naming the flag and the closest known one.
+  """
+  beam_parser = _beam_parser()
+  _, unknown = beam_parser.parse_known_args(beam_args)
+  flags = [a.split("=", 1)[0] for a in unknown if a.startswith("--")]
+  if not flags:
+    return
+  known = [o for p in (app, beam_parser) for a in p._actions  # pylint: disable=protected-access
+           for o in a.option_strings if o.startswith("--")]
+  close = difflib.get_close_matches(flags[0], known, n=1, cutoff=0.6)
+  hint = f"did you mean {close[0]}? " if close else ""
+  raise ValueError(f"unknown flag {flags[0]}; {hint}eqinfo compress --help lists eqinfo's flags, "
+                   f"and Beam's pipeline options take the rest")
+
+
 def parse(argv: Sequence[str] | None) -> tuple[CompressConfig, list[str]]:
   """Splits argv into the app config and the remaining Beam flags.
 
   Raises:
-    ValueError: on invalid values, naming the flag.
+    ValueError: on invalid values or an unknown flag, naming the flag.
   """
-  known, beam_args = parser().parse_known_args(list(argv or []))
+  app = parser()
+  known, beam_args = app.parse_known_args(list(argv or []))
+  check_beam_args(beam_args, app)
   return CompressConfig.from_dict(vars(known)), beam_args

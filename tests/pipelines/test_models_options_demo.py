@@ -61,3 +61,26 @@ def test_demo_smoke(tmp_path, capsys):
   assert demo.DEMO_METHOD in out and "every record decodes to its text" in out
   assert "compression ratio" in out and "record 1:" in out
   assert (tmp_path / "demo" / "COMPLETED").exists()
+
+
+@pytest.mark.parametrize("flag, hint", [
+    ("--num_shard", "did you mean --num_shards?"),
+    ("--bogus_flag", "eqinfo compress --help"),
+    ("--direct_num_worker", "did you mean --direct_num_workers?"),
+])
+def test_a_flag_nobody_knows_is_a_one_line_error(tmp_path, capsys, flag, hint):
+  """Beam passes unknown flags through; a typo must not run a job with the default."""
+  assert cli.main(["compress", "--input", "builtin:pydoc", "--method", "bytes",
+                   "--output", str(tmp_path / "out"), flag, "3"]) == 1
+  err = capsys.readouterr().err.strip()
+  assert len(err.splitlines()) == 1 and f"unknown flag {flag};" in err and hint in err
+  assert not (tmp_path / "out").exists()  # before any work
+
+
+def test_beam_flags_pass():
+  config, beam_args = options.parse([
+      "--input", "x", "--method", "bytes", "--output", "o", "--runner", "DataflowRunner",
+      "--experiments", "use_runner_v2", "--direct_num_workers=2", "--sdk_container_image", "i",
+      "--dataflow_service_options", "worker_accelerator=type:nvidia-l4;count:1",
+      "--number_of_worker_harness_threads", "1", "--machine_type", "g2-standard-8"])
+  assert config.input == "x" and "--runner" in beam_args and len(beam_args) == 13
