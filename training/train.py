@@ -52,6 +52,7 @@ class TrainConfig:
   seed: int = 0                   # parameter initialisation seed
   log_every: int = 100            # steps between metric records
   checkpoint_every: int = 1000    # steps between checkpoints (the last step is always saved)
+  checkpoint_minutes: float = 10.0  # also save when this long has passed since the last; 0: off
   keep_checkpoints: int = 3       # checkpoints kept on disk
   async_checkpoint: bool = True   # write checkpoints in the background
   eval_every: int = 0             # steps between validation passes; 0: only at the end
@@ -68,7 +69,7 @@ class TrainConfig:
                  "eval_batches"):
       if getattr(self, name) < 1:
         raise ValueError(f"TrainConfig.{name} must be >= 1, got {getattr(self, name)}")
-    for name in ("eval_every", "stop_after"):
+    for name in ("eval_every", "stop_after", "checkpoint_minutes"):
       if getattr(self, name) < 0:
         raise ValueError(f"TrainConfig.{name} must be >= 0, got {getattr(self, name)}")
     if (self.profile_first, self.profile_last) != (0, 0) and not (
@@ -604,6 +605,32 @@ class StepProfiler:
       logging.info("profile of steps %d-%d written to %s", self.first, self.last, self.directory)
 
 
+class CheckpointClock:
+  """Says when a checkpoint is due by wall time, so a killed run loses at most that long.
+
+  With several processes, process 0's clock decides and every process gets its
+  answer (a collective), only at log steps, so that steps stay asynchronous.
+  """
+
+  def __init__(self, minutes: float, log_every: int):
+    self.interval_s = 60.0 * minutes
+    self.log_every = log_every
+    self.last = time.monotonic()
+
+  def due(self, step: int) -> bool:
+    if not self.interval_s:
+      return False
+    if jax.process_count() == 1:
+      return time.monotonic() - self.last >= self.interval_s
+    if step % self.log_every:
+      return False
+    due = np.bool_(time.monotonic() - self.last >= self.interval_s)
+    return bool(multihost_utils.broadcast_one_to_all(due))
+
+  def saved(self) -> None:
+    self.last = time.monotonic()
+
+
 class _Loop:
   """The step loop: train, log, checkpoint, validate."""
 
@@ -633,6 +660,7 @@ class _Loop:
     rates = Throughput(self.task, self.task.model_config.max_len, self._peak_flops(),
                        self.non_embedding_params)
     meter = Meter()
+    clock = CheckpointClock(cfg.checkpoint_minutes, cfg.log_every)
     for done in range(start + 1, cfg.steps + 1):
       batch = next(batches)
       self.ids.write(done, batch)
@@ -646,8 +674,9 @@ class _Loop:
         self.writer.write("train", done, metrics)
         bar.set_postfix(loss=f"{metrics['loss']:.3f}", bpb=f"{metrics['bits_per_byte']:.3f}")
         meter = Meter()
-      if done % cfg.checkpoint_every == 0 or done == cfg.steps:
+      if done % cfg.checkpoint_every == 0 or done == cfg.steps or clock.due(done):
         ckpt.save(done, state, batches.get_state(), force=True)
+        clock.saved()
       if (cfg.eval_every and done % cfg.eval_every == 0) or done == cfg.steps:
         self._validate(state, done)
       if done == cfg.stop_after:
@@ -685,7 +714,11 @@ def add_train_flags(parser, batch_size: int, seq_len: int) -> None:
   parser.add_argument("--z_loss", type=float, default=d.z_loss, help="z-loss weight")
   parser.add_argument("--seed", type=int, default=d.seed, help="init and data-order seed")
   parser.add_argument("--log_every", type=int, default=d.log_every)
-  parser.add_argument("--checkpoint_every", type=int, default=d.checkpoint_every)
+  parser.add_argument("--checkpoint_every", type=int, default=d.checkpoint_every,
+                      help="steps between checkpoints")
+  parser.add_argument("--checkpoint_minutes", type=float, default=d.checkpoint_minutes,
+                      help="also checkpoint when this many minutes have passed since the last "
+                      "one (0: only by steps), so a killed run loses at most that much")
   parser.add_argument("--keep_checkpoints", type=int, default=d.keep_checkpoints)
   parser.add_argument("--sync_checkpoint", action="store_true", help="save checkpoints in-line")
   parser.add_argument("--eval_every", type=int, default=d.eval_every, help="0: only at the end")
@@ -719,6 +752,7 @@ def train_config_from_flags(args) -> TrainConfig:
   return TrainConfig(
       out=args.out, steps=args.steps, warmup=args.warmup, z_loss=args.z_loss, seed=args.seed,
       log_every=args.log_every, checkpoint_every=args.checkpoint_every,
+      checkpoint_minutes=args.checkpoint_minutes,
       keep_checkpoints=args.keep_checkpoints, async_checkpoint=not args.sync_checkpoint,
       eval_every=args.eval_every, eval_batches=args.eval_batches, peak_flops=args.peak_flops,
       stop_after=args.stop_after, log_example_ids=args.log_example_ids,

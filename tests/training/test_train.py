@@ -177,6 +177,39 @@ def test_killed_then_resumed_m2_equals_uninterrupted(m2_shards, tmp_path, pack):
     assert ids == list(range(96))
 
 
+def test_a_run_killed_after_its_time_interval_resumes_from_a_checkpoint(m2_shards, tmp_path):
+  """--checkpoint_minutes saves by wall time whatever --checkpoint_every says: a run killed at
+  step 6, with no step checkpoint due before step 1000, resumes from a recent step."""
+  steps = 8
+  whole = tmp_path / "whole"
+  assert train_m2.run(m2_flags(m2_shards, whole, steps)) == 0
+  killed = tmp_path / "killed"
+  flags = m2_flags(m2_shards, killed, steps, "--checkpoint_every", "1000",
+                   "--checkpoint_minutes", "1e-6")  # due after every step
+  proc = run_cli(["train-m2", *flags, "--stop_after", "6"])
+  assert proc.returncode == 3, proc.stderr[-2000:]
+  latest = checkpoint_lib.Checkpointer(str(killed)).latest_step()
+  assert latest is not None and 4 <= latest <= 6  # the last save may have been cut short
+  assert train_m2.run(flags) == 0
+  expected, got = restore_params(whole), restore_params(killed)
+  for (path, a), b in zip(jax.tree_util.tree_leaves_with_path(expected), jax.tree.leaves(got)):
+    np.testing.assert_array_equal(a, b, err_msg=jax.tree_util.keystr(path))
+
+
+def test_the_checkpoint_clock_waits_its_interval(monkeypatch):
+  now = [100.0]
+  monkeypatch.setattr(train.time, "monotonic", lambda: now[0])
+  clock = train.CheckpointClock(minutes=10, log_every=5)
+  assert not clock.due(1)
+  now[0] += 599
+  assert not clock.due(2)
+  now[0] += 1
+  assert clock.due(3)
+  clock.saved()
+  assert not clock.due(4)
+  assert not train.CheckpointClock(minutes=0, log_every=5).due(5)  # 0: by steps only
+
+
 def test_killed_then_resumed_m1_equals_uninterrupted(train_docs, tmp_path):
   corpus_path = tmp_path / "docs.jsonl"
   corpus_path.write_text("".join(json.dumps({"text": t}) + "\n" for t in train_docs[:12]))
