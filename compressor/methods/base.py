@@ -41,7 +41,8 @@ class Method(abc.ABC):
   spec: str
   #: Number of distinct M2 token ids.
   vocab_size: int
-  #: Bits per token for bitstream methods (8 or 16), None otherwise.
+  #: Bits a token takes where they are fixed: the chunk width of bitstream methods (8 or
+  #: 16), ceil(log2(vocab_size)) for SentencePiece; None for bytes (a token counts as a byte).
   token_bits: int | None = None
   #: Whether coding runs a probability model (M1 FLOPs count towards FLOPs/byte).
   uses_model: bool = False

@@ -55,6 +55,7 @@ class SentencePieceMethod(base.Method):
     self.fingerprint = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
     self._sp = spm.SentencePieceProcessor(model_file=self.path)
     self.vocab_size = self._sp.get_piece_size()
+    self.token_bits = max(1, (self.vocab_size - 1).bit_length())  # ceil(log2(vocab_size))
     self.eos_id = self._sp.eos_id()
     if self.eos_id < 0:
       raise ValueError(f"{self.path}: the model has no </s> id; train it with eos_id >= 0")

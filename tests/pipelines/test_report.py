@@ -132,3 +132,28 @@ def test_report_marks_an_unfinished_job_and_rejects_other_directories(m2_run, tm
   assert "neither a shard directory" in err and "train-m2" in err
   assert cli.main(["report", str(tmp_path / "elsewhere")]) == 1
   assert "elsewhere' does not exist" in capsys.readouterr().err
+
+
+def test_sentencepiece_ratio_is_the_same_in_codec_inspect_and_report(train_docs, tmp_path,
+                                                                     capsys):
+  """SentencePiece tokens take ceil(log2 vocab) bits everywhere, not the 8 of a byte."""
+  from compressor import codec, sentencepiece_train  # pylint: disable=import-outside-toplevel
+  model = sentencepiece_train.train_sentencepiece(train_docs[:300], str(tmp_path / "sp"), 600)
+  spec = f"sentencepiece[path={model}]"
+  out = tmp_path / "shards"
+  assert cli.main(["compress", "--input", "builtin:pydoc", "--method", spec, "--output", str(out),
+                   "--max_docs_per_file", "1", "--num_shards", "1"]) == 0
+  stats = json.loads((out / "stats.json").read_text())
+  assert stats["token_bits"] == 10  # about 600 pieces
+  ratio = 8 * stats["bytes"] / (10 * stats["tokens"])
+  text = tmp_path / "topic.txt"  # the one topic the shards hold, without its EOS
+  from pydoc_data import topics  # pylint: disable=import-outside-toplevel
+  text.write_text(topics.topics[sorted(topics.topics)[0]])
+  capsys.readouterr()
+  assert cli.main(["codec", "--input", str(text), "--method", spec]) == 0
+  by_codec = json.loads(capsys.readouterr().out)
+  assert by_codec["compression_ratio"] == round(ratio, 4)
+  assert cli.main(["inspect", str(out)]) == 0
+  assert f"compression ratio {ratio:.3f} (bytes / token bytes, 10-bit tokens)" in (
+      capsys.readouterr().out)
+  assert report.shard_row(str(out))["compression_ratio"] == pytest.approx(ratio)
