@@ -24,6 +24,7 @@ from compressor.window_vocab import WindowVocabulary
 CHAR_OF_SYMBOL = np.array([s if 0x20 <= s <= 0x7E else 0x100 + s for s in range(257)], "<u4")
 _MAX_PIECE_BYTES = 256  # FastWordpiece's longest piece
 _MARKER_SYMBOLS = 64  # an entry too long for it is found by its first symbols
+_UNKNOWN = "\u4e00"  # FastWordpiece's unknown token: no symbol's character, so no window text
 
 
 def symbols_to_chars(symbols: np.ndarray) -> str:
@@ -58,8 +59,8 @@ class WindowTokenizer:
     pieces = [p for p in pieces if p is not None]
     self._tf = tf
     self._tokenizer = tf_text.FastWordpieceTokenizer(
-        vocab=pieces + ["[UNK]"], suffix_indicator="", max_bytes_per_word=3 * max_symbols,
-        token_out_type=tf.int64, unknown_token="[UNK]", no_pretokenization=True)
+        vocab=pieces + [_UNKNOWN], suffix_indicator="", max_bytes_per_word=3 * max_symbols,
+        token_out_type=tf.int64, unknown_token=_UNKNOWN, no_pretokenization=True)
     self._unk = len(pieces)
     #: texts that hold one of these are walked (`_walk`)
     self.markers = sorted(markers | {symbols_to_chars(np.array(t)) for t in vocab.traps})
