@@ -18,7 +18,9 @@ an `eqinfo train-m1` directory to time the exact M1:
     `input_bytes_per_s` = stats.json's bytes_in / wall time.
   * `overhead_runs`: the same command on `--overhead_docs` documents per file;
     `steady_bytes_per_s` = extra bytes / extra seconds between the two runs,
-    i.e. the throughput with fixed costs (start-up, M1 fits) taken out.
+    i.e. the throughput with fixed costs (start-up, M1 fits) taken out;
+    `steady_bytes_per_cpu_s` = extra bytes / extra CPU seconds of the workers
+    and the driver, what a corpus costs in core-hours.
   * `speedup`: 2-worker over 1-worker throughput, end to end and steady.
   * `cpu_s_per_worker`, `driver_cpu_s`: CPU seconds of each SDK worker and of
     this process (the runner: shuffles, side inputs, scheduling) in a run.
@@ -237,6 +239,16 @@ def steady(full: dict, small: dict) -> int:
   return round((full["bytes_in"] - small["bytes_in"]) / extra_s)
 
 
+def cpu_s(run: dict) -> float:
+  """CPU seconds of a run's SDK workers and its driver."""
+  return sum(run["cpu_s_per_worker"]) + run["driver_cpu_s"]
+
+
+def steady_per_cpu_s(full: dict, small: dict) -> int:
+  """Bytes per CPU second of the extra input of `full` over `small`."""
+  return round((full["bytes_in"] - small["bytes_in"]) / max(cpu_s(full) - cpu_s(small), 1e-9))
+
+
 def fastest(results: list[dict]) -> dict:
   """The run with the lowest wall time, with every run's wall time beside it."""
   best = dict(min(results, key=lambda r: r["wall_s"]))
@@ -262,6 +274,7 @@ def benchmark(data: pathlib.Path, docs: int, overhead_docs: int, repeats: int,
     overhead[name] = fastest(done[("overhead", workers)])
     runs[name] = fastest(done[("full", workers)])
     runs[name]["steady_bytes_per_s"] = steady(runs[name], overhead[name])
+    runs[name]["steady_bytes_per_cpu_s"] = steady_per_cpu_s(runs[name], overhead[name])
   profile = profile_job(compress_argv(data, docs, f"{workdir}/profile", IN_MEMORY, m1, coder))
   one, two = runs["workers_1"], runs["workers_2"]
   return {

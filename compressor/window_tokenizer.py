@@ -67,6 +67,7 @@ class WindowTokenizer:
     self._entry_by_string = {vocab.strings[s]: (int(c), len(vocab.strings[s]))
                              for s, c in vocab.entries}
     self._longest_entry = max((len(s) for s in self._entry_by_string), default=1)
+    self._deepest_trap_node = max((len(s) for s in vocab.trap_nodes), default=0)
     sizes = np.array([len(s) for s in vocab.strings], np.int64)
     self._string_sizes = sizes  # [S]
     self._string_starts = np.cumsum(sizes) - sizes  # [S]
@@ -111,15 +112,14 @@ class WindowTokenizer:
     """The windows of one example that holds a trap, node by node (slow, rare)."""
     seq = tuple(int(s) for s in symbols)
     trap_nodes = self.vocab.trap_nodes
-    deepest = max((len(s) for s in trap_nodes), default=0)
     codes, lengths, p = [], [], 0
     while p < len(seq):
-      hit = None
-      for n in range(min(deepest, len(seq) - p), 0, -1):  # the deepest node under a trap root
+      hit = None  # the deepest node under a trap root (the text then starts with that root)
+      for n in range(min(self._deepest_trap_node, len(seq) - p), 0, -1):
         if seq[p:p + n] in trap_nodes:
           hit = trap_nodes[seq[p:p + n]]
           break
-      if hit is None or not any(seq[p:p + len(t)] == t for t in self.vocab.traps):
+      if hit is None:
         hit = next(self._entry_by_string[seq[p:p + n]]
                    for n in range(min(self._longest_entry, len(seq) - p), 0, -1)
                    if seq[p:p + n] in self._entry_by_string)

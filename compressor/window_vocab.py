@@ -22,6 +22,7 @@ the longest entry on the way (a chain of over HISTORY symbols with no endable
 node), so the tokenizer must walk those texts node by node.
 """
 import dataclasses
+import functools
 import hashlib
 import json
 from typing import Callable
@@ -36,8 +37,6 @@ from compressor.models.base import ProbabilityModel, cdf_from_freqs
 FORMAT = "eqinfo-window-vocab-v1"
 FILENAME = "window_vocab.json"
 METHODS = "equal_info_ac[b=16,v=256|65k]"  # the methods a vocabulary codes (both token widths)
-#: Window sizes whose code book this module enumerates (2**b codes).
-VOCAB_WINDOW_BITS = (16,)
 _BITS = 16
 _NUM_CODES = 1 << _BITS
 BATCH = 1024  # contexts per model call while walking the tree (tables do not depend on it)
@@ -190,9 +189,10 @@ class WindowVocabulary:
   trap_nodes: dict
   meta: dict
 
-  @property
+  @functools.cached_property
   def digest(self) -> str:
-    """sha256 of the file's content (its canonical JSON without the digest)."""
+    """sha256 of the file's content (its canonical JSON without the digest; fields are
+    not changed after construction, so it is computed once)."""
     return hashlib.sha256(_canonical(self.to_json(with_digest=False))).hexdigest()[:16]
 
   @property
@@ -222,7 +222,7 @@ class WindowVocabulary:
   def save(self, path) -> str:
     """Writes the vocabulary as JSON (same bytes for the same M1); returns its digest."""
     with open(path, "wb") as f:
-      f.write(_canonical(self.to_json()))
+      f.write(self.to_bytes())
     return self.digest
 
   def to_bytes(self) -> bytes:

@@ -11,6 +11,7 @@ import sys
 from apache_beam.io.filesystems import FileSystems
 
 from pipelines import sink
+from training import records
 
 
 class CorruptShardError(ValueError):
@@ -46,7 +47,7 @@ def read_shard(path: str) -> list[dict]:
   try:
     reader = array_record_module.ArrayRecordReader(path)
     for index in range(reader.num_records()):
-      out.append(sink.parse_example(reader.read([index])[0]))
+      out.append(records.parse(reader.read([index])[0]))
     index = None
     reader.close()
   except Exception as e:  # pylint: disable=broad-except  (riegeli and parse errors)

@@ -38,11 +38,6 @@ def serialize_record(rec: Record) -> bytes:
                            rec.source, key_name(rec.key), rec.symbols_crc32)
 
 
-def parse_example(data: bytes) -> dict:
-  """A serialized record -> {name: array or bytes} (`training.records.parse`)."""
-  return records.parse(data)
-
-
 # Shard files.
 
 

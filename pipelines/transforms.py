@@ -251,9 +251,9 @@ class CompressFn(beam.DoFn):
     return coded, records, failed
 
   def process(self, batch: list[Example], vocab: dict | None = None):
-    if self._by_vocabulary:  # M1 computed the vocabulary's tables where it was built
+    if self._by_vocabulary and self._method is None:  # one side input for the DoFn's life
       self._method = m1_loader.vocabulary_method(self._method_spec, vocab["bytes"])
-      self._device = vocab["built_on"]
+      self._device = vocab["built_on"]  # M1 computed the vocabulary's tables there
     batch, packed, failed = self._pack(sorted(batch, key=lambda e: e.key))
     for rec in packed:
       ex = batch[rec.example_index]
@@ -331,7 +331,7 @@ class VerifyFn(beam.DoFn):
                       100 * self._fraction)
 
   def process(self, batch: list[Record], vocab: dict | None = None):
-    if self._by_vocabulary:
+    if self._by_vocabulary and self._method is None:  # one side input for the DoFn's life
       self._method = m1_loader.vocabulary_method(self._method_spec, vocab["bytes"])
     batch = sorted(batch, key=lambda r: r.key)
     picked = []

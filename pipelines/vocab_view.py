@@ -14,7 +14,7 @@ from apache_beam.io.filesystems import FileSystems
 from compressor import window_vocab
 from compressor.symbols import render
 from pipelines import m1_loader, sink
-from pipelines.shard_reader import read_shard, shard_paths
+from pipelines.shard_reader import load_stats, read_shard, shard_paths
 
 
 def _vocabulary_path(path: str) -> tuple[str, str | None]:
@@ -26,15 +26,9 @@ def _vocabulary_path(path: str) -> tuple[str, str | None]:
 
 def window_counts(directory: str, stats: dict) -> np.ndarray:
   """[2**16] how often each window code occurs in a directory's shards."""
-  if stats.get("token_bits") == 16:
-    hist = stats["token_histogram"]
-    counts = np.zeros(1 << 16, np.int64)
-    if isinstance(hist, dict):
-      for token, count in hist.items():
-        counts[int(token)] = count
-    else:
-      counts[:len(hist)] = hist
-    return counts
+  if stats.get("token_bits") == 16:  # a token is a window
+    from training import evaluate  # pylint: disable=import-outside-toplevel
+    return evaluate.stats_histogram(stats, 1 << 16).astype(np.int64)
   method = m1_loader.shards_method(directory, stats)
   codes = [c for path in shard_paths(directory)
            for record in read_shard(path) for c in method.windows(record["targets"])]
@@ -67,8 +61,7 @@ def view(path: str, top: int = 20) -> str:
   ]
   stats_path = sink.join(directory, sink.STATS) if directory else None
   if stats_path and FileSystems.exists(stats_path):
-    with FileSystems.open(stats_path) as f:
-      stats = json.loads(f.read())
+    stats = load_stats(directory)
     counts = window_counts(directory, stats)
     total = int(counts.sum())
     seen = int(np.count_nonzero(counts))
@@ -76,7 +69,7 @@ def view(path: str, top: int = 20) -> str:
     lines.append(f"in {directory}: {total} windows, {seen} distinct codes "
                  f"({1 - seen / counts.size:.1%} of the {counts.size} ids never occur), "
                  f"{mean:.2f} symbols per window")
-    lines.append(f"most frequent windows:")
+    lines.append("most frequent windows:")
     for code in np.argsort(-counts, kind="stable")[:top]:
       if counts[code]:
         lines.append(f"  {int(code):>5d}  {counts[code] / total:7.3%}  {_text(vocab, int(code))}")

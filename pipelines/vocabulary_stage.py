@@ -16,7 +16,8 @@ class BuildVocabularyFn(beam.DoFn):
 
   Runs once per job, on a worker: M1 walks the tree of windows on that
   worker's accelerator where it has one (the exact M1's tables are the same
-  integers there), or the file of `vocab_path` is read and checked.
+  integers there), or the file of `vocab_path` is read (the launcher checked
+  that it is --m1's, so no worker loads M1 for it).
   """
 
   def __init__(self, method_spec: str, m1_spec: str, vocab_path: str | None):
@@ -26,9 +27,11 @@ class BuildVocabularyFn(beam.DoFn):
     self._vocab_path = vocab_path
 
   def process(self, _):
-    vocab = m1_loader.build_vocabulary(self._method_spec, self._m1_spec, self._vocab_path)
-    device = (None if self._vocab_path else
-              m1_loader.model_device(m1_loader.shared_method(self._method_spec, self._m1_spec)))
+    if self._vocab_path:
+      vocab, device = m1_loader.read_vocabulary(self._vocab_path), None
+    else:
+      vocab = m1_loader.build_vocabulary(self._method_spec, self._m1_spec)
+      device = m1_loader.model_device(m1_loader.shared_method(self._method_spec, self._m1_spec))
     logging.info("window vocabulary %s of M1 %s: %d distinct strings (built on %s)",
                  vocab.digest, vocab.m1_fingerprint, vocab.distinct_strings(),
                  device or self._vocab_path)

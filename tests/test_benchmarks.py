@@ -83,6 +83,12 @@ def test_pipeline_bench(webtext_dir):
   result = run_benchmark("pipeline_bench.py", webtext_dir)
   assert set(result["runs"]) == {"workers_1", "workers_2"}
   assert all(run["input_bytes_per_s"] > 0 for run in result["runs"].values())
+  for name, run in result["runs"].items():  # extra bytes over extra CPU of workers and driver
+    small = result["overhead_runs"][name]
+    cpu = lambda r: sum(r["cpu_s_per_worker"]) + r["driver_cpu_s"]
+    extra = max(cpu(run) - cpu(small), 1e-9)
+    assert run["steady_bytes_per_cpu_s"] == pytest.approx(
+        (run["bytes_in"] - small["bytes_in"]) / extra, rel=1e-6, abs=1)
 
 
 def test_window_vocab_bench(webtext_dir):

@@ -16,9 +16,6 @@ record is the same bytes everywhere.
 """
 import numpy as np
 
-INT64_FEATURES = ("targets", "num_bytes", "num_windows", "num_literal_windows", "symbols_crc32")
-BYTES_FEATURES = ("source", "key")
-
 
 def _example_class():
   from tensorflow.core.example import example_pb2  # pylint: disable=import-outside-toplevel
@@ -38,10 +35,10 @@ def serialize(tokens: np.ndarray, num_bytes: int, num_windows: int, num_literal_
     ints["symbols_crc32"] = [symbols_crc32]
   example = _example_class()()
   for name, values in ints.items():
-    values = [int(v) for v in values]
-    if values and min(values) < 0:
-      raise ValueError(f"record feature {name} must be non-negative, got {min(values)}")
-    example.features.feature[name].int64_list.value.extend(values)
+    values = np.asarray(values, np.int64)
+    if values.size and values.min() < 0:
+      raise ValueError(f"record feature {name} must be non-negative, got {values.min()}")
+    example.features.feature[name].int64_list.value.extend(values.tolist())
   example.features.feature["source"].bytes_list.value.append(
       source.encode("utf-8", errors="surrogateescape"))
   example.features.feature["key"].bytes_list.value.append(key.encode())

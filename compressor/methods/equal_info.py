@@ -40,10 +40,10 @@ class EqualInfoACMethod(Method):
       raise ValueError(f"window_bits must be one of {constants.WINDOW_BITS}, got {window_bits}")
     if token_bits not in constants.V_NAME:
       raise ValueError(f"token_bits must be 8 or 16, got {token_bits}")
+    self.tokenizer = None
     if vocabulary is None:
       require_model("equal_info_ac", model)
-    self.tokenizer = None
-    if vocabulary is not None:
+    else:
       check_vocabulary(vocabulary, window_bits, model)
       from compressor import window_tokenizer  # pylint: disable=import-outside-toplevel
       self.tokenizer = window_tokenizer.WindowTokenizer(vocabulary)
@@ -108,8 +108,7 @@ class EqualInfoACMethod(Method):
 
   def decode_batch(self, token_seqs):
     if self.tokenizer is not None:
-      return [self.tokenizer.decode(np.array(self.windows(t), np.int64)).astype(SYMBOL_DTYPE)
-              for t in token_seqs]
+      return [self.tokenizer.decode(np.array(self.windows(t), np.int64)) for t in token_seqs]
     per_seq = [self.windows(t) for t in token_seqs]
     flat = self.decode_windows([c for codes in per_seq for c in codes])
     out, at = [], 0

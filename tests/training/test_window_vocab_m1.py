@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from compressor import get_method, packing, window_vocab
+from compressor import get_method, window_vocab
 from compressor.symbols import symbols_from_text
 from tests.window_vocab_checks import SPECS, adversarial_streams, assert_same_coding
 from training import m1 as m1_lib
@@ -51,7 +51,6 @@ def test_token_widths_limits_packings_and_adversarial_streams(exact_m1, vocab, e
   """max_tokens None and 512, both packings (`assert_same_coding`), on 8 validation
   examples and the adversarial streams."""
   assert_same_coding(exact_m1, vocab, examples[:8] + adversarial_streams(), spec)
-  assert set(packing.PACKING_POLICIES) == {"continue", "truncate"}
 
 
 def test_lookup_decodes_all_codes_as_m1_does(exact_m1, vocab):
