@@ -32,6 +32,7 @@ import time
 from pipelines import cli
 from training import data
 from training import m2_input
+from training import shards
 from training import train
 
 
@@ -44,7 +45,7 @@ def last_train_metrics(run: pathlib.Path) -> dict:
 def input_batches_per_s(glob: str, batch_size: int, pack: bool, batches: int,
                         repeats: int) -> float:
   """Batches/s of the M2 input pipeline alone (best of `repeats`), after one warm-up batch."""
-  config = data.M2DataConfig(glob, token_vocab=data.read_stats(glob)["vocab_size"],
+  config = data.M2DataConfig(glob, token_vocab=shards.stats_of_glob(glob)["vocab_size"],
                              seq_len=512, batch_size=batch_size, pack=pack)
   iterator = m2_input.m2_batches(config)
   next(iterator)

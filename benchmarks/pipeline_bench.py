@@ -58,7 +58,8 @@ import psutil
 
 from compressor.methods.equal_info import EqualInfoACMethod
 from compressor.models.context import ContextLanes, ContextModel
-from pipelines import compress, m1_loader, sink
+from pipelines import compress, m1_loader
+from training import shards
 
 DEFAULT_DATA = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data" / "webtext"
 METHOD = "equal_info_ac[b=16,v=65k]"
@@ -162,7 +163,7 @@ def run_job(argv: list[str]) -> dict:
   driver_cpu = cpu_seconds(psutil.Process()) - driver_start
   if status != 0:
     raise RuntimeError(f"{command_line(argv)} exited with {status}")
-  stats = json.loads(pathlib.Path(output, sink.STATS).read_text())
+  stats = json.loads(pathlib.Path(output, shards.STATS).read_text())
   return {"command": command_line(argv), "wall_s": round(wall, 2),
           "bytes_in": stats["bytes_in"], "m1_examples": stats["m1_examples"],
           "m2_examples": stats["examples"],

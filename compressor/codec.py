@@ -1,35 +1,37 @@
-"""`eqinfo codec`: code one text file with a method, decode it back, print the ratio.
+"""`eqinfo codec`: code a corpus with a method outside Beam, decode it back, print the ratio.
 
   eqinfo codec --input notes.txt --method "equal_info_ac[b=16,v=65k]"
   eqinfo codec --input builtin:pydoc --method "ac[v=256]" --order 3
 
 Arithmetic methods use a `ContextModel` (or, for static_ac, a `UnigramModel`)
 fitted on `--fit` (default: the input itself), as a stand-in for a trained M1.
-The input is one document (bytes + EOS) cut into examples of
-`--example_symbols`; every example is decoded again and compared.
+`--input` and `--fit` are corpus specs (`compressor/corpus.py`, as compress's
+`--input`); their documents (bytes + EOS each) are concatenated and cut into
+examples of `--example_symbols`; every example is decoded again and compared.
 """
 import argparse
 import json
-import pathlib
 import sys
 
 import numpy as np
 
-from compressor import constants
+from compressor import constants, corpus
+from compressor import symbols as symbols_lib
 from compressor.methods import SPEC_FORMS, get_method
 from compressor.models import ContextModel, UnigramModel
-from compressor.symbols import symbols_from_text
 
 
-def read_input(spec: str) -> bytes:
-  """The bytes of a file, or of Python's own docs for `builtin:pydoc`."""
-  if spec == "builtin:pydoc":
-    from pydoc_data import topics  # pylint: disable=import-outside-toplevel
-    return "\n\n".join(topics.topics[k] for k in sorted(topics.topics)).encode("utf-8")
-  path = pathlib.Path(spec)
-  if not path.is_file():
-    raise FileNotFoundError(f"--input {spec!r} is not a file; pass a text file or builtin:pydoc")
-  return path.read_bytes()
+def read_symbols(spec: str, flag: str) -> np.ndarray:
+  """[n] symbols: every document of a corpus spec, bytes + EOS each, concatenated.
+
+  Raises:
+    FileNotFoundError: naming `flag`, if the spec matches nothing.
+  """
+  try:
+    return symbols_lib.concat(symbols_lib.symbols_from_text(doc.data)
+                              for doc in corpus.read_documents(spec))
+  except FileNotFoundError as e:
+    raise FileNotFoundError(f"{flag}: {e}") from None
 
 
 def build_model(spec: str, fit_symbols: np.ndarray, order: int):
@@ -66,14 +68,15 @@ def code(method, symbols: np.ndarray, example_symbols: int) -> dict:
 def run(argv=None) -> int:
   parser = argparse.ArgumentParser(prog="eqinfo codec", description=__doc__.splitlines()[0],
                                    epilog="methods: " + "; ".join(SPEC_FORMS))
-  parser.add_argument("--input", required=True, help="a text file, or builtin:pydoc")
+  parser.add_argument("--input", required=True,
+                      help=f"corpus spec: {corpus.SPEC_FORMS}")
   parser.add_argument("--method", required=True, help='e.g. "equal_info_ac[b=16,v=65k]"')
   parser.add_argument("--fit", default=None, help="text to fit the model on (default: the input)")
   parser.add_argument("--order", type=int, default=3, help="ContextModel order")
   parser.add_argument("--example_symbols", type=int, default=constants.EXAMPLE_SYMBOLS)
   args = parser.parse_args(argv)
-  symbols = symbols_from_text(read_input(args.input))
-  fit = symbols if args.fit is None else symbols_from_text(read_input(args.fit))
+  symbols = read_symbols(args.input, "--input")
+  fit = symbols if args.fit is None else read_symbols(args.fit, "--fit")
   method = get_method(args.method, build_model(args.method, fit, args.order))
   result = code(method, symbols, args.example_symbols)
   print(json.dumps(result, indent=2))

@@ -40,7 +40,6 @@ deploy/dataflow/submit.sh):
       --number_of_worker_harness_threads 1 --max_num_workers 64
 """
 import dataclasses
-import json
 import os
 import sys
 
@@ -48,11 +47,12 @@ import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from compressor import window_vocab
+from compressor import corpus, window_vocab
 from pipelines import m1_loader, options, sink, sources, transforms, vocabulary_stage
+from training import shards
 
-_OUTPUT_FILES = ("*.array_record", sink.STATS, sink.CONFIG, sink.COMPLETED,
-                 window_vocab.FILENAME, f"{sink.ERRORS_DIR}/*")
+_OUTPUT_FILES = ("*" + shards.SHARD_SUFFIX, shards.STATS, shards.CONFIG, shards.COMPLETED,
+                 window_vocab.FILENAME, f"{shards.ERRORS_DIR}/*")
 
 
 def _matches(pattern: str) -> list[str]:
@@ -68,11 +68,11 @@ def prepare_output(output: str, overwrite: bool) -> None:
   Raises:
     FileExistsError: if it holds files and `overwrite` is False.
   """
-  existing = _matches(sink.join(output, "*"))
+  existing = _matches(shards.join(output, "*"))
   if existing and not overwrite:
     raise FileExistsError(f"--output {output} already exists and is not empty; pass --overwrite "
                           f"to replace its shards, or choose another --output")
-  old = [p for pattern in _OUTPUT_FILES for p in _matches(sink.join(output, pattern))]
+  old = [p for pattern in _OUTPUT_FILES for p in _matches(shards.join(output, pattern))]
   if old:
     FileSystems.delete(old)
   if "://" not in output:
@@ -106,12 +106,11 @@ def run_info(config: options.CompressConfig, method) -> dict:
   }
 
 
-def build_pipeline(p: beam.Pipeline, config: options.CompressConfig, spec: sources.InputSpec,
+def build_pipeline(p: beam.Pipeline, config: options.CompressConfig, spec: corpus.InputSpec,
                    info: dict):
   """Adds the compression graph to `p`; returns the stats PCollection (one dict)."""
   read = p | "ReadDocuments" >> sources.ReadDocuments(
-      spec, config.text_field, config.max_docs_per_file, config.tfds_data_dir,
-      config.tfds_split or config.split)
+      spec, config.text_field, config.max_docs_per_file, config.tfds_data_dir)
   screened = read["documents"] | "Screen" >> beam.ParDo(
       transforms.ScreenDocumentsFn(config.max_doc_bytes)).with_outputs(
           sources.ERRORS, main="documents")
@@ -126,17 +125,17 @@ def build_pipeline(p: beam.Pipeline, config: options.CompressConfig, spec: sourc
       config.verify, config.verify_fraction, config.verify_device, vocab)
   errors = ((read["errors"], screened[sources.ERRORS], coded["errors"])
             | "AllErrors" >> beam.Flatten())
-  shards = coded["records"] | "WriteShards" >> sink.WriteShards(
+  written = coded["records"] | "WriteShards" >> sink.WriteShards(
       config.output, config.split, info["method"], config.num_shards)
   accounting = ((read["documents"], coded["records"], errors)
                 | "Accounting" >> transforms.Accounting(info["vocab_size"]))
-  return ((accounting, shards, errors, *([vocab] if vocab is not None else []))
+  return ((accounting, written, errors, *([vocab] if vocab is not None else []))
           | "Finalize" >> sink.Finalize(config.output, info, config.to_json()))
 
 
 def summary(stats: dict) -> str:
   """A few lines of totals from stats.json."""
-  ratio = sink.compression_ratio(stats) or 0.0
+  ratio = shards.compression_ratio(stats) or 0.0
   dropped = ", ".join(f"{r}: {e['inputs']} ({e['bytes']} B)"
                       for r, e in stats["dropped"].items()) or "none"
   return "\n".join([
@@ -152,7 +151,7 @@ def summary(stats: dict) -> str:
       f"{stats['bytes_dropped']}  [{dropped}]",
       f"verification failures {stats['verification_failures']}"
       + (f" ({stats['records_verified']} of {stats['examples']} records decoded"
-         f"{sink.verified_where(stats)})"
+         f"{shards.verified_where(stats)})"
          if stats["verify"] else " (verification off)"),
   ])
 
@@ -172,8 +171,11 @@ def make_pipeline(config: options.CompressConfig, beam_args: list[str]) -> beam.
                      f"{config.method} with --coder {config.coder}; leave out --vocab")
   if config.vocab:
     m1_loader.build_vocabulary(config.method, config.m1, config.vocab)  # the right M1's, readable
-  spec = sources.resolve_input(config.input, config.tfds_split or config.split,
-                               config.tfds_data_dir, config.tfds_chunk_docs)
+  try:
+    spec = corpus.resolve(config.input, config.tfds_split or config.split, config.tfds_data_dir,
+                          config.tfds_chunk_docs)
+  except FileNotFoundError as e:
+    raise FileNotFoundError(f"--input: {e}") from None
   prepare_output(config.output, config.overwrite)
   p = beam.Pipeline(options=PipelineOptions(beam_args))
   build_pipeline(p, config, spec, run_info(config, method))
@@ -183,10 +185,9 @@ def make_pipeline(config: options.CompressConfig, beam_args: list[str]) -> beam.
 def compress(config: options.CompressConfig, beam_args: list[str]) -> dict | None:
   """Runs the pipeline; returns stats.json's content, or None if the job is still running."""
   make_pipeline(config, beam_args).run().wait_until_finish()
-  if not FileSystems.exists(sink.join(config.output, sink.COMPLETED)):
+  if not shards.is_completed(config.output):
     return None
-  with FileSystems.open(sink.join(config.output, sink.STATS)) as f:
-    return json.loads(f.read())
+  return shards.read_json(shards.join(config.output, shards.STATS))
 
 
 def run(argv=None) -> int:
@@ -194,7 +195,7 @@ def run(argv=None) -> int:
   config, beam_args = options.parse(sys.argv[1:] if argv is None else argv)
   stats = compress(config, beam_args)
   if stats is None:
-    print(f"no {sink.COMPLETED} in {config.output} yet (a dry run, or a job still running)")
+    print(f"no {shards.COMPLETED} in {config.output} yet (a dry run, or a job still running)")
   else:
     print(f"wrote {config.output}\n{summary(stats)}")
   return 0

@@ -47,9 +47,10 @@ def every_symbol_lanes() -> np.ndarray:
 def check_symbols() -> np.ndarray:
   """[LANES, SEQ_LEN] symbols: Python's documentation (bytes + EOS, concatenated), then
   `every_symbol_lanes`."""
-  from training import corpus, exact_devices  # pylint: disable=import-outside-toplevel
+  from compressor import corpus  # pylint: disable=import-outside-toplevel
+  from training import exact_devices  # pylint: disable=import-outside-toplevel
   documents = itertools.islice(corpus.read_documents(corpus.BUILTIN_PYDOC), _DOCUMENTS)
-  text = exact_devices.text_symbols((text for _, text in documents), SEQUENCES, SEQ_LEN)
+  text = exact_devices.text_symbols((doc.data for doc in documents), SEQUENCES, SEQ_LEN)
   return np.concatenate([text, every_symbol_lanes()])
 
 

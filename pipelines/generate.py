@@ -20,9 +20,9 @@ import numpy as np
 from compressor import EOS
 from compressor.symbols import as_symbols
 from pipelines import m1_loader
-from pipelines import shard_reader
 from training import evaluate
 from training import model as model_lib
+from training import shards
 from training import train
 
 
@@ -92,7 +92,7 @@ def _text(symbols: np.ndarray) -> str:
 
 def run(argv=None) -> int:
   args = parse_flags(argv)
-  stats = shard_reader.load_stats(args.shards)
+  stats = shards.load_stats(args.shards)
   method = m1_loader.shards_method(args.shards, stats, args.m1)
   loaded = evaluate.load(args.checkpoint, train.make_mesh())
   if loaded.kind != "m2":

@@ -19,8 +19,8 @@ import tqdm
 
 from compressor.methods.base import bytes_to_tokens, tokens_to_bytes
 from compressor.symbols import render
-from pipelines import m1_loader, sink, transforms
-from pipelines.shard_reader import CorruptShardError, load_stats, read_shard, shard_paths
+from pipelines import m1_loader, transforms
+from training import shards
 
 CHECK_BATCH = 256  # records decoded at once by --check (lanes of the decoder)
 
@@ -82,7 +82,7 @@ def check_records(method, records: list[dict], fraction: float = 1.0,
 
   Args:
     method: the method that coded the records, with its M1.
-    records: parsed records (`read_shard`).
+    records: parsed records (`shards.read_shard`).
     fraction: share of records decoded, picked by a hash of the key (1: all).
     progress: show a progress bar.
 
@@ -149,14 +149,14 @@ def inspect_directory(directory: str, decode: int | None = None, check: float | 
 
   Raises:
     FileNotFoundError: for a directory without stats.json or shards.
-    CorruptShardError: naming the corrupt shard and record.
+    shards.CorruptShardError: naming the corrupt shard and record.
     ValueError: if --decode is out of range, --check is outside (0, 1], or the
       records carry no checksums.
   """
   if check is not None and not 0 < check <= 1:
     raise ValueError(f"--check must lie in (0, 1], got {check}")
-  stats = load_stats(directory)
-  records = [r for path in shard_paths(directory) for r in read_shard(path)]
+  stats = shards.load_stats(directory)
+  records = [r for path in shards.shard_paths(directory) for r in shards.read_shard(path)]
   got = totals(records, stats["vocab_size"])
   token_bits = stats.get("token_bits") or 8
   lines = [
@@ -165,7 +165,7 @@ def inspect_directory(directory: str, decode: int | None = None, check: float | 
       f"packing {stats['packing']}, {len(stats['shards'])} shards",
       f"records {got['examples']}  tokens {got['tokens']}  bytes {got['bytes']}  "
       f"windows {got['windows']}",
-      f"compression ratio {sink.compression_ratio({**got, 'token_bits': token_bits}) or 0:.3f} "
+      f"compression ratio {shards.compression_ratio({**got, 'token_bits': token_bits}) or 0:.3f} "
       f"(bytes / token bytes, {token_bits}-bit tokens); "
       f"{got['bytes'] / max(1, got['tokens']):.3f} bytes/token",
       f"tokens/record mean {got['tokens'] / max(1, got['examples']):.1f} "
@@ -175,7 +175,7 @@ def inspect_directory(directory: str, decode: int | None = None, check: float | 
       f"{json.dumps({r: e['inputs'] for r, e in stats['dropped'].items()})}; "
       f"verification failures {stats['verification_failures']} "
       f"({stats.get('records_verified', '?')} of {stats['examples']} records decoded"
-      f"{sink.verified_where(stats)})",
+      f"{shards.verified_where(stats)})",
   ]
   for name in ("examples", "tokens", "bytes", "windows"):
     if got[name] != stats[name]:

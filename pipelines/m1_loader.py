@@ -17,6 +17,7 @@ of M1 on the worker's CPU decodes the sampled records, which shows that a
 machine without an accelerator decodes what the accelerator wrote.
 """
 import hashlib
+import itertools
 import os
 import re
 import threading
@@ -58,10 +59,9 @@ def _parse_fit_args(spec: str, name: str, args: str) -> dict[str, str]:
 
 
 def _fit_documents(src: str, max_docs: int | None) -> list[bytes]:
-  from pipelines import sources  # pylint: disable=import-outside-toplevel
-  spec = sources.resolve_input(src)
-  docs = [d.data for d in sources.iter_documents(spec) if isinstance(d, sources.Document)]
-  return docs[:max_docs]
+  from compressor import corpus  # pylint: disable=import-outside-toplevel
+  docs = corpus.read_documents(src)
+  return [d.data for d in itertools.islice(docs, max_docs)]
 
 
 def _fit_model(spec: str, name: str, args: dict[str, str]):

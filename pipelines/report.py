@@ -30,11 +30,12 @@ import sys
 
 from apache_beam.io.filesystems import FileSystems
 
-from pipelines import paper, sink
+from pipelines import paper
 from training import checkpoint as checkpoint_lib
 from training import configs
 from training import evaluate
 from training import model as model_lib
+from training import shards
 
 SIZE_FIELDS = ("d_model", "num_heads", "num_layers", "mlp_dim", "head_dim")
 
@@ -83,19 +84,9 @@ def parse_flags(argv) -> argparse.Namespace:
   return parser.parse_args(argv)
 
 
-def is_shard_directory(directory: str) -> bool:
-  """True for an output directory of `eqinfo compress` (it has stats.json)."""
-  return FileSystems.exists(sink.join(directory, sink.STATS))
-
-
-def read_json(path: str) -> dict:
-  with FileSystems.open(path) as f:
-    return json.loads(f.read())
-
-
 def shard_row(directory: str) -> dict:
   """The compression row of a shard directory, from its stats.json."""
-  stats = read_json(sink.join(directory, sink.STATS))
+  stats = shards.read_json(shards.join(directory, shards.STATS))
   tokens, num_bytes = stats["tokens"], stats["bytes"]
   row = {
       "directory": directory, "method": stats["method"], "m1": stats.get("m1"),
@@ -103,13 +94,13 @@ def shard_row(directory: str) -> dict:
       "bytes": num_bytes, "tokens": tokens,
       "bytes_per_token": num_bytes / tokens if tokens else None,
       "paper_bytes_per_token": paper.bytes_per_token(stats["method"]),
-      "compression_ratio": sink.compression_ratio(stats),
+      "compression_ratio": shards.compression_ratio(stats),
       "uniform_bits_per_byte": None, "unigram_bits_per_byte": None,
       "windows": stats.get("windows"), "literal_windows": stats.get("literal_windows"),
       "records_verified": stats.get("records_verified"),
       "verification_failures": stats.get("verification_failures"),
       "bytes_in": stats.get("bytes_in"), "bytes_dropped": stats.get("bytes_dropped"),
-      "completed": FileSystems.exists(sink.join(directory, sink.COMPLETED)),
+      "completed": shards.is_completed(directory),
   }
   histogram = evaluate.stats_histogram(stats, stats["vocab_size"])
   if tokens and num_bytes and histogram is not None:
@@ -186,7 +177,7 @@ def evaluation_row(path: str) -> dict:
   if not FileSystems.exists(path):
     raise FileNotFoundError(f"{path!r} does not exist; pass the file eqinfo eval --out wrote")
   try:
-    result = read_json(path)
+    result = shards.read_json(path)
   except (json.JSONDecodeError, UnicodeDecodeError):
     result = None
   if not isinstance(result, dict) or "bits_per_byte" not in result or "baselines" not in result:
@@ -203,7 +194,7 @@ def build(paths: list[str]) -> dict:
   for path in paths:
     if path.endswith(".json"):
       result["evaluation"].append(evaluation_row(path))
-    elif is_shard_directory(path):
+    elif shards.has_stats(path):
       result["compression"].append(shard_row(path))
     else:
       result["training"].append(run_row(path))

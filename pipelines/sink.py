@@ -1,17 +1,14 @@
-"""The record schema and the ArrayRecord sink: shards, errors/, stats.json, config.json, COMPLETED.
-
-Each record is a serialized `tf.train.Example` whose features `training.records`
-defines and codes (the one codec of the format; M2's input reads with it too).
+"""The ArrayRecord sink: writes a shard directory (shards, errors/, stats.json,
+config.json, COMPLETED) in the format `training/shards.py` owns.
 
 A record goes to shard crc32(key) mod N; a shard holds its records sorted by
 key. Both depend only on the keys, so the same input and options give
-byte-identical shards on any number of workers. `COMPLETED` is written last.
+byte-identical shards on any number of workers. `COMPLETED` is written last,
+once bytes in = bytes in records + bytes dropped.
 """
 import json
 import os
-import re
 import tempfile
-import zlib
 
 import apache_beam as beam
 import numpy as np
@@ -19,47 +16,21 @@ from apache_beam.io.filesystems import FileSystems
 
 from compressor import constants, window_vocab
 from pipelines.transforms import Record, error_lines, key_name
-from training import records
+from training import shards as shards_lib
+from training.shards import (ARRAY_RECORD_OPTIONS, COMPLETED, CONFIG, ERRORS_DIR, ERRORS_FILE,
+                             STATS, join, shard_name)
 
-STATS = "stats.json"
-CONFIG = "config.json"
-COMPLETED = "COMPLETED"
-ERRORS_DIR = "errors"
-ERRORS_FILE = "errors.jsonl"
-ARRAY_RECORD_OPTIONS = "group_size:1"
 _NAMESPACE = "eqinfo"
 DENSE_HISTOGRAM_MAX_VOCAB = 4096
 # errors/errors.jsonl keeps the first lines in sorted order; stats.json counts all.
 MAX_ERROR_LINES = 100_000
 
+
 def serialize_record(rec: Record) -> bytes:
-  """A Record as a serialized tf.train.Example (`training.records`)."""
-  return records.serialize(rec.tokens, rec.num_bytes, rec.num_windows, rec.num_literal_windows,
-                           rec.source, key_name(rec.key), rec.symbols_crc32)
-
-
-# Shard files.
-
-
-def sanitize_spec(spec: str) -> str:
-  """A method spec as a file-name part.
-
-  "equal_info_ac[b=16,v=65k]" -> "equal_info_ac_b_16_v_65k".
-  """
-  return re.sub(r"_+", "_", re.sub(r"[^A-Za-z0-9.]", "_", spec)).strip("_")
-
-
-def shard_name(split: str, method_spec: str, index: int, num_shards: int) -> str:
-  return f"{split}-{sanitize_spec(method_spec)}-{index:05d}-of-{num_shards:05d}.array_record"
-
-
-def shard_index(key, num_shards: int) -> int:
-  """Stable shard of a record key (crc32 of its name)."""
-  return zlib.crc32(key_name(key).encode()) % num_shards
-
-
-def join(directory: str, *names: str) -> str:
-  return FileSystems.join(directory, *names)
+  """A Record as a serialized tf.train.Example (`training.shards`)."""
+  return shards_lib.serialize(rec.tokens, rec.num_bytes, rec.num_windows,
+                              rec.num_literal_windows, rec.source, key_name(rec.key),
+                              rec.symbols_crc32)
 
 
 def write_bytes(path: str, data: bytes) -> None:
@@ -123,7 +94,7 @@ class WriteShards(beam.PTransform):
   def expand(self, records):
     n = self._num_shards
     keyed = (records
-             | "Serialize" >> beam.Map(lambda r: (shard_index(r.key, n),
+             | "Serialize" >> beam.Map(lambda r: (shards_lib.shard_index(key_name(r.key), n),
                                                   (r.key, serialize_record(r)))))
     ids = (records.pipeline
            | "ShardIds" >> beam.Create([(i, None) for i in range(n)]))
@@ -206,22 +177,6 @@ class FinalizeFn(beam.DoFn):
     write_bytes(join(self._output, STATS), (json.dumps(stats, indent=1) + "\n").encode())
     write_bytes(join(self._output, COMPLETED), b"")
     yield stats
-
-
-def compression_ratio(stats: dict) -> float | None:
-  """Raw bits over token bits (bytes / token bytes) of a stats.json-like dict with "bytes",
-  "tokens" and "token_bits" (8 where the method has none)."""
-  if not stats["tokens"]:
-    return None
-  return 8 * stats["bytes"] / ((stats.get("token_bits") or 8) * stats["tokens"])
-
-
-def verified_where(stats: dict) -> str:
-  """" on cpu", " by the window vocabulary" or "": where stats.json's records were decoded."""
-  where = stats.get("verify_device")
-  if not where:
-    return ""
-  return " by the window vocabulary" if where == "vocabulary" else f" on {where}"
 
 
 def vocab_stats(vocab: dict, histogram: np.ndarray, token_bits: int) -> dict:

@@ -16,11 +16,12 @@ import apache_beam as beam
 import numpy as np
 
 from compressor import examples as examples_lib
-from compressor.methods import CodingError
 from compressor import packing as packing_lib
+from compressor.corpus import Document, Dropped
+from compressor.methods import CodingError
 from pipelines import device_check, m1_loader
 from pipelines.device_check import DeviceMismatchError
-from pipelines.sources import ERRORS, Document, Dropped
+from pipelines.sources import ERRORS
 
 _NAMESPACE = "eqinfo"
 # Drop reasons that are counted but not written to errors/ (they are not bad input).

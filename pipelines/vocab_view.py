@@ -9,19 +9,18 @@ ids never occur there, and the longest windows.
 import json
 
 import numpy as np
-from apache_beam.io.filesystems import FileSystems
 
 from compressor import window_vocab
 from compressor.symbols import render
-from pipelines import m1_loader, sink
-from pipelines.shard_reader import load_stats, read_shard, shard_paths
+from pipelines import m1_loader
+from training import shards
 
 
 def _vocabulary_path(path: str) -> tuple[str, str | None]:
   """(the vocabulary file, its shard directory or None) of a directory or file argument."""
-  if path.endswith(".json") and not path.endswith(sink.STATS):
+  if path.endswith(".json") and not path.endswith(shards.STATS):
     return path, None
-  return sink.join(path, window_vocab.FILENAME), path
+  return shards.join(path, window_vocab.FILENAME), path
 
 
 def window_counts(directory: str, stats: dict) -> np.ndarray:
@@ -30,8 +29,8 @@ def window_counts(directory: str, stats: dict) -> np.ndarray:
     from training import evaluate  # pylint: disable=import-outside-toplevel
     return evaluate.stats_histogram(stats, 1 << 16).astype(np.int64)
   method = m1_loader.shards_method(directory, stats)
-  codes = [c for path in shard_paths(directory)
-           for record in read_shard(path) for c in method.windows(record["targets"])]
+  codes = [c for path in shards.shard_paths(directory)
+           for record in shards.read_shard(path) for c in method.windows(record["targets"])]
   return np.bincount(np.asarray(codes, np.int64), minlength=1 << 16)
 
 
@@ -59,9 +58,8 @@ def view(path: str, top: int = 20) -> str:
       f"{vocab.meta['tree_nodes']} tree nodes",
       f"window text length: mean {sizes.mean():.2f}, max {sizes.max()} symbols",
   ]
-  stats_path = sink.join(directory, sink.STATS) if directory else None
-  if stats_path and FileSystems.exists(stats_path):
-    stats = load_stats(directory)
+  if directory and shards.has_stats(directory):
+    stats = shards.load_stats(directory)
     counts = window_counts(directory, stats)
     total = int(counts.sum())
     seen = int(np.count_nonzero(counts))

@@ -23,9 +23,7 @@ and num_bytes = n (every symbol counts as one byte, EOS included).
 """
 import dataclasses
 import functools
-import json
 import logging
-import posixpath
 import queue
 import threading
 from typing import Iterator, NoReturn
@@ -33,12 +31,10 @@ from typing import Iterator, NoReturn
 import grain
 import jax
 import numpy as np
-from etils import epath
 
 from compressor import constants
-from training import corpus
 from training import m1_epoch
-from training import records
+from training import shards
 
 M1_TOKEN_VOCAB = constants.ALPHABET_SIZE  # 257 output symbols
 M1_BOS = M1_TOKEN_VOCAB                   # 257, input only
@@ -119,7 +115,7 @@ def batched(ds, rows: int, repeat: bool):
 @dataclasses.dataclass(frozen=True)
 class M1DataConfig:
   """What M1 reads and how it is cut into sequences."""
-  spec: str                      # corpus spec (see training.corpus), e.g. a jsonl.gz glob
+  spec: str                      # corpus spec (compressor.corpus), e.g. a jsonl.gz glob
   seq_len: int = 1024            # T: symbols per sequence (paper §3.2: 1024)
   batch_size: int = 128          # global batch size B (paper: 128)
   seed: int = 0                  # shuffle seed; the order is a function of it alone
@@ -128,7 +124,7 @@ class M1DataConfig:
   docs_per_group: int = constants.DOCS_PER_GROUP  # documents per group (paper §3.1): the
                                                   # unit that processes share out
   repeat: bool = True            # loop over the corpus forever (training)
-  data_dir: str | None = None    # TFDS data_dir for `tfds:` specs
+  tfds_data_dir: str | None = None  # TFDS data_dir for `tfds:` specs
 
   def __post_init__(self):
     for name in ("seq_len", "batch_size", "shuffle_buffer", "docs_per_group"):
@@ -347,8 +343,8 @@ class M2DataConfig:
 
 
 def record_tokens(record: bytes) -> tuple[np.ndarray, int]:
-  """([n] int64 `targets`, `num_bytes`) of one serialized record (`training.records`)."""
-  return records.tokens_and_bytes(record)
+  """([n] int64 `targets`, `num_bytes`) of one serialized record (`training.shards`)."""
+  return shards.tokens_and_bytes(record)
 
 
 def parse_m2_record(record: bytes, record_id: int, seq_len: int,
@@ -372,19 +368,6 @@ class ParseRecord(grain.transforms.Map):
     return self.parse(record, record_id, self.seq_len, self.bos)
 
 
-def list_shards(pattern: str) -> list[str]:
-  """The ArrayRecord shards matching `pattern`, sorted by name.
-
-  Raises:
-    FileNotFoundError: if nothing matches.
-  """
-  try:
-    return corpus.list_files(pattern)
-  except FileNotFoundError:
-    raise FileNotFoundError(f"no files match {pattern!r}; pass a glob of the shards that "
-                            "`eqinfo compress` wrote, e.g. 'shards/train/*.array_record'") from None
-
-
 def m2_records(config: M2DataConfig) -> grain.MapDataset:
   """(record id, serialized Example) of this process, in epoch order.
 
@@ -395,7 +378,7 @@ def m2_records(config: M2DataConfig) -> grain.MapDataset:
   count = jax.process_count()
   if config.batch_size % count:
     raise ValueError(f"batch_size={config.batch_size} must divide by the {count} processes")
-  source = grain.sources.ArrayRecordDataSource(list_shards(config.pattern))
+  source = grain.sources.ArrayRecordDataSource(shards.list_shards(config.pattern))
   total = len(source)
   ds = grain.MapDataset.source(source).map_with_index(lambda i, rec: (i % total, rec))
   ds = ds[jax.process_index()::count]
@@ -414,11 +397,3 @@ def m2_dataset(config: M2DataConfig) -> grain.MapDataset:
   """
   ds = m2_records(config).map(ParseRecord(parse_m2_record, config.seq_len, config.token_vocab))
   return batched(ds, config.batch_size // jax.process_count(), config.repeat)
-
-
-def read_stats(pattern: str) -> dict:
-  """Returns stats.json of the shard directory of `pattern`, or {} if there is none."""
-  path = epath.Path(posixpath.dirname(pattern) or ".") / "stats.json"
-  if not path.exists():
-    return {}
-  return json.loads(path.read_text())

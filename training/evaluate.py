@@ -37,6 +37,7 @@ from training import log_setup
 from training import m1 as m1_lib
 from training import model as model_lib
 from training import optim
+from training import shards
 from training import train
 
 
@@ -61,7 +62,7 @@ def parse_flags(argv) -> argparse.Namespace:
   parser.add_argument("--num_batches", type=int, default=16, help="batches in the fixed sample")
   parser.add_argument("--m1_flops_per_byte", type=float, default=-1.0,
                       help="M1's FLOPs/byte for M1-based methods (default: stats.json)")
-  parser.add_argument("--data_dir", help="TFDS data_dir for tfds: specs (M1)")
+  parser.add_argument("--tfds_data_dir", help="TFDS data_dir for tfds: specs (M1)")
   parser.add_argument("--out", help="also write the result to this JSON file "
                                     "(`eqinfo report FILE` shows it beside the baselines)")
   return parser.parse_args(argv)
@@ -105,7 +106,7 @@ def batches(loaded: Loaded, args, batch_size: int, seq_len: int) -> tuple[Iterat
   """(unshuffled batches of --data, token vocabulary) for the model's kind."""
   if loaded.kind == "m1":
     cfg = data.M1DataConfig(args.data, seq_len=seq_len, batch_size=batch_size, shuffle=False,
-                            repeat=False, data_dir=args.data_dir)
+                            repeat=False, tfds_data_dir=args.tfds_data_dir)
     return data.M1Batches(cfg), m1_lib.VOCAB_SIZE - 1
   vocab = int(loaded.run_config.get("data", {}).get("token_vocab",
                                                     loaded.model_config.vocab_size - 1))
@@ -169,7 +170,7 @@ def evaluate(args) -> dict:
   with train.out_of_memory_as_error(f"pass a smaller --batch_size ({batch_size} now)"):
     result = train.evaluate(eval_step, loaded.params, counter.wrap(stream), mesh,
                             args.num_batches)
-  stats = data.read_stats(args.data) if loaded.kind == "m2" else {}
+  stats = shards.stats_of_glob(args.data) if loaded.kind == "m2" else {}
   hist = stats_histogram(stats, vocab)
   source = "stats.json" if hist is not None else "sample"
   hist = counter.histogram if hist is None else hist

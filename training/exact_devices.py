@@ -28,7 +28,8 @@ import jax
 import numpy as np
 
 from compressor import constants
-from training import configs, corpus
+from compressor import corpus
+from training import configs
 from training import exact as exact_lib
 from training import m1 as m1_lib
 from training import quantize_m1
@@ -67,7 +68,7 @@ def integer_drawn_model(config: configs.ModelConfig, seed: int = 0) -> exact_lib
   return exact_lib.ExactM1Model(config, params)
 
 
-def text_symbols(texts: Iterable[str], num_sequences: int, seq_len: int) -> np.ndarray:
+def text_symbols(texts: Iterable[str | bytes], num_sequences: int, seq_len: int) -> np.ndarray:
   """[num_sequences, seq_len] symbols: documents (bytes + EOS) concatenated and cut."""
   symbols = quantize_m1.eval_sequences(texts, seq_len, num_sequences)
   if symbols.shape[0] < num_sequences:
@@ -213,7 +214,7 @@ def parse_flags(argv) -> argparse.Namespace:
   parser = argparse.ArgumentParser(prog="eqinfo check-devices", description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("--text", default="builtin:pydoc", help="corpus spec of the contexts "
-                      "(see training.corpus): jsonl[.gz] glob, builtin:pydoc (default), tfds:...")
+                      "(compressor.corpus): jsonl[.gz] glob, builtin:pydoc (default), tfds:...")
   parser.add_argument("--m1", help="M1 directory (its exact M1); default: an integer-drawn "
                       "model and a converted random model of --size")
   parser.add_argument("--size", default="tiny", help="config of the default models")
@@ -231,7 +232,7 @@ def parse_flags(argv) -> argparse.Namespace:
 def run(argv=None) -> int:
   """Entry point: prints the comparison as JSON; exit status 1 when tables differ."""
   args = parse_flags(argv)
-  documents = [text for _, text in corpus.read_documents(args.text)]
+  documents = [doc.data for doc in corpus.read_documents(args.text)]
   symbols = text_symbols(iter(documents), args.sequences, args.seq_len)
   if args.m1:
     models = {"m1": m1_lib.load(args.m1, exact=True)}

@@ -23,12 +23,12 @@ from typing import Iterator, NamedTuple
 import numpy as np
 
 from compressor import symbols as symbols_lib
-from training import corpus
+from compressor import corpus
 
 
-def text_crc(text: str) -> int:
-  """crc32 of a document's UTF-8 (lone surrogates of undecodable bytes kept)."""
-  return zlib.crc32(text.encode("utf-8", "surrogatepass"))
+def text_crc(data: bytes) -> int:
+  """crc32 of a document's bytes."""
+  return zlib.crc32(data)
 
 
 def corpus_changed(config) -> ValueError:
@@ -68,17 +68,16 @@ class Sequence(NamedTuple):
 
 
 def groups(config, start: RestartPoint = EPOCH_START
-           ) -> Iterator[tuple[int, corpus.Position, list[str]]]:
+           ) -> Iterator[tuple[int, corpus.Position, list[bytes]]]:
   """(group index, its first document's position, its documents) from group start.doc on.
 
   `config` is a `training.data.M1DataConfig`; the last group may be short.
   """
   g, first, group = start.doc // config.docs_per_group, None, []
-  for position, _, text in corpus.read_positioned(config.spec, config.data_dir,
-                                                  start=start.at):
+  for doc in corpus.read_documents(config.spec, config.tfds_data_dir, start=start.at):
     if not group:
-      first = position
-    group.append(text)
+      first = (doc.file_index, doc.doc_index)
+    group.append(doc.data)
     if len(group) == config.docs_per_group:
       yield g, first, group
       g, group = g + 1, []

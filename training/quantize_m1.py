@@ -40,7 +40,8 @@ import numpy as np
 from compressor import constants
 from compressor.models import base
 from compressor.symbols import symbols_from_text
-from training import configs, corpus, data, log_setup, qat
+from compressor import corpus
+from training import configs, data, log_setup, qat
 from training import exact as exact_lib
 from training import m1 as m1_lib
 from training import model as model_lib
@@ -365,7 +366,7 @@ def convert_with_qat(m1: m1_lib.M1Model, calibration_contexts: Sequence[np.ndarr
 
 # -- bits/byte of both models -------------------------------------------------
 
-def eval_sequences(texts: Iterable[str], seq_len: int, max_sequences: int) -> np.ndarray:
+def eval_sequences(texts: Iterable[str | bytes], seq_len: int, max_sequences: int) -> np.ndarray:
   """[N, seq_len] symbols: documents (bytes + EOS) concatenated and cut (whole rows only)."""
   stream, total, rows = [], 0, max_sequences * seq_len
   for text in texts:
@@ -457,7 +458,7 @@ def run(argv=None) -> int:
   m1 = m1_lib.load(args.m1, exact=False)
   out = args.out or os.path.join(args.m1, exact_lib.SUBDIR)
   docs = corpus.read_documents(args.calibration)
-  calibration = [text for _, (_, text) in zip(range(args.calibration_docs), docs)]
+  calibration = [doc.data for _, doc in zip(range(args.calibration_docs), docs)]
   settings = dict(seq_len=args.calibration_seq_len, max_sequences=args.calibration_sequences,
                   smooth_alpha=args.smooth_alpha)
   converter = calibrate(m1, calibration, **settings)
@@ -477,7 +478,7 @@ def run(argv=None) -> int:
       tuned.save(args.qat_out)
   if args.validation:
     docs = corpus.read_documents(args.validation)
-  texts = (text for _, text in docs)
+  texts = (doc.data for doc in docs)
   seq_len = min(args.eval_seq_len, m1.config.max_len)
   symbols = eval_sequences(texts, seq_len, args.eval_sequences)
   report = compare(m1, ptq_m1, symbols)

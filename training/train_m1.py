@@ -22,8 +22,7 @@ import tempfile
 import jax
 from etils import epath
 
-from compressor import constants
-from training import corpus
+from compressor import constants, corpus
 from training import data
 from training import m1 as m1_lib
 from training import train
@@ -35,9 +34,10 @@ def parse_flags(argv) -> argparse.Namespace:
   parser = argparse.ArgumentParser(prog="eqinfo train-m1", description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("--train", required=True,
-                      help="corpus: jsonl[.gz] or text glob, tfds:c4/en:3.1.0, builtin:pydoc")
+                      help="corpus spec (as compress's --input): a jsonl[.gz] or text glob, "
+                      "tfds:c4/en:3.1.0[:SPLIT], builtin:pydoc")
   parser.add_argument("--validation", help="validation corpus spec (same forms)")
-  parser.add_argument("--data_dir", help="TFDS data_dir for tfds: specs")
+  parser.add_argument("--tfds_data_dir", help="TFDS data_dir for tfds: specs (never downloaded)")
   parser.add_argument("--exact", action=argparse.BooleanOptionalAction, default=True,
                       help="also write the integer-exact M1 to OUT/exact")
   parser.add_argument("--calibration_docs", type=int, default=200,
@@ -52,7 +52,7 @@ def parse_flags(argv) -> argparse.Namespace:
 def data_configs(args) -> tuple[data.M1DataConfig, data.M1DataConfig | None]:
   """Training and validation input configs of parsed flags."""
   common = dict(seq_len=args.seq_len, batch_size=args.batch_size,
-                docs_per_group=args.docs_per_group, data_dir=args.data_dir)
+                docs_per_group=args.docs_per_group, tfds_data_dir=args.tfds_data_dir)
   train_cfg = data.M1DataConfig(args.train, seed=args.seed, shuffle_buffer=args.shuffle_buffer,
                                 **common)
   val_cfg = None
@@ -70,7 +70,7 @@ def check_corpus(args) -> None:
   count = jax.process_count()
   why = (f"that {count} processes reading groups of {args.docs_per_group} documents in turn "
          "need; lower --docs_per_group or use fewer processes")
-  corpus.check_spec(args.train, "--train", args.data_dir,
+  corpus.check_spec(args.train, "--train", args.tfds_data_dir,
                     min_documents=(count - 1) * args.docs_per_group + 1, why=why)
 
 
@@ -108,8 +108,8 @@ def run(argv=None) -> int:
 def export_exact(args, model_config, params) -> str:
   """Converts the trained float M1 into the integer-exact M1 in OUT/exact."""
   from training import exact, quantize_m1  # pylint: disable=import-outside-toplevel
-  docs = corpus.read_documents(args.train, args.data_dir)
-  texts = [text for _, text in itertools.islice(docs, args.calibration_docs)]
+  docs = corpus.read_documents(args.train, args.tfds_data_dir)
+  texts = [doc.data for doc in itertools.islice(docs, args.calibration_docs)]
   float_m1 = m1_lib.M1Model(model_config, {"params": params})
   exact_m1 = quantize_m1.convert(float_m1, texts)
   return exact_m1.save(os.path.join(args.out, exact.SUBDIR))

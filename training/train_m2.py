@@ -19,6 +19,7 @@ import argparse
 from compressor import constants
 from training import data
 from training import m2_input
+from training import shards
 from training import train
 
 
@@ -57,10 +58,10 @@ def token_vocab(args, stats: dict) -> int:
 def build_task(args) -> tuple[train.Task, train.TrainConfig]:
   """The M2 Task and TrainConfig of parsed flags."""
   try:
-    data.list_shards(args.train)
+    shards.list_shards(args.train)
   except FileNotFoundError as e:
     raise FileNotFoundError(f"--train: {e}") from None
-  stats = data.read_stats(args.train)
+  stats = shards.stats_of_glob(args.train)
   vocab = token_vocab(args, stats)
   model_config = train.model_config_from_flags(args, data.model_vocab_size(vocab))
   train_data = data.M2DataConfig(args.train, vocab, seq_len=args.seq_len,

@@ -8,6 +8,7 @@ import pytest
 
 from compressor import symbols
 from pipelines import cli, compress, inspect_shards, m1_loader, options, sink, transforms
+from training import shards
 
 MULTI = ["--direct_num_workers=2", "--direct_running_mode=multi_processing"]
 SINGLE = ["--direct_num_workers=1", "--direct_running_mode=in_memory"]
@@ -23,7 +24,7 @@ def _shards(output: pathlib.Path) -> dict[str, bytes]:
 
 
 def _records(output: pathlib.Path) -> list[dict]:
-  return [r for p in inspect_shards.shard_paths(str(output)) for r in inspect_shards.read_shard(p)]
+  return [r for p in shards.shard_paths(str(output)) for r in shards.read_shard(p)]
 
 
 def _decoded_documents(method, records: list[dict]) -> list[bytes]:
@@ -109,22 +110,22 @@ def test_stats_add_up(context_runs, validation_docs):
   assert vocab["token_ids_seen"] + vocab["token_ids_never_seen"] == 256
   assert 0 < vocab["distinct_strings"] <= vocab["tree_nodes"]
   assert stats["wire_format"]["coder_version"] == stats["coder_version"]
-  assert (out / sink.COMPLETED).exists()
-  assert json.loads((out / sink.CONFIG).read_text())["method"] == "equal_info_ac[b=16,v=256]"
+  assert (out / shards.COMPLETED).exists()
+  assert json.loads((out / shards.CONFIG).read_text())["method"] == "equal_info_ac[b=16,v=256]"
   assert [s["name"] for s in stats["shards"]] == [
       f"train-equal_info_ac_b_16_v_256-{i:05d}-of-00003.array_record" for i in range(3)]
   # Each shard is sorted by key.
-  for path in inspect_shards.shard_paths(str(out)):
-    keys = [r["key"] for r in inspect_shards.read_shard(path)]
+  for path in shards.shard_paths(str(out)):
+    keys = [r["key"] for r in shards.read_shard(path)]
     assert keys == sorted(keys)
 
 
 def test_shards_are_byte_identical_across_runs_and_workers(context_runs):
   _, (multi_a, multi_b, single), _ = context_runs
   assert _shards(multi_a) and _shards(multi_a) == _shards(multi_b) == _shards(single)
-  for name in (sink.STATS, f"{sink.ERRORS_DIR}/{sink.ERRORS_FILE}"):
+  for name in (shards.STATS, f"{shards.ERRORS_DIR}/{shards.ERRORS_FILE}"):
     assert (multi_a / name).read_bytes() == (single / name).read_bytes()
-  configs = [json.loads((d / sink.CONFIG).read_text()) for d in (multi_a, single)]
+  configs = [json.loads((d / shards.CONFIG).read_text()) for d in (multi_a, single)]
   assert configs[0].pop("output") != configs[1].pop("output") and configs[0] == configs[1]
 
 
@@ -145,7 +146,7 @@ def _copy_with_records(src: pathlib.Path, dst: pathlib.Path, change) -> None:
     if path.is_file():
       (dst / path.name).write_bytes(path.read_bytes())
   name = sorted(_shards(src))[1]
-  records = [change(r) for r in inspect_shards.read_shard(str(src / name))]
+  records = [change(r) for r in shards.read_shard(str(src / name))]
   sink.write_array_record(str(dst / name), [
       sink.serialize_record(transforms.Record(
           tuple(int(part[1:]) for part in r["key"].decode().split("-")), r["targets"],
@@ -161,7 +162,7 @@ def test_inspect_check_decodes_records_on_this_machine(context_runs, tmp_path, c
   n = stats["examples"]
   assert f"check: {n} of {n} records decode to their text on this machine" in (
       capsys.readouterr().out)
-  records = [r for p in inspect_shards.shard_paths(str(out)) for r in inspect_shards.read_shard(p)]
+  records = [r for p in shards.shard_paths(str(out)) for r in shards.read_shard(p)]
   sample = sum(transforms.sampled(r["key"].decode(), 0.3) for r in records)
   assert 0 < sample < n
   assert cli.main(["inspect", str(out), "--check", "0.3"]) == 0
@@ -199,7 +200,7 @@ def test_inspect_names_a_corrupt_shard(context_runs, tmp_path, capsys):
   _, (out, _, _), _ = context_runs
   broken = tmp_path / "broken"
   broken.mkdir()
-  for f in (sink.STATS, sink.COMPLETED):
+  for f in (shards.STATS, shards.COMPLETED):
     (broken / f).write_bytes((out / f).read_bytes())
   name = sorted(_shards(out))[1]
   data = bytearray((out / name).read_bytes())
@@ -239,7 +240,7 @@ def test_metrics_counters_match_stats(bad_jsonl, tmp_path):
                                   overwrite=True, max_doc_bytes=1000)
   result = compress.make_pipeline(config, SINGLE).run()
   result.wait_until_finish()
-  stats = json.loads((tmp_path / sink.STATS).read_text())
+  stats = json.loads((tmp_path / shards.STATS).read_text())
   counters = collections.Counter()
   for c in result.metrics().query(MetricsFilter())["counters"]:
     counters[c.key.metric.name] += c.committed  # summed over steps
@@ -325,7 +326,7 @@ def test_shards_name_their_m1_from_any_directory(small_jsonl, tmp_path, monkeypa
   assert cli.main(["compress", "--input", "data/c4.jsonl.gz", "--method",
                    "equal_info_ac[b=32,v=256]", "--m1", "context[order=2,fit=data/c4.jsonl.gz]",
                    "--output", "out", "--max_docs_per_file", "12", "--num_shards", "1"]) == 0
-  stats = json.loads((work / "out" / sink.STATS).read_text())
+  stats = json.loads((work / "out" / shards.STATS).read_text())
   assert stats["coder"] == "arithmetic"  # b=32: decoding needs M1
   assert stats["m1"] == f"context[order=2,fit={work / 'data' / 'c4.jsonl.gz'}]"
   monkeypatch.chdir(elsewhere)

@@ -16,7 +16,9 @@ from apache_beam.options.pipeline_options import WorkerOptions
 import cloudpickle
 import pytest
 
+from compressor import corpus
 from pipelines import compress, options, sink, sources, transforms
+from training import shards
 
 SUBMIT = pathlib.Path(__file__).resolve().parents[2] / "deploy" / "dataflow" / "submit.sh"
 ACCELERATORS = {  # ACCELERATOR of submit.sh -> (machine type, Dataflow service option, image)
@@ -71,7 +73,7 @@ def test_submit_script_builds_the_dataflow_job(tmp_path, accelerator, method, m1
   assert result.job.options.view_as(WorkerOptions).machine_type == machine_type
   images = str(result.job.proto_pipeline.components.environments)
   assert f"us-central1-docker.pkg.dev/fake-project/eqinfo/{image}:latest" in images
-  assert not (tmp_path / "out" / sink.COMPLETED).exists()
+  assert not (tmp_path / "out" / shards.COMPLETED).exists()
 
 
 def test_submit_script_names_the_accelerators_it_knows():
@@ -85,8 +87,9 @@ def test_submit_script_names_the_accelerators_it_knows():
 
 def test_every_dofn_pickles():
   dofns = [
-      sources.ReadTaskFn("jsonl", "gs://b/*.json.gz"),
-      sources.ReadTaskFn("tfds", "tfds:c4/en:3.1.0", tfds_data_dir="gs://b/tfds"),
+      sources.ReadTaskFn(corpus.InputSpec("jsonl", "gs://b/*.json.gz", ((0, "gs://b/a.json.gz"),))),
+      sources.ReadTaskFn(corpus.InputSpec("tfds", "tfds:c4/en:3.1.0", ((0, "0:10"),),
+                                          "c4/en:3.1.0", "train"), tfds_data_dir="gs://b/tfds"),
       transforms.ScreenDocumentsFn(10),
       transforms.MakeExamplesFn(10240),
       transforms.CompressFn("equal_info_ac[b=16,v=65k]", "gs://b/m1", 512, "continue", True),

@@ -5,7 +5,8 @@ import shutil
 import numpy as np
 import pytest
 
-from pipelines import cli, inspect_shards, paper, report
+from pipelines import cli, paper, report
+from training import shards as shards_lib
 
 
 def test_paper_table2_ratios():
@@ -40,8 +41,8 @@ def test_report_of_shards_and_m2_run(m2_run, tmp_path, capsys):
   result = json.loads(out.read_text())
   assert result["inputs"] == [str(shards), str(run)]
   stats = json.loads((shards / "stats.json").read_text())
-  records = [r for p in inspect_shards.shard_paths(str(shards))
-             for r in inspect_shards.read_shard(p)]
+  records = [r for p in shards_lib.shard_paths(str(shards))
+             for r in shards_lib.read_shard(p)]
   tokens = sum(r["targets"].size for r in records)
   num_bytes = sum(int(r["num_bytes"][0]) for r in records)
 

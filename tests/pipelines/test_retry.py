@@ -31,6 +31,7 @@ import pytest
 from compressor.models.base import Lanes, ProbabilityModel
 from compressor.window_tokenizer import WindowTokenizer
 from pipelines import compress, inspect_shards, m1_loader, options, sink
+from training import shards
 
 IN_MEMORY = ["--direct_num_workers=1", "--direct_running_mode=in_memory"]
 METHOD = "equal_info_ac[b=16,v=256]"
@@ -88,7 +89,7 @@ def _config(corpus: pathlib.Path, output: pathlib.Path, **flags) -> options.Comp
 def _outputs(output: pathlib.Path) -> dict[str, bytes]:
   """Shards and stats.json by name."""
   return {p.name: p.read_bytes()
-          for p in sorted(output.glob("*.array_record")) + [output / sink.STATS]}
+          for p in sorted(output.glob("*.array_record")) + [output / shards.STATS]}
 
 
 def _counters(result) -> collections.Counter:
@@ -117,12 +118,12 @@ def _run_and_check_once_failed(config, marker, undisturbed):
   result.wait_until_finish()
   out = pathlib.Path(config.output)
   assert "in _pack" in marker.read_text()  # the failure hit CompressFn's batch
-  assert (out / sink.COMPLETED).exists()
+  assert (out / shards.COMPLETED).exists()
   assert _shards(out) == _shards(undisturbed)
   counters = _counters(result)
-  keys = [r["key"] for p in inspect_shards.shard_paths(str(out))
-          for r in inspect_shards.read_shard(p)]
-  stats = json.loads((out / sink.STATS).read_text())
+  keys = [r["key"] for p in shards.shard_paths(str(out))
+          for r in shards.read_shard(p)]
+  stats = json.loads((out / shards.STATS).read_text())
   assert len(keys) == len(set(keys)) == stats["examples"] == counters["m2_examples"]
   assert stats["dropped"] == {} and counters["dropped_coding_failed"] == 0
   return stats
@@ -172,7 +173,7 @@ def test_a_crash_leaves_no_completed_and_a_rerun_matches(small_jsonl, undisturbe
   with pytest.raises(Exception, match="injected by the test"):
     compress.compress(_config(small_jsonl, crashed), IN_MEMORY)
   assert list(crashed.glob("*.array_record"))  # a shard landed before the crash
-  assert not (crashed / sink.COMPLETED).exists() and not (crashed / sink.STATS).exists()
+  assert not (crashed / shards.COMPLETED).exists() and not (crashed / shards.STATS).exists()
   with pytest.raises(FileExistsError, match="--overwrite"):
     compress.make_pipeline(_config(small_jsonl, crashed), IN_MEMORY)
 
@@ -180,4 +181,4 @@ def test_a_crash_leaves_no_completed_and_a_rerun_matches(small_jsonl, undisturbe
   assert compress.compress(_config(small_jsonl, fresh), IN_MEMORY) is not None
   assert compress.compress(_config(small_jsonl, crashed, overwrite=True), IN_MEMORY) is not None
   assert _outputs(fresh) == _outputs(crashed) == _outputs(undisturbed)
-  assert (crashed / sink.COMPLETED).exists()
+  assert (crashed / shards.COMPLETED).exists()

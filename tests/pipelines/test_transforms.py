@@ -8,40 +8,15 @@ import pytest
 from apache_beam.testing.test_pipeline import TestPipeline as BeamTestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
-from compressor import EOS, get_method
+from compressor import EOS, corpus, get_method
+from compressor.corpus import Document, Dropped
 from compressor.methods import CodingError
 from pipelines import sink, sources, transforms
-from pipelines.sources import Document, Dropped
-from training import records
-
-
-def test_parse_json_line_keeps_bytes_exactly():
-  assert sources.parse_json_line(b'{"text": "caf\\u00e9 \\u0000"}') == "café \x00".encode()
-  assert sources.parse_json_line(b'{"text": "bad \xff\xc3("}') == b"bad \xff\xc3("
-  assert sources.parse_json_line(b'{"text": "\\ud800"}') == b"\xed\xa0\x80"
-  for line, reason in [(b"{", "malformed_json"), (b"  \r", "blank_line"),
-                       (b'{"body": "x"}', "missing_text_field"), (b"[1]", "missing_text_field"),
-                       (b'{"text": 3}', "missing_text_field")]:
-    with pytest.raises(sources.BadInput) as e:
-      sources.parse_json_line(line)
-    assert e.value.reason == reason
-
-
-def test_resolve_input_errors(tmp_path):
-  with pytest.raises(FileNotFoundError, match="matches no files"):
-    sources.resolve_input(str(tmp_path / "missing-*.json.gz"))
-  with pytest.raises(ValueError, match="builtin:pydoc"):
-    sources.resolve_input("builtin:nope")
-  for name in ("b.jsonl", "a.json.gz", "c.txt"):
-    (tmp_path / name).write_text("{}")
-  spec = sources.resolve_input(str(tmp_path / "*.js*"))
-  assert spec.kind == "jsonl" and [t[1].rsplit("/", 1)[1] for t in spec.tasks] == [
-      "a.json.gz", "b.jsonl"]
-  assert sources.resolve_input("text:" + str(tmp_path / "*.txt")).kind == "text"
+from training import shards as shards_lib
 
 
 def test_read_documents_routes_bad_lines(bad_jsonl, large_doc_bytes):
-  spec = sources.resolve_input(str(bad_jsonl))
+  spec = corpus.resolve(str(bad_jsonl))
   with BeamTestPipeline() as p:
     out = p | sources.ReadDocuments(spec)
     docs = out["documents"] | beam.Map(lambda d: (d.doc_index, len(d.data)))
@@ -54,14 +29,15 @@ def test_read_documents_routes_bad_lines(bad_jsonl, large_doc_bytes):
                                   ("7", "missing_text_field", "read")]), label="errors")
 
 
-def test_unreadable_gzip_is_counted_not_raised(tmp_path):
-  path = tmp_path / "broken.json.gz"
-  path.write_bytes(b"\x1f\x8b\x08\x00 not really gzip")
-  items = list(sources.read_jsonl_file(0, str(path)))
-  assert [type(i).__name__ for i in items] == ["Dropped"]
-  assert items[0].reason == "corrupt_file"
-  (missing,) = sources.read_jsonl_file(0, str(tmp_path / "gone.jsonl"))
-  assert missing.reason == "missing_file" and missing.source.endswith("gone.jsonl:1")
+def test_train_m1_and_compress_read_the_same_documents(bad_jsonl):
+  """The reader outside Beam (train-m1, codec) and the pipeline's give the same documents."""
+  spec = corpus.resolve(str(bad_jsonl))
+  outside = [(d.file_index, d.doc_index, d.source, d.data)
+             for d in corpus.read_documents(str(bad_jsonl))]
+  assert len(outside) == 7
+  with BeamTestPipeline() as p:
+    docs = p | sources.ReadDocuments(spec)
+    assert_that(docs["documents"] | beam.Map(tuple), equal_to(outside))
 
 
 def test_screen_documents():
@@ -203,34 +179,24 @@ def test_serialized_record_is_a_tf_example():
   assert f["key"].bytes_list.value[0] == b"f00003-g000012-e002-p001"
   assert f["symbols_crc32"].int64_list.value[0] == crc
   assert data == ex.SerializeToString(deterministic=True)
-  parsed = records.parse(data)
+  parsed = shards_lib.parse(data)
   np.testing.assert_array_equal(parsed["targets"], tokens)
   assert parsed["source"] == b"gs://b/c4.json.gz:7" and int(parsed["num_bytes"][0]) == 1234
   assert int(parsed["symbols_crc32"][0]) == crc
-  assert "symbols_crc32" not in records.parse(sink.serialize_record(
+  assert "symbols_crc32" not in shards_lib.parse(sink.serialize_record(
       rec._replace(symbols_crc32=None)))
 
 
 def test_shard_names_and_assignment_are_stable():
-  assert sink.sanitize_spec("equal_info_ac[b=16,v=65k]") == "equal_info_ac_b_16_v_65k"
-  assert (sink.shard_name("train", "gzip[v=256]", 3, 16)
+  assert shards_lib.sanitize_spec("equal_info_ac[b=16,v=65k]") == "equal_info_ac_b_16_v_65k"
+  assert (shards_lib.shard_name("train", "gzip[v=256]", 3, 16)
           == "train-gzip_v_256-00003-of-00016.array_record")
-  keys = [(0, g, e, 0) for g in range(20) for e in range(5)]
-  shards = [sink.shard_index(k, 4) for k in keys]
-  assert shards == [sink.shard_index(k, 4) for k in keys]
+  keys = [transforms.key_name((0, g, e, 0)) for g in range(20) for e in range(5)]
+  shards = [shards_lib.shard_index(k, 4) for k in keys]
+  assert shards == [shards_lib.shard_index(k, 4) for k in keys]
+  assert shards_lib.shard_index("f00000-g000000-e000-p000", 7) == zlib.crc32(
+      b"f00000-g000000-e000-p000") % 7
   assert sorted(set(shards)) == [0, 1, 2, 3]
-
-
-def test_tfds_source_reads_chunks_in_order():
-  tfds = pytest.importorskip("tensorflow_datasets")
-  with pytest.raises(FileNotFoundError, match="tfds build"):
-    sources.resolve_input("tfds:c4/en:3.1.0", "validation", "/nonexistent-tfds-dir")
-  with tfds.testing.mock_data(num_examples=50):
-    builder = tfds.builder("c4/en:3.1.0", data_dir="/nonexistent-tfds-dir")
-    items = list(sources.read_tfds_chunk(builder, "c4/en:3.1.0", "validation", 2, "256:266"))
-  assert [(d.file_index, d.doc_index) for d in items] == [(2, i) for i in range(10)]
-  assert items[3].source == "tfds:c4/en:3.1.0/validation[259]"
-  assert all(isinstance(d.data, bytes) for d in items)
 
 
 def test_finalize_refuses_an_unbalanced_run(tmp_path):
@@ -241,10 +207,10 @@ def test_finalize_refuses_an_unbalanced_run(tmp_path):
   fn = sink.FinalizeFn(str(tmp_path), {"vocab_size": 4}, "{}")
   with pytest.raises(AssertionError, match="bytes in"):
     list(fn.process(accounting, [("s-00000-of-00001.array_record", 1)], 0))
-  assert not (tmp_path / sink.COMPLETED).exists()
+  assert not (tmp_path / shards_lib.COMPLETED).exists()
   (stats,) = fn.process({**accounting, "bytes_in": 5, "balanced": True},
                         [("s-00000-of-00001.array_record", 1)], 0)
-  assert stats["m1_examples"] == 1 and (tmp_path / sink.COMPLETED).exists()
+  assert stats["m1_examples"] == 1 and (tmp_path / shards_lib.COMPLETED).exists()
 
 
 class _FragileBytes:

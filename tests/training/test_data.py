@@ -1,16 +1,14 @@
-"""Corpus reading and the M1 / M2 input pipelines."""
-import collections
+"""The M1 / M2 input pipelines."""
 import dataclasses
-import gzip
 import json
-import logging
 
 import jax
 import numpy as np
 import pytest
 
+from compressor import corpus
 from compressor import symbols as symbols_lib
-from training import corpus, evaluate
+from training import evaluate
 from training import data
 from training import m2_input
 from training import m1_epoch
@@ -22,103 +20,6 @@ M2_SEQ_LEN = 32
 # (grain 0.2.18 global shuffle). A change here changes every training run's order.
 GOLDEN_FIRST_IDS = [49, 83, 10, 87, 39, 69, 95, 9]
 GOLDEN_SECOND_IDS = [62, 20, 54, 7, 23, 13, 28, 35]
-
-
-# ----------------------------------------------------------------------------
-# corpus
-
-
-def test_malformed_json_lines_are_skipped_and_counted(tmp_path, caplog):
-  path = tmp_path / "docs.jsonl.gz"
-  lines = [json.dumps({"text": "first"}).encode(), b"{not json", b"[1, 2]",
-           json.dumps({"url": "no text"}).encode(), b"\xff\xfe{\"text\": 1}", b"",
-           json.dumps({"text": "last", "url": "u"}).encode()]
-  path.write_bytes(gzip.compress(b"\n".join(lines) + b"\n"))
-  counts = collections.Counter()
-  with caplog.at_level(logging.WARNING):
-    docs = list(corpus.read_documents(str(tmp_path / "*.jsonl.gz"), counts=counts))
-  assert docs == [(f"{path}:1", "first"), (f"{path}:7", "last")]
-  assert counts == {"documents": 2, "malformed_lines": 4}
-  assert f"{path}:2" in caplog.text and f"{path}:5" in caplog.text
-
-
-def test_files_are_read_in_sorted_order_text_and_json(tmp_path):
-  (tmp_path / "b.txt").write_text("plain document\nline two")
-  (tmp_path / "a.jsonl").write_text('{"text": "x"}\n{"text": "y"}\n')
-  (tmp_path / "c.json.gz").write_bytes(gzip.compress(b'{"text": "z"}\n'))
-  got = [(s.rsplit("/", 1)[-1], t) for s, t in corpus.read_documents(str(tmp_path / "*"))]
-  assert got == [("a.jsonl:1", "x"), ("a.jsonl:2", "y"), ("b.txt", "plain document\nline two"),
-                 ("c.json.gz:1", "z")]
-
-
-def test_missing_glob_says_what_to_pass(tmp_path):
-  with pytest.raises(FileNotFoundError, match="builtin:pydoc"):
-    list(corpus.read_documents(str(tmp_path / "nothing-*.jsonl")))
-
-
-def test_builtin_and_tfds_specs():
-  docs = list(corpus.read_documents("builtin:pydoc"))
-  assert len(docs) > 50 and docs[0][0].startswith("builtin:pydoc/")
-  assert corpus.parse_tfds_spec("tfds:c4/en:3.1.0:validation") == ("c4/en:3.1.0", "validation")
-  assert corpus.parse_tfds_spec("tfds:c4/en:3.1.0") == ("c4/en:3.1.0", "train")
-
-
-def test_tfds_spec_reads_a_prepared_build_and_never_downloads(tmp_path):
-  tfds = pytest.importorskip("tensorflow_datasets")
-  with pytest.raises(FileNotFoundError, match="not prepared"):
-    list(corpus.read_documents("tfds:c4/en:3.1.0:validation", data_dir=str(tmp_path)))
-  with tfds.testing.mock_data(num_examples=3):
-    docs = list(corpus.read_documents("tfds:c4/en:3.1.0:validation", data_dir=str(tmp_path)))
-  assert [s for s, _ in docs] == [f"tfds:c4/en:3.1.0:validation:{i}" for i in range(3)]
-  assert all(isinstance(t, str) and t for _, t in docs)
-
-
-def test_a_read_from_a_position_is_the_rest_of_the_whole_read(tmp_path):
-  (tmp_path / "a.jsonl").write_text('{"text": "x"}\n\n{"text": "y"}\nnot json\n{"text": "w"}\n')
-  (tmp_path / "b.txt").write_text("plain document")
-  (tmp_path / "c.json.gz").write_bytes(gzip.compress(b'{"text": "z"}\n{"text": "v"}\n'))
-  for spec in (str(tmp_path / "*"), "builtin:pydoc"):
-    whole = list(corpus.read_positioned(spec))
-    assert [(s, t) for _, s, t in whole] == list(corpus.read_documents(spec))
-    for i, (position, _, _) in enumerate(whole):
-      assert list(corpus.read_positioned(spec, start=position)) == whole[i:]
-  positions = [p for p, _, _ in corpus.read_positioned(str(tmp_path / "*"))]
-  assert positions == [(0, 1), (0, 3), (0, 5), (1, 1), (2, 1), (2, 2)]
-
-
-def test_a_tfds_read_from_a_position_slices_the_split(tmp_path):
-  tfds = pytest.importorskip("tensorflow_datasets")
-
-  class EqinfoTinyText(tfds.core.GeneratorBasedBuilder):  # a real build, made here
-    VERSION = tfds.core.Version("1.0.0")
-    __module__ = "eqinfo_tiny_text"  # not in a package: tfds looks for no code path
-
-    def _info(self):
-      return tfds.core.DatasetInfo(
-          builder=self, features=tfds.features.FeaturesDict({"text": tfds.features.Text()}))
-
-    def _split_generators(self, dl_manager):
-      return {"validation": self._generate_examples()}
-
-    def _generate_examples(self):
-      for i in range(30):
-        yield i, {"text": f"document {i} " * (i + 1)}
-
-  EqinfoTinyText(data_dir=str(tmp_path)).download_and_prepare()
-  spec = "tfds:eqinfo_tiny_text:1.0.0:validation"
-  whole = list(corpus.read_positioned(spec, str(tmp_path)))
-  assert len(whole) == 30 and len({t for _, _, t in whole}) == 30
-  assert [p for p, _, _ in whole] == [(0, n) for n in range(1, 31)]
-  assert list(corpus.read_positioned(spec, str(tmp_path), start=(0, 12))) == whole[11:]
-
-
-def test_real_webtext_reads_every_line(webtext_dir):
-  counts = collections.Counter()
-  docs = list(corpus.read_documents(str(webtext_dir / "validation" / "*.jsonl.gz"),
-                                    counts=counts))
-  lines = sum(1 for path in (webtext_dir / "validation").glob("*.jsonl.gz")
-              for line in gzip.open(path, "rt", encoding="utf-8") if line.strip())
-  assert counts["malformed_lines"] == 0 and len(docs) == counts["documents"] == lines > 200
 
 
 # ----------------------------------------------------------------------------
@@ -150,7 +51,7 @@ def _corpus_symbols(texts) -> np.ndarray:
 
 def test_m1_pass_is_the_documents_plus_eos_cut_with_no_padding_but_the_last():
   cfg = _m1_config(shuffle=False, repeat=False)
-  texts = [t for _, t in corpus.read_documents("builtin:pydoc")]
+  texts = [d.data.decode() for d in corpus.read_documents("builtin:pydoc")]
   got, weights = [], []
   for batch in data.M1Batches(cfg):
     assert np.all(batch["inputs"][batch["ids"] >= 0, 0] == data.M1_BOS)
@@ -309,7 +210,7 @@ def test_m1_buffered_sequences_hold_only_their_own_symbols():
 
 
 def test_m1_position_checks_the_corpus_and_the_buffer(tmp_path):
-  texts = [t for _, t in corpus.read_documents("builtin:pydoc")]
+  texts = [d.data.decode() for d in corpus.read_documents("builtin:pydoc")]
   path = tmp_path / "docs.jsonl"
   path.write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
   cfg = _m1_config(spec=str(path), seed=2)
@@ -342,7 +243,7 @@ def test_m1_empty_corpus_says_so(tmp_path):
 
 def test_m1_processes_read_disjoint_groups_with_distinct_ids():
   cfg = _m1_config(docs_per_group=7, seq_len=100)
-  texts = [t for _, t in corpus.read_documents("builtin:pydoc")]
+  texts = [d.data.decode() for d in corpus.read_documents("builtin:pydoc")]
   groups = [texts[i:i + 7] for i in range(0, len(texts), 7)]
   for p in (0, 1):
     part = list(data.m1_sequences(cfg, shard=(p, 2)))

@@ -131,10 +131,11 @@ def test_a_wrong_data_path_fails_before_training(m2_shards, tmp_path, capsys):
   m2_train = list(m2)
   m2_train[m2.index("--train") + 1] = str(tmp_path / "train-*.array_record")
   for argv, message in [
-      (["train-m1", *m1, "--train", str(tmp_path / "t-*.jsonl")], "--train: no files match"),
+      (["train-m1", *m1, "--train", str(tmp_path / "t-*.jsonl")],
+       f"--train: '{tmp_path / 't-*.jsonl'}' matches no files"),
       (["train-m1", *m1, "--train", str(tmp_path / "empty.jsonl")], "--train: "),
       (["train-m1", *m1, "--train", "builtin:pydoc", "--validation", str(tmp_path / "v-*.jsonl")],
-       "--validation: no files match"),
+       f"--validation: '{tmp_path / 'v-*.jsonl'}' matches no files"),
       (["train-m1", *m1, "--train", "builtin:pydoc", "--validation",
         str(tmp_path / "empty.jsonl")], "validation data holds no examples"),
       (["train-m2", *m2_train], "--train: no files match"),
