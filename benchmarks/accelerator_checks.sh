@@ -39,7 +39,7 @@ step() {  # step SECONDS FILE COMMAND...: runs COMMAND with its output in $OUT/F
 }
 
 (nvidia-smi -L || "$PYTHON" -c "import jax; print(jax.devices())") > "$OUT/accelerator.txt" 2>&1
-step 150 exact_devices.json "$PYTHON" -m training.exact_devices \
+step 150 exact_devices.json "$PYTHON" -m training.m1.exact_devices \
   --text "$DATA/validation/*.jsonl.gz" --sequences 200 --seq_len 512 --hlo "$OUT/hlo" \
   --save "$OUT/models"
 step 300 pytest_exact.txt "$PYTHON" -m pytest -m "not slow" tests/training/test_exact.py

@@ -32,8 +32,9 @@ import numpy as np
 from compressor import get_method
 from compressor.models.base import Lanes, ProbabilityModel
 from compressor.symbols import symbols_from_text
-from training import m1 as m1_lib
-from training import exact, quantize_m1
+from training.m1 import float_m1 as m1_lib
+from training.m1 import exact
+from training.m1 import quantize as quantize_m1
 
 DEFAULT_DATA = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data" / "webtext"
 SPEC = "equal_info_ac[b=16,v=65k]"

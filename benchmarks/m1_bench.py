@@ -30,7 +30,7 @@ predicts text badly, so its Equal-Info windows are short):
     a BOS, which costs no M1 step, and re-codes the symbols the window backs
     off over), and the fraction of the limit achieved per symbol and per M1
     step.
-  * `lane_step`: raw `tables()` + `update()` throughput (`training.m1.lane_throughput`:
+  * `lane_step`: raw `tables()` + `update()` throughput (`training.m1.float_m1.lane_throughput`:
     random symbols, windows of 32), symbols/s and fraction of the limit.
   * `memory`: peak resident set size of the whole process after coding with
     the largest lane count (`resource.getrusage`), in MB.
@@ -50,7 +50,7 @@ import numpy as np
 from compressor import get_method
 from compressor.examples import make_examples
 from compressor.models.base import Lanes, ProbabilityModel
-from training import m1
+from training.m1 import float_m1 as m1
 
 DEFAULT_DATA = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data" / "webtext"
 SPEC = "equal_info_ac[b=16,v=65k]"

@@ -3,7 +3,7 @@
 Usage:
   python benchmarks/m1_resume_bench.py [--data ../shared/data/webtext] [--out m1_resume.json]
 
-One process's M1 batches (`training.data.M1Batches`) over all of the shared
+One process's M1 batches (`training.m1_input.M1Batches`) over all of the shared
 web text (train and validation), taken to `--fraction` of an epoch; its state
 is then restored twice in this process:
 
@@ -26,7 +26,7 @@ import pathlib
 import time
 
 from compressor import symbols as symbols_lib
-from training import data
+from training import m1_input
 
 DEFAULT_DATA = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data" / "webtext"
 
@@ -50,11 +50,11 @@ class ConversionCounter:
     symbols_lib.symbols_from_text = self._inner
 
 
-def time_resume(config: data.M1DataConfig, state: dict, repeats: int) -> tuple[dict, dict]:
+def time_resume(config: m1_input.M1DataConfig, state: dict, repeats: int) -> tuple[dict, dict]:
   """(figures, next batch) of `repeats` fresh M1Batches resumed at `state`."""
   best, documents = float("inf"), 0
   for _ in range(repeats):
-    batches = data.M1Batches(config)
+    batches = m1_input.M1Batches(config)
     with ConversionCounter() as counter:
       start = time.perf_counter()
       batches.set_state(state)
@@ -74,11 +74,11 @@ def main(argv=None) -> dict:
   parser.add_argument("--out", type=pathlib.Path)
   args = parser.parse_args(argv)
 
-  config = data.M1DataConfig(str(args.data / "*" / "*.jsonl.gz"), seq_len=args.seq_len,
+  config = m1_input.M1DataConfig(str(args.data / "*" / "*.jsonl.gz"), seq_len=args.seq_len,
                              batch_size=args.batch_size, shuffle_buffer=args.shuffle_buffer)
-  sequences = sum(1 for _ in data.m1_sequences(config))
+  sequences = sum(1 for _ in m1_input.m1_sequences(config))
   steps = int(sequences * args.fraction) // args.batch_size
-  batches = data.M1Batches(config)
+  batches = m1_input.M1Batches(config)
   for _ in range(steps):
     next(batches)
   state = json.loads(json.dumps(batches.get_state()))

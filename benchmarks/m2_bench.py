@@ -30,10 +30,10 @@ import tempfile
 import time
 
 from pipelines import cli
-from training import data
+from training import m2_records
 from training import m2_input
 from training import shards
-from training import train
+from training import metrics as metrics_lib
 
 
 def last_train_metrics(run: pathlib.Path) -> dict:
@@ -45,7 +45,7 @@ def last_train_metrics(run: pathlib.Path) -> dict:
 def input_batches_per_s(glob: str, batch_size: int, pack: bool, batches: int,
                         repeats: int) -> float:
   """Batches/s of the M2 input pipeline alone (best of `repeats`), after one warm-up batch."""
-  config = data.M2DataConfig(glob, token_vocab=shards.stats_of_glob(glob)["vocab_size"],
+  config = m2_records.M2DataConfig(glob, token_vocab=shards.stats_of_glob(glob)["vocab_size"],
                              seq_len=512, batch_size=batch_size, pack=pack)
   iterator = m2_input.m2_batches(config)
   next(iterator)
@@ -66,7 +66,7 @@ def main(argv=None):
   parser.add_argument("--input_batches", type=int, default=50)
   parser.add_argument("--input_repeats", type=int, default=3)
   args = parser.parse_args(argv)
-  out = {"peak_flops_measured": train.measure_peak_flops(), "sizes": {}}
+  out = {"peak_flops_measured": metrics_lib.measure_peak_flops(), "sizes": {}}
   with tempfile.TemporaryDirectory() as tmp:
     shards = pathlib.Path(tmp) / "shards"
     with contextlib.redirect_stdout(sys.stderr):

@@ -44,16 +44,17 @@ import numpy as np
 
 from training import chunked_loss
 from training import configs
-from training import data
+from training import batch_layout
 from training import loss as loss_lib
 from training import model as model_lib
 from training import optim
 from training import train
+from training import metrics as metrics_lib
 
 
 def seeded_batch(batch_size: int, seq_len: int, token_vocab: int, packed: bool,
                  seed: int = 0) -> dict[str, np.ndarray]:
-  """One M2 batch of seeded tokens, laid out as training.data lays out records.
+  """One M2 batch of seeded tokens, laid out as training.batch_layout lays out records.
 
   Returns inputs/targets/weights [B, T], num_bytes [B], and, when `packed`,
   segments [B, T]: each row cut into records of 1/8 to 1/2 of T tokens (the
@@ -68,7 +69,7 @@ def seeded_batch(batch_size: int, seq_len: int, token_vocab: int, packed: bool,
       while sum(lengths) < seq_len:
         lengths.append(int(rng.integers(seq_len // 8, seq_len // 2 + 1)))
       lengths[-1] -= sum(lengths) - seq_len
-    parts = [data.pack_sequence(rng.integers(0, token_vocab, n, dtype=np.int32), n,
+    parts = [batch_layout.pack_sequence(rng.integers(0, token_vocab, n, dtype=np.int32), n,
                                 token_vocab) for n in lengths]
     row = {k: np.concatenate([p[k] for p in parts]) for k in ("inputs", "targets", "weights")}
     row["segments"] = np.repeat(np.arange(1, len(lengths) + 1, dtype=np.int32), lengths)
@@ -127,7 +128,7 @@ def time_mode(step, state, batch: dict, steps: int) -> tuple[dict, object, bool]
 def run(size: str, batch_size: int, seq_len: int, token_vocab: int, dtype: str, steps: int,
         matmul: int, peak_flops: float) -> dict:
   """Times each mode's steps and the matmul baseline; returns the JSON report."""
-  config = configs.model_config(size, vocab_size=data.model_vocab_size(token_vocab),
+  config = configs.model_config(size, vocab_size=batch_layout.model_vocab_size(token_vocab),
                                 max_len=seq_len, dtype=dtype)
   mesh = train.make_mesh()
   optimizer = optim.adafactor()
@@ -139,8 +140,8 @@ def run(size: str, batch_size: int, seq_len: int, token_vocab: int, dtype: str, 
   state = train.init_state(config, optimizer, 0, mesh)
   params = model_lib.count_params(model_lib.param_shapes(config))
   flops_per_token = 3.0 * model_lib.flops_per_token(config, seq_len, params)
-  matmul = matmul or train.peak_matmul_size()
-  matmul_rate = train.measure_peak_flops(dtype, matmul)
+  matmul = matmul or metrics_lib.peak_matmul_size()
+  matmul_rate = metrics_lib.measure_peak_flops(dtype, matmul)
   report = {"size": size, "non_embedding_params": params, "batch_size": batch_size,
             "seq_len": seq_len, "token_vocab": token_vocab, "dtype": dtype,
             "backend": jax.default_backend(), "device": jax.devices()[0].device_kind,
@@ -177,7 +178,7 @@ def main(argv=None):
   parser.add_argument("--dtype", default="bfloat16", choices=("float32", "bfloat16"))
   parser.add_argument("--steps", type=int, default=20, help="timed steps per mode")
   parser.add_argument("--matmul", type=int, default=0,
-                      help="side of the baseline matmul (default: train.peak_matmul_size())")
+                      help="side of the baseline matmul (default: metrics_lib.peak_matmul_size())")
   parser.add_argument("--peak_flops", type=float, default=0.0,
                       help="the device's datasheet FLOP/s in --dtype, for mfu_vs_peak")
   parser.add_argument("--out", help="also write the JSON here")

@@ -48,7 +48,8 @@ def read_texts(split_dir: pathlib.Path, limit: int | None = None) -> list[str]:
 
 def trained_m1(data: pathlib.Path, size: str, steps: int, out: pathlib.Path):
   """An M1 of `size` trained `steps` steps on the train split, as its integer-exact M1."""
-  from training import m1 as m1_lib, train_m1  # pylint: disable=import-outside-toplevel
+  from training import train_m1  # pylint: disable=import-outside-toplevel
+  from training.m1 import float_m1 as m1_lib  # pylint: disable=import-outside-toplevel
   train_m1.run(["--train", str(data / "train" / "*.jsonl.gz"), "--size", size,
                 "--steps", str(steps), "--batch_size", "16", "--seq_len", "256",
                 "--warmup", str(max(steps // 3, 1)), "--shuffle_buffer", "512",
@@ -90,7 +91,7 @@ def main(argv=None) -> dict:
   tf.config.threading.set_intra_op_parallelism_threads(1)
   tf.config.threading.set_inter_op_parallelism_threads(1)
   from compressor import get_method, symbols_from_text, window_vocab  # pylint: disable=import-outside-toplevel
-  from training import m1 as m1_lib  # pylint: disable=import-outside-toplevel
+  from training.m1 import float_m1 as m1_lib  # pylint: disable=import-outside-toplevel
   with tempfile.TemporaryDirectory() as tmp:
     m1 = (m1_lib.load(args.m1) if args.m1 else
           trained_m1(args.data, args.m1_size, args.m1_steps, pathlib.Path(tmp) / "m1"))

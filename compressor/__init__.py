@@ -1,7 +1,22 @@
-"""eqinfo's compressor: coders, Equal-Info windows, methods and probability models.
+"""eqinfo's compressor: the corpus reader, coders, Equal-Info windows, methods and
+probability models. A library: numpy (and JAX for models only). The names imported
+below are the interface that `training/` and `pipelines/` use.
 
-A pure library: numpy (and JAX for models only). The names below are the
-interface that `training/` and `pipelines/` use.
+  corpus.py            the one reader of a corpus spec (compress, train-m1, codec)
+  symbols.py           documents as symbol streams: bytes + EOS
+  constants.py         wire-format constants
+  examples.py          documents -> groups of 128 -> 10,240-symbol examples
+  packing.py           examples -> M2 records of at most 512 tokens
+  window_arith.py      the Equal-Info window rule in integers
+  lane_encoder.py      arithmetic encoding of many examples at once
+  lane_decoder.py      decoding of many codes at once
+  arith.py             the renormalising range coder of AC and StaticAC
+  window_vocab.py      the b=16 window vocabulary of an M1: build, file
+  window_tokenizer.py  b=16 windows by longest match; decoding by lookup
+  methods/             the paper's methods and their registry (`get_method`)
+  models/              the probability-model protocol, context and unigram models
+  sentencepiece_train.py  the SentencePiece baseline's tokenizer
+  codec.py             `eqinfo codec`: one method over a corpus, outside Beam
 """
 from compressor.constants import ALPHABET_SIZE, EOS, PRECISION, TOTAL_FREQ
 from compressor.methods import SPEC_FORMS, Encoded, Method, get_method

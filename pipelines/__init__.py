@@ -1,1 +1,19 @@
-"""Apache Beam pipelines that turn corpora into M2-ready ArrayRecord shards."""
+"""The `eqinfo` command: the Beam pipeline that turns corpora into M2-ready ArrayRecord shards,
+and the commands that inspect, report on and generate from them.
+
+  cli.py               the `eqinfo` console script: one subcommand per job
+  compress.py          `eqinfo compress`: the pipeline and its run
+  options.py           compress's typed flags; Beam's own pass through
+  sources.py           reading a corpus inside Beam (compressor/corpus.py reads the documents)
+  transforms.py        documents -> groups -> examples -> coded, verified records
+  accounting.py        totals, histogram, drops by reason; bytes in = in records + dropped
+  vocabulary_stage.py  the window vocabulary of a job, built once, as a side input
+  sink.py              writes the shard directory (format: training/shards.py)
+  m1_loader.py         the `--m1` flag: which probability model, loaded once per process
+  device_check.py      the accelerator's M1 tables against the CPU's, before coding
+  demo.py              `eqinfo demo`: the pipeline on builtin:pydoc
+  build_vocab.py       `eqinfo build-vocab`
+  inspect_shards.py    `eqinfo inspect`; vocab_view.py its `--vocab` view
+  report.py            `eqinfo report`, beside the paper's figures (paper.py)
+  generate.py          `eqinfo generate`: M2 samples decoded through M1
+"""

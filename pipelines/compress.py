@@ -48,6 +48,7 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from compressor import corpus, window_vocab
+from pipelines import accounting as accounting_lib
 from pipelines import m1_loader, options, sink, sources, transforms, vocabulary_stage
 from training import shards
 
@@ -128,7 +129,7 @@ def build_pipeline(p: beam.Pipeline, config: options.CompressConfig, spec: corpu
   written = coded["records"] | "WriteShards" >> sink.WriteShards(
       config.output, config.split, info["method"], config.num_shards)
   accounting = ((read["documents"], coded["records"], errors)
-                | "Accounting" >> transforms.Accounting(info["vocab_size"]))
+                | "Accounting" >> accounting_lib.Accounting(info["vocab_size"]))
   return ((accounting, written, errors, *([vocab] if vocab is not None else []))
           | "Finalize" >> sink.Finalize(config.output, info, config.to_json()))
 

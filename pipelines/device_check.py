@@ -48,7 +48,7 @@ def check_symbols() -> np.ndarray:
   """[LANES, SEQ_LEN] symbols: Python's documentation (bytes + EOS, concatenated), then
   `every_symbol_lanes`."""
   from compressor import corpus  # pylint: disable=import-outside-toplevel
-  from training import exact_devices  # pylint: disable=import-outside-toplevel
+  from training.m1 import exact_devices  # pylint: disable=import-outside-toplevel
   documents = itertools.islice(corpus.read_documents(corpus.BUILTIN_PYDOC), _DOCUMENTS)
   text = exact_devices.text_symbols((doc.data for doc in documents), SEQUENCES, SEQ_LEN)
   return np.concatenate([text, every_symbol_lanes()])
@@ -56,7 +56,7 @@ def check_symbols() -> np.ndarray:
 
 def first_difference(coder_model, cpu_model, symbols: np.ndarray) -> tuple[int, int] | None:
   """(lane, position) of the first context whose tables differ between two models, or None."""
-  from training import exact_devices  # pylint: disable=import-outside-toplevel
+  from training.m1 import exact_devices  # pylint: disable=import-outside-toplevel
   got = exact_devices.cached_tables(coder_model, symbols)
   want = exact_devices.cached_tables(cpu_model, symbols)
   where = np.argwhere((got != want).any(axis=-1))

@@ -2,7 +2,7 @@
 
 Forms:
 
-- a trained M1 directory (local or gs://): `training.m1.load(path)`;
+- a trained M1 directory (local or gs://): `training.m1.float_m1.load(path)`;
 - `context[order=K,fit=SRC]` (optionally `min_count=N`, `docs=N`): an order-K
   `ContextModel` fitted on the documents of input spec SRC (any `--input` form);
 - `unigram[fit=SRC]` (optionally `docs=N`): a byte `UnigramModel` for static_ac;
@@ -135,7 +135,7 @@ def load_model(spec: str | None, device: str | None = None):
     raise FileNotFoundError(
         f"--m1 {spec!r} does not exist; pass a trained M1 directory (eqinfo train-m1) or "
         f"context[order=3,fit=SRC]")
-  from training import m1  # pylint: disable=import-outside-toplevel
+  from training.m1 import float_m1 as m1  # pylint: disable=import-outside-toplevel
   return m1.load(spec, device=jax_device(device) if device else None)
 
 

@@ -15,7 +15,8 @@ import numpy as np
 from apache_beam.io.filesystems import FileSystems
 
 from compressor import constants, window_vocab
-from pipelines.transforms import Record, error_lines, key_name
+from pipelines.accounting import error_lines
+from pipelines.transforms import Record, key_name
 from training import shards as shards_lib
 from training.shards import (ARRAY_RECORD_OPTIONS, COMPLETED, CONFIG, ERRORS_DIR, ERRORS_FILE,
                              STATS, join, shard_name)

@@ -5,7 +5,7 @@
 
 `--checkpoint` is a training run directory (`train-m2 --out`, or `train-m1
 --out` / its `train` subdirectory; the latest checkpoint is used) or an M1
-directory (`training.m1.save`). The sample is fixed: the first
+directory (`training.m1.float_m1.save`). The sample is fixed: the first
 `--num_batches` batches of `--data`, unshuffled. Prints one JSON object:
 loss, bits/byte = sum of token losses / bytes / ln 2, FLOPs/byte, and the
 baselines (paper §3.8, Table 3):
@@ -31,14 +31,16 @@ from jax.sharding import NamedSharding, PartitionSpec
 
 from training import checkpoint as checkpoint_lib
 from training import configs
-from training import data
+from training import m1_input
+from training import m2_records
 from training import m2_input
 from training import log_setup
-from training import m1 as m1_lib
+from training.m1 import float_m1 as m1_lib
 from training import model as model_lib
 from training import optim
 from training import shards
 from training import train
+from training import metrics as metrics_lib
 
 
 @dataclasses.dataclass
@@ -105,12 +107,12 @@ def load(path: str, mesh) -> Loaded:
 def batches(loaded: Loaded, args, batch_size: int, seq_len: int) -> tuple[Iterator[dict], int]:
   """(unshuffled batches of --data, token vocabulary) for the model's kind."""
   if loaded.kind == "m1":
-    cfg = data.M1DataConfig(args.data, seq_len=seq_len, batch_size=batch_size, shuffle=False,
+    cfg = m1_input.M1DataConfig(args.data, seq_len=seq_len, batch_size=batch_size, shuffle=False,
                             repeat=False, tfds_data_dir=args.tfds_data_dir)
-    return data.M1Batches(cfg), m1_lib.VOCAB_SIZE - 1
+    return m1_input.M1Batches(cfg), m1_lib.VOCAB_SIZE - 1
   vocab = int(loaded.run_config.get("data", {}).get("token_vocab",
                                                     loaded.model_config.vocab_size - 1))
-  cfg = data.M2DataConfig(args.data, vocab, seq_len=seq_len, batch_size=batch_size,
+  cfg = m2_records.M2DataConfig(args.data, vocab, seq_len=seq_len, batch_size=batch_size,
                           shuffle=False, repeat=False)
   return m2_input.m2_batches(cfg), vocab
 
@@ -176,13 +178,13 @@ def evaluate(args) -> dict:
   hist = counter.histogram if hist is None else hist
   n = model_lib.count_params(model_lib.param_shapes(loaded.model_config))
   extra = (args.m1_flops_per_byte if args.m1_flops_per_byte >= 0
-           else train.m1_flops_per_byte(stats))
+           else metrics_lib.m1_flops_per_byte(stats))
   return {
       "checkpoint": args.checkpoint, "kind": loaded.kind, "step": loaded.step,
       "data": args.data, "examples": counter.examples, "tokens": result["tokens"],
       "bytes": result["bytes"], "tokens_per_byte": result["tokens"] / result["bytes"],
       "loss": result["loss"], "bits_per_byte": result["bits_per_byte"],
-      "flops_per_byte": train.flops_per_byte(n, result["tokens"], result["bytes"], extra),
+      "flops_per_byte": metrics_lib.flops_per_byte(n, result["tokens"], result["bytes"], extra),
       "baselines": baselines(vocab, result["tokens"], result["bytes"], hist),
       "unigram_histogram": source, "token_vocab": vocab,
       "batch_size": batch_size, "seq_len": seq_len, "num_batches": args.num_batches,

@@ -71,7 +71,7 @@ def groups(config, start: RestartPoint = EPOCH_START
            ) -> Iterator[tuple[int, corpus.Position, list[bytes]]]:
   """(group index, its first document's position, its documents) from group start.doc on.
 
-  `config` is a `training.data.M1DataConfig`; the last group may be short.
+  `config` is a `training.m1_input.M1DataConfig`; the last group may be short.
   """
   g, first, group = start.doc // config.docs_per_group, None, []
   for doc in corpus.read_documents(config.spec, config.tfds_data_dir, start=start.at):
@@ -90,7 +90,7 @@ def sequences(config, shard: tuple[int, int] = (0, 1),
   """This process's stream of one pass, unshuffled, from `start` on (see module doc).
 
   Args:
-    config: a `training.data.M1DataConfig`.
+    config: a `training.m1_input.M1DataConfig`.
     shard: (process index p, process count P).
     start: a restart point of this process (`EPOCH_START`: the whole pass).
 
@@ -132,7 +132,7 @@ class Epoch:
   """
 
   def __init__(self, config, shard: tuple[int, int], epoch: int):
-    """Epoch `epoch` of `config` (a `training.data.M1DataConfig`) for process `shard`."""
+    """Epoch `epoch` of `config` (a `training.m1_input.M1DataConfig`) for process `shard`."""
     self.config, self.shard, self.epoch = config, shard, epoch
     self.size = config.shuffle_buffer if config.shuffle else 0
     self._rng = np.random.default_rng([config.seed, epoch]) if config.shuffle else None

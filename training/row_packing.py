@@ -14,7 +14,7 @@ Only the tokens are packed; each row's inputs, weights, ids and bytes are
 rebuilt from them and from its records' [id, num_bytes], which ride beside the
 row (`finish_row`): the packer copies one array per record, not five.
 
-Batch layout (the per-record one is in training.data):
+Batch layout (the per-record one is in training.batch_layout):
   inputs, targets, weights  [B, T]        records side by side, then padding
   segments                  [B, T] int32  1, 2, ... per record of the row; 0 on padding
   num_bytes                 [B]    int64  bytes of all the row's records
@@ -25,7 +25,8 @@ import jax
 import numpy as np
 from grain.experimental import FirstFitPackIterDataset
 
-from training import data
+from training import batch_layout
+from training import m2_records
 
 BINS = 16  # open rows per row of the local batch: more, fuller rows (97.8% text vs 94.6% at 1)
 RECORD = "record"  # per record, carried beside its row: [record id, num_bytes]
@@ -43,8 +44,8 @@ def record_sequence(record: bytes, record_id: int, seq_len: int, bos: int) -> di
     ValueError: if the record holds more than `seq_len` tokens.
   """
   del bos
-  tokens, num_bytes = data.record_tokens(record)
-  data.check_fits(len(tokens), seq_len)
+  tokens, num_bytes = m2_records.record_tokens(record)
+  batch_layout.check_fits(len(tokens), seq_len)
   return {"targets": tokens.astype(np.int32),
           RECORD: np.array([record_id, num_bytes], np.int64)}
 
@@ -65,12 +66,12 @@ def finish_row(targets: np.ndarray, segments: np.ndarray, positions: np.ndarray,
   inputs = np.zeros_like(targets)
   inputs[1:] = targets[:-1]
   inputs[starts] = bos
-  inputs[~real] = data.PAD
+  inputs[~real] = batch_layout.PAD
   ids = np.full(targets.shape, -1, np.int64)
   ids[starts] = [int(r[0]) for r in records]
   return {
       "inputs": inputs.astype(np.int32),
-      "targets": np.where(real, targets, data.PAD).astype(np.int32),
+      "targets": np.where(real, targets, batch_layout.PAD).astype(np.int32),
       "weights": real.astype(np.float32),
       "segments": segments.astype(np.int32),
       "num_bytes": np.int64(sum(int(r[1]) for r in records)),
@@ -89,13 +90,14 @@ class _FinishRow(grain.transforms.Map):
                       element["targets_positions"], list(element[RECORD]), self.bos)
 
 
-def packed_rows(config: data.M2DataConfig, read: grain.ReadOptions) -> grain.IterDataset:
-  """Batches of packed rows of this process's records (`data.m2_records` order)."""
+def packed_rows(config: m2_records.M2DataConfig, read: grain.ReadOptions) -> grain.IterDataset:
+  """Batches of packed rows of this process's records (`m2_records.m2_records` order)."""
   local_batch = config.batch_size // jax.process_count()
-  records = data.m2_records(config).map(
-      data.ParseRecord(record_sequence, config.seq_len, config.token_vocab))
+  records = m2_records.m2_records(config).map(
+      m2_records.ParseRecord(record_sequence, config.seq_len, config.token_vocab))
   packed = FirstFitPackIterDataset(
       records.to_iter_dataset(read), length_struct={"targets": config.seq_len},
       meta_features=(RECORD,), num_packing_bins=BINS * local_batch, seed=config.seed,
       shuffle_bins=False)
-  return data.batched(packed.map(_FinishRow(config.token_vocab)), local_batch, config.repeat)
+  rows = packed.map(_FinishRow(config.token_vocab))
+  return batch_layout.batched(rows, local_batch, config.repeat)

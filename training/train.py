@@ -5,15 +5,12 @@ each batch array is sharded along its first axis, parameters and optimiser
 state are replicated. On a CPU host, `XLA_FLAGS=--xla_force_host_platform_device_count=N`
 gives N devices. Multi-host runs call `jax.distributed.initialize()` first
 (`--multihost`); every process then reads its own slice of the data
-(`training.data`).
+(`training.m1_input`, `training.m2_records`).
 """
 import argparse
 import contextlib
 import dataclasses
-import itertools
-import json
 import logging
-import math
 import os
 import time
 from typing import Any, Callable, Iterator, Protocol
@@ -30,16 +27,16 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 from training import checkpoint as checkpoint_lib
 from training import chunked_loss
 from training import configs
-from training import data
+from training import batch_layout
 from training import log_setup
 from training import loss as loss_lib
+from training import metrics as metrics_lib
 from training import model as model_lib
 from training import optim
 
 State = dict[str, Any]  # {"params", "opt_state", "step"}
 DEVICE_KEYS = ("inputs", "targets", "weights", "num_bytes")  # batch arrays sent to devices
 PACKED_KEYS = ("segments",)  # also sent, where rows hold several records (train-m2 --pack_records)
-LN2 = math.log(2.0)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -113,25 +110,6 @@ class Task:
   validation: Callable[[], Iterator[dict]] | None  # fresh pass over a fixed validation sample
   extra_flops_per_byte: float = 0.0  # M1's FLOPs/byte for M1-based M2 methods (paper §3.8)
   run_config: dict = dataclasses.field(default_factory=dict)  # saved as config.json
-
-
-def m1_flops_per_byte(stats: dict) -> float:
-  """M1's FLOPs/byte for an M2 shard directory's stats.json (0 for methods without M1).
-
-  Uses "m1_flops_per_byte" if stats.json has it, else 2 * the non-embedding
-  parameters of the M1 checkpoint named by "m1" (M1 runs once per byte).
-  """
-  if "m1_flops_per_byte" in stats:
-    return float(stats["m1_flops_per_byte"])
-  path = stats.get("m1")
-  if not path:
-    return 0.0
-  config_path = checkpoint_lib.as_path(path) / "config.json"
-  if not config_path.exists():
-    logging.warning("M1 checkpoint %s not found; FLOPs/byte leaves out M1's share", path)
-    return 0.0
-  m1_config = configs.from_dict(json.loads(config_path.read_text())["model"])
-  return model_lib.m1_flops_per_byte(m1_config)
 
 
 def check_batch_size(batch_size: int) -> None:
@@ -278,7 +256,7 @@ def evaluate(eval_step: Callable, params: Any, batches: Iterator[dict], mesh: Me
       if last is None:
         raise ValueError(f"process {jax.process_index()} holds no validation data; pass more "
                          "validation files than processes")
-      batch = data.empty_row(last)
+      batch = batch_layout.empty_row(last)
     last = batch
     sums = jax.device_get(eval_step(params, shard_batch(batch, mesh)))
     xent += float(sums["xent"])
@@ -286,156 +264,8 @@ def evaluate(eval_step: Callable, params: Any, batches: Iterator[dict], mesh: Me
     num_bytes += float(sums["bytes"])
   if tokens == 0:
     raise ValueError("the validation data holds no tokens; check the --validation / --data path")
-  return {"loss": xent / tokens, "bits_per_byte": xent / num_bytes / LN2,
+  return {"loss": xent / tokens, "bits_per_byte": xent / num_bytes / metrics_lib.LN2,
           "tokens": tokens, "bytes": num_bytes}
-
-
-def peak_matmul_size() -> int:
-  """Side of the matmul that measures peak FLOP/s: 8192 on accelerators (about a
-  millisecond of an H100's bfloat16, so launches do not count), 1024 on CPU."""
-  return 1024 if jax.default_backend() == "cpu" else 8192
-
-
-def measure_peak_flops(dtype: str = "float32", size: int = 0, reps: int = 10,
-                       repeats: int = 3) -> float:
-  """Measured FLOP/s of a square matmul in `dtype` on one device, times the device count.
-
-  The denominator of MFU when no --peak_flops is given. `size` 0 picks
-  `peak_matmul_size()`; the best of `repeats` timings of `reps` products.
-  """
-  size = size or peak_matmul_size()
-  x = jax.device_put(jnp.ones((size, size), dtype), jax.local_devices()[0])
-  f = jax.jit(lambda a: a @ a)
-  f(x).block_until_ready()
-  best = 0.0
-  for _ in range(repeats):
-    start = time.perf_counter()
-    for _ in range(reps):
-      y = f(x)
-    y.block_until_ready()
-    best = max(best, 2.0 * size ** 3 * reps / max(time.perf_counter() - start, 1e-9))
-  return best * jax.device_count()
-
-
-class MetricsWriter:
-  """Writes metric records to DIR/metrics.jsonl and TensorBoard (process 0 only).
-
-  The JSON-lines file is rewritten whole at every record, so it also works
-  on object stores (gs://) that cannot append; a resumed run keeps the lines
-  already there (steps replayed after a kill appear twice).
-  """
-
-  def __init__(self, directory: str):
-    self.enabled = jax.process_index() == 0
-    self.path = checkpoint_lib.as_path(directory) / "metrics.jsonl"
-    self._lines = self.path.read_text().splitlines() if self.path.exists() else []
-    self._tb = {}
-    self._tb_dir = os.path.join(directory, "tensorboard")
-
-  def write(self, split: str, step: int, metrics: dict[str, float]) -> None:
-    """Appends {"split", "step", **metrics} and the TensorBoard scalars."""
-    if not self.enabled:
-      return
-    self._lines.append(json.dumps({"split": split, "step": step, **metrics}))
-    self.path.write_text("\n".join(self._lines) + "\n")
-    tf = _tensorflow()
-    if split not in self._tb:
-      self._tb[split] = tf.summary.create_file_writer(os.path.join(self._tb_dir, split))
-    with self._tb[split].as_default():
-      for name, value in metrics.items():
-        # tf.summary.write with the "scalars" plugin tag: no tensorboard package needed.
-        tf.summary.write(name, tf.constant(value, tf.float32), step=step,
-                         metadata=_scalar_metadata())
-    self._tb[split].flush()
-
-
-def _tensorflow():
-  """Imports TensorFlow (for tf.summary) with accelerators hidden, so it leaves them to JAX."""
-  import tensorflow as tf  # pylint: disable=import-outside-toplevel
-  try:
-    tf.config.set_visible_devices([], "GPU")
-    tf.config.set_visible_devices([], "TPU")
-  except (RuntimeError, ValueError):  # already initialised, or no such device type
-    pass
-  return tf
-
-
-def _scalar_metadata() -> bytes:
-  """SummaryMetadata that TensorBoard's scalars dashboard recognises."""
-  from tensorflow.core.framework import summary_pb2  # pylint: disable=import-outside-toplevel
-  plugin = summary_pb2.SummaryMetadata.PluginData(plugin_name="scalars")
-  return summary_pb2.SummaryMetadata(plugin_data=plugin).SerializeToString()
-
-
-class ExampleIdLog:
-  """Appends {"step", "ids"} per step to DIR/example_ids.jsonl (testing, audits).
-
-  "ids" are the examples of the whole global batch: with several processes,
-  process 0 gathers theirs (a collective each step) and writes them in process order.
-  """
-
-  def __init__(self, directory: str, enabled: bool):
-    self.enabled = enabled
-    self.path = os.path.join(directory, "example_ids.jsonl")  # local run directories only
-
-  def write(self, step: int, batch: dict) -> None:
-    if not self.enabled:
-      return
-    ids = np.asarray(batch["ids"])  # [B/P], or [B/P, T] with -1 between packed records' starts
-    if jax.process_count() > 1:
-      ids = np.asarray(multihost_utils.process_allgather(ids))  # [P, ...]
-    if jax.process_index() == 0:
-      ids = ids[ids >= 0] if ids.ndim >= 2 else ids
-      with open(self.path, "a", encoding="utf-8") as f:
-        f.write(json.dumps({"step": step, "ids": [int(i) for i in ids.ravel()]}) + "\n")
-
-
-@dataclasses.dataclass
-class Meter:
-  """Accumulates training sums (on device, without blocking) between two records."""
-  sums: dict | None = None
-  positions: int = 0
-  steps: int = 0
-  start: float = dataclasses.field(default_factory=time.perf_counter)
-
-  def add(self, sums: dict, batch: dict) -> None:
-    self.sums = sums if self.sums is None else jax.tree.map(jnp.add, self.sums, sums)
-    self.positions += batch["inputs"].size * jax.process_count()
-    self.steps += 1
-
-
-def flops_per_byte(non_embedding_params: int, tokens: float, num_bytes: float,
-                   m1_flops_per_byte: float) -> float:
-  """Paper §3.8: 2 * non-embedding params * tokens/bytes, plus M1's FLOPs/byte."""
-  return 2.0 * non_embedding_params * tokens / num_bytes + m1_flops_per_byte
-
-
-class Throughput:
-  """Turns meter sums into bits/byte, FLOPs/byte, bytes/step, tokens/s and MFU."""
-
-  def __init__(self, task: Task, seq_len: int, peak_flops: float, non_embedding_params: int):
-    n = non_embedding_params
-    self.non_embedding_params = n
-    self.m1_flops_per_byte = task.extra_flops_per_byte
-    self.train_flops_per_token = 3.0 * model_lib.flops_per_token(task.model_config, seq_len, n)
-    self.peak_flops = peak_flops
-
-  def metrics(self, m: Meter) -> dict[str, float]:
-    s = {k: float(v) for k, v in jax.device_get(m.sums).items()}
-    elapsed = max(time.perf_counter() - m.start, 1e-9)
-    tokens_per_s = m.positions / elapsed
-    tokens, num_bytes = max(s["tokens"], 1.0), max(s["bytes"], 1.0)
-    return {
-        "loss": s["xent"] / tokens,
-        "z_loss": s["z_loss"] / tokens,
-        "bits_per_byte": s["xent"] / num_bytes / LN2,
-        "flops_per_byte": flops_per_byte(self.non_embedding_params, tokens, num_bytes,
-                                         self.m1_flops_per_byte),
-        "bytes_per_step": s["bytes"] / max(m.steps, 1),  # text one step trains on
-        "tokens_per_s": tokens_per_s,
-        "steps_per_s": m.steps / elapsed,
-        "mfu": self.train_flops_per_token * tokens_per_s / self.peak_flops,
-    }
 
 
 def prepare(argv, parse_flags, build_task) -> tuple[argparse.Namespace, Task, TrainConfig]:
@@ -577,34 +407,6 @@ def out_of_memory_as_error(remedy: str = ""):
     raise memory from None
 
 
-class StepProfiler:
-  """A JAX profiler trace of steps first..last (inclusive) into `directory`.
-
-  Steps before a resume's first step are not traced; a run that ends inside
-  the range stops the trace at its last step (`close`).
-  """
-
-  def __init__(self, first: int, last: int, directory: str):
-    self.first, self.last, self.directory = first, last, directory
-    self.active = False
-
-  def before(self, step: int) -> None:
-    if self.first and step == self.first:
-      jax.profiler.start_trace(self.directory)
-      self.active = True
-
-  def after(self, step: int, state: State) -> None:
-    if self.active and step == self.last:
-      self.close(state)
-
-  def close(self, state: State) -> None:
-    if self.active:
-      jax.block_until_ready(state)
-      jax.profiler.stop_trace()
-      self.active = False
-      logging.info("profile of steps %d-%d written to %s", self.first, self.last, self.directory)
-
-
 class CheckpointClock:
   """Says when a checkpoint is due by wall time, so a killed run loses at most that long.
 
@@ -638,16 +440,16 @@ class _Loop:
     self.task, self.config, self.mesh = task, config, mesh
     self.train_step = make_train_step(task.model_config, optimizer, config.z_loss, mesh)
     self.eval_step = make_eval_step(task.model_config, mesh)
-    self.writer = MetricsWriter(config.out)
-    self.ids = ExampleIdLog(config.out, config.log_example_ids)
+    self.writer = metrics_lib.MetricsWriter(config.out)
+    self.ids = metrics_lib.ExampleIdLog(config.out, config.log_example_ids)
     self.non_embedding_params = model_lib.count_params(model_lib.param_shapes(task.model_config))
 
   def run(self, state: State, start: int, ckpt: checkpoint_lib.Checkpointer) -> State:
     """Steps start+1 .. steps; log lines print above the progress bar, not through it."""
     bar = tqdm.tqdm(total=self.config.steps, initial=start, unit="step", dynamic_ncols=True,
                     disable=not self.config.progress or jax.process_index() != 0)
-    profiler = StepProfiler(self.config.profile_first, self.config.profile_last,
-                            os.path.join(self.config.out, "tensorboard"))
+    profiler = metrics_lib.StepProfiler(self.config.profile_first, self.config.profile_last,
+                                        os.path.join(self.config.out, "tensorboard"))
     with tqdm_logging.logging_redirect_tqdm():
       state = self._steps(state, start, ckpt, bar, profiler)
       profiler.close(state)
@@ -655,11 +457,12 @@ class _Loop:
     return state
 
   def _steps(self, state: State, start: int, ckpt: checkpoint_lib.Checkpointer,
-             bar: tqdm.tqdm, profiler: StepProfiler) -> State:
+             bar: tqdm.tqdm, profiler: metrics_lib.StepProfiler) -> State:
     cfg, batches = self.config, self.task.train_batches
-    rates = Throughput(self.task, self.task.model_config.max_len, self._peak_flops(),
-                       self.non_embedding_params)
-    meter = Meter()
+    rates = metrics_lib.Throughput(self.task.model_config, self.task.extra_flops_per_byte,
+                                   self.task.model_config.max_len, self._peak_flops(),
+                                   self.non_embedding_params)
+    meter = metrics_lib.Meter()
     clock = CheckpointClock(cfg.checkpoint_minutes, cfg.log_every)
     for done in range(start + 1, cfg.steps + 1):
       batch = next(batches)
@@ -673,7 +476,7 @@ class _Loop:
         metrics = rates.metrics(meter)
         self.writer.write("train", done, metrics)
         bar.set_postfix(loss=f"{metrics['loss']:.3f}", bpb=f"{metrics['bits_per_byte']:.3f}")
-        meter = Meter()
+        meter = metrics_lib.Meter()
       if done % cfg.checkpoint_every == 0 or done == cfg.steps or clock.due(done):
         ckpt.save(done, state, batches.get_state(), force=True)
         clock.saved()
@@ -686,85 +489,12 @@ class _Loop:
   def _validate(self, state: State, step: int) -> None:
     metrics = run_validation(self.task, self.config, self.eval_step, state["params"], self.mesh)
     if metrics is not None:
-      metrics["flops_per_byte"] = flops_per_byte(self.non_embedding_params, metrics["tokens"],
-                                                 metrics["bytes"], self.task.extra_flops_per_byte)
+      metrics["flops_per_byte"] = metrics_lib.flops_per_byte(
+          self.non_embedding_params, metrics["tokens"], metrics["bytes"],
+          self.task.extra_flops_per_byte)
       self.writer.write("validation", step, metrics)
       logging.info("step %d validation: %.4f bits/byte, loss %.4f, %d tokens, %d bytes", step,
                    metrics["bits_per_byte"], metrics["loss"], metrics["tokens"], metrics["bytes"])
 
   def _peak_flops(self) -> float:
-    return self.config.peak_flops or measure_peak_flops(self.task.model_config.dtype)
-
-
-# ----------------------------------------------------------------------------
-# Command-line flags shared by train-m1 and train-m2.
-
-
-def add_train_flags(parser, batch_size: int, seq_len: int) -> None:
-  """Adds the flags of `TrainConfig`, the model size and overrides to an argparse parser."""
-  d = TrainConfig(out="", steps=1)
-  parser.add_argument("--out", required=True, help="run directory (resumed if it has checkpoints)")
-  parser.add_argument("--steps", type=int, required=True, help="total optimiser steps")
-  parser.add_argument("--size", default="3m", choices=list(configs.SIZES), help="Table 4 size")
-  parser.add_argument("--model", action="append", default=[], metavar="KEY=VALUE",
-                      help="ModelConfig override, e.g. --model dtype=bfloat16 (repeatable)")
-  parser.add_argument("--batch_size", type=int, default=batch_size, help="global batch size")
-  parser.add_argument("--seq_len", type=int, default=seq_len, help="tokens per sequence")
-  parser.add_argument("--warmup", type=int, default=d.warmup, help="rsqrt warm-up steps")
-  parser.add_argument("--z_loss", type=float, default=d.z_loss, help="z-loss weight")
-  parser.add_argument("--seed", type=int, default=d.seed, help="init and data-order seed")
-  parser.add_argument("--log_every", type=int, default=d.log_every)
-  parser.add_argument("--checkpoint_every", type=int, default=d.checkpoint_every,
-                      help="steps between checkpoints")
-  parser.add_argument("--checkpoint_minutes", type=float, default=d.checkpoint_minutes,
-                      help="also checkpoint when this many minutes have passed since the last "
-                      "one (0: only by steps), so a killed run loses at most that much")
-  parser.add_argument("--keep_checkpoints", type=int, default=d.keep_checkpoints)
-  parser.add_argument("--sync_checkpoint", action="store_true", help="save checkpoints in-line")
-  parser.add_argument("--eval_every", type=int, default=d.eval_every, help="0: only at the end")
-  parser.add_argument("--eval_batches", type=int, default=d.eval_batches)
-  parser.add_argument("--peak_flops", type=float, default=d.peak_flops,
-                      help="peak FLOP/s of all devices for MFU (0: measure a matmul)")
-  parser.add_argument("--stop_after", type=int, default=0, help="testing: exit hard after step N")
-  parser.add_argument("--log_example_ids", action="store_true",
-                      help="write every batch's example ids to example_ids.jsonl")
-  parser.add_argument("--no_progress", action="store_true", help="no tqdm bar")
-  parser.add_argument("--profile", default="", metavar="FIRST:LAST",
-                      help="JAX profiler trace of these steps into OUT/tensorboard")
-  parser.add_argument("--multihost", action="store_true", help="call jax.distributed.initialize()")
-
-
-def parse_profile(value: str) -> tuple[int, int]:
-  """(first, last) of --profile FIRST:LAST; (0, 0) for none."""
-  if not value:
-    return 0, 0
-  first, sep, last = value.partition(":")
-  try:
-    return int(first), int(last if sep else first)
-  except ValueError:
-    raise ValueError(f"--profile {value}: expected FIRST:LAST steps, e.g. --profile 100:110"
-                     ) from None
-
-
-def train_config_from_flags(args) -> TrainConfig:
-  """Builds the TrainConfig of parsed `add_train_flags` flags."""
-  profile_first, profile_last = parse_profile(args.profile)
-  return TrainConfig(
-      out=args.out, steps=args.steps, warmup=args.warmup, z_loss=args.z_loss, seed=args.seed,
-      log_every=args.log_every, checkpoint_every=args.checkpoint_every,
-      checkpoint_minutes=args.checkpoint_minutes,
-      keep_checkpoints=args.keep_checkpoints, async_checkpoint=not args.sync_checkpoint,
-      eval_every=args.eval_every, eval_batches=args.eval_batches, peak_flops=args.peak_flops,
-      stop_after=args.stop_after, log_example_ids=args.log_example_ids,
-      progress=not args.no_progress, profile_first=profile_first, profile_last=profile_last)
-
-
-def model_config_from_flags(args, vocab_size: int) -> configs.ModelConfig:
-  """The model of `--size` with `--model KEY=VALUE` overrides (strict)."""
-  overrides = {}
-  for item in args.model:
-    key, sep, value = item.partition("=")
-    if not sep:
-      raise ValueError(f"--model expects KEY=VALUE, got {item!r}")
-    overrides[key] = configs.parse_override(key, value)
-  return configs.model_config(args.size, vocab_size=vocab_size, max_len=args.seq_len, **overrides)
+    return self.config.peak_flops or metrics_lib.measure_peak_flops(self.task.model_config.dtype)

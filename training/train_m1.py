@@ -5,7 +5,7 @@ Example (the paper's M1: size 3m, context 1024, batch 128):
   eqinfo train-m1 --train 'c4/en/3.1.0/c4-train.*.json.gz' --validation \\
       'c4/en/3.1.0/c4-validation.00000-*.json.gz' --size 3m --steps 100000 --out runs/m1
 
-Output: `--out DIR` is an M1 directory that `training.m1.load(DIR)` reads
+Output: `--out DIR` is an M1 directory that `training.m1.float_m1.load(DIR)` reads
 (config.json, params.npz, and DIR/exact: the integer-exact M1 converted from
 it, calibrated on the first documents of --train; `--no-exact` skips it),
 written when training ends; the training run itself (config.json,
@@ -23,9 +23,10 @@ import jax
 from etils import epath
 
 from compressor import constants, corpus
-from training import data
-from training import m1 as m1_lib
+from training import m1_input
+from training.m1 import float_m1 as m1_lib
 from training import train
+from training import train_flags
 
 RUN_SUBDIR = "train"
 
@@ -45,19 +46,19 @@ def parse_flags(argv) -> argparse.Namespace:
   parser.add_argument("--docs_per_group", type=int, default=constants.DOCS_PER_GROUP,
                       help="documents per group: the unit that processes share out (paper: 128)")
   parser.add_argument("--shuffle_buffer", type=int, default=8192, help="sequences in the buffer")
-  train.add_train_flags(parser, batch_size=128, seq_len=1024)
+  train_flags.add_train_flags(parser, batch_size=128, seq_len=1024)
   return parser.parse_args(argv)
 
 
-def data_configs(args) -> tuple[data.M1DataConfig, data.M1DataConfig | None]:
+def data_configs(args) -> tuple[m1_input.M1DataConfig, m1_input.M1DataConfig | None]:
   """Training and validation input configs of parsed flags."""
   common = dict(seq_len=args.seq_len, batch_size=args.batch_size,
                 docs_per_group=args.docs_per_group, tfds_data_dir=args.tfds_data_dir)
-  train_cfg = data.M1DataConfig(args.train, seed=args.seed, shuffle_buffer=args.shuffle_buffer,
+  train_cfg = m1_input.M1DataConfig(args.train, seed=args.seed, shuffle_buffer=args.shuffle_buffer,
                                 **common)
   val_cfg = None
   if args.validation:
-    val_cfg = data.M1DataConfig(args.validation, shuffle=False, repeat=False, **common)
+    val_cfg = m1_input.M1DataConfig(args.validation, shuffle=False, repeat=False, **common)
   return train_cfg, val_cfg
 
 
@@ -76,17 +77,17 @@ def check_corpus(args) -> None:
 
 def build_task(args) -> tuple[train.Task, train.TrainConfig]:
   """The M1 Task and TrainConfig of parsed flags (the run lives in OUT/train)."""
-  model_config = train.model_config_from_flags(args, m1_lib.VOCAB_SIZE)
+  model_config = train_flags.model_config_from_flags(args, m1_lib.VOCAB_SIZE)
   check_corpus(args)
   train_cfg, val_cfg = data_configs(args)
-  validation = (lambda: data.M1Batches(val_cfg)) if val_cfg else None
+  validation = (lambda: m1_input.M1Batches(val_cfg)) if val_cfg else None
   task = train.Task(kind="m1", model_config=model_config,
-                    train_batches=data.Prefetch(data.M1Batches(train_cfg)),
+                    train_batches=m1_input.Prefetch(m1_input.M1Batches(train_cfg)),
                     validation=validation,
                     run_config={"data": {
                         "train": dataclasses.asdict(train_cfg),
                         "validation": dataclasses.asdict(val_cfg) if val_cfg else None}})
-  config = train.train_config_from_flags(args)
+  config = train_flags.train_config_from_flags(args)
   config = train.override(config, out=os.path.join(args.out, RUN_SUBDIR))
   return task, config
 
@@ -107,7 +108,8 @@ def run(argv=None) -> int:
 
 def export_exact(args, model_config, params) -> str:
   """Converts the trained float M1 into the integer-exact M1 in OUT/exact."""
-  from training import exact, quantize_m1  # pylint: disable=import-outside-toplevel
+  from training.m1 import exact  # pylint: disable=import-outside-toplevel
+  from training.m1 import quantize as quantize_m1  # pylint: disable=import-outside-toplevel
   docs = corpus.read_documents(args.train, args.tfds_data_dir)
   texts = [doc.data for doc in itertools.islice(docs, args.calibration_docs)]
   float_m1 = m1_lib.M1Model(model_config, {"params": params})
@@ -116,7 +118,7 @@ def export_exact(args, model_config, params) -> str:
 
 
 def export_m1(out: str, model_config, params) -> str:
-  """Writes the M1 directory (training.m1.save) to a local or gs:// `out`; returns its hash."""
+  """Writes the M1 directory (`float_m1.save`) to a local or gs:// `out`; returns its hash."""
   if "://" not in out:
     return m1_lib.save(out, model_config, {"params": params})
   with tempfile.TemporaryDirectory() as local:

@@ -12,15 +12,18 @@ paper does.
 
 The token vocabulary comes from the shard directory's stats.json
 ("vocab_size") unless --vocab_size is given; the model's vocabulary is one
-larger (BOS, see training.data).
+larger (BOS, see training.batch_layout).
 """
 import argparse
 
 from compressor import constants
-from training import data
+from training import batch_layout
+from training import m2_records
 from training import m2_input
 from training import shards
 from training import train
+from training import metrics as metrics_lib
+from training import train_flags
 
 
 def parse_flags(argv) -> argparse.Namespace:
@@ -38,7 +41,7 @@ def parse_flags(argv) -> argparse.Namespace:
                            "attending only to itself, instead of padding every short record "
                            "(training/row_packing.py); --no-pack_records: one record per row, "
                            "as in the paper")
-  train.add_train_flags(parser, batch_size=256, seq_len=constants.MAX_TOKENS)
+  train_flags.add_train_flags(parser, batch_size=256, seq_len=constants.MAX_TOKENS)
   return parser.parse_args(argv)
 
 
@@ -63,18 +66,18 @@ def build_task(args) -> tuple[train.Task, train.TrainConfig]:
     raise FileNotFoundError(f"--train: {e}") from None
   stats = shards.stats_of_glob(args.train)
   vocab = token_vocab(args, stats)
-  model_config = train.model_config_from_flags(args, data.model_vocab_size(vocab))
-  train_data = data.M2DataConfig(args.train, vocab, seq_len=args.seq_len,
+  model_config = train_flags.model_config_from_flags(args, batch_layout.model_vocab_size(vocab))
+  train_data = m2_records.M2DataConfig(args.train, vocab, seq_len=args.seq_len,
                                  batch_size=args.batch_size, seed=args.seed,
                                  pack=args.pack_records)
   validation = None
   if args.validation:
-    val_data = data.M2DataConfig(args.validation, vocab, seq_len=args.seq_len,
+    val_data = m2_records.M2DataConfig(args.validation, vocab, seq_len=args.seq_len,
                                  batch_size=args.batch_size, shuffle=False, repeat=False)
     validation = lambda: m2_input.m2_batches(val_data)
   extra = args.m1_flops_per_byte
   if extra < 0:
-    extra = train.m1_flops_per_byte(stats)
+    extra = metrics_lib.m1_flops_per_byte(stats)
   task = train.Task(
       kind="m2", model_config=model_config, train_batches=m2_input.m2_batches(train_data),
       validation=validation, extra_flops_per_byte=extra,
@@ -84,7 +87,7 @@ def build_task(args) -> tuple[train.Task, train.TrainConfig]:
                            # absent for one record per row, as in runs saved before packing
                            **({"pack_records": True} if args.pack_records else {})},
                   "method": stats.get("method")})
-  return task, train.train_config_from_flags(args)
+  return task, train_flags.train_config_from_flags(args)
 
 
 def run(argv=None) -> int:

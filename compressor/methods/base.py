@@ -108,7 +108,8 @@ def require_model(spec_name: str, model) -> None:
   """Raises ValueError, saying what to pass, if a model-based method got no model."""
   if model is None:
     raise ValueError(f"{spec_name} needs a probability model: pass model= (an M1 from "
-                     "training.m1.load, or compressor.models.ContextModel(order=3).fit(...))")
+                     "training.m1.float_m1.load, or "
+                     "compressor.models.ContextModel(order=3).fit(...))")
 
 
 def bytes_to_tokens(data: bytes, token_bits: int) -> np.ndarray:

@@ -288,7 +288,8 @@ def test_trained_m1_directory_drives_equal_info(small_jsonl, webtext_dir, valida
                                                 tmp_path):
   """--m1 DIR: a tiny M1 trained here codes real text on 2 workers, losslessly."""
   import jax  # pylint: disable=import-outside-toplevel
-  from training import m1, train_m1  # pylint: disable=import-outside-toplevel
+  from training import train_m1  # pylint: disable=import-outside-toplevel
+  from training.m1 import float_m1 as m1  # pylint: disable=import-outside-toplevel
   assert train_m1.run(["--train", str(webtext_dir / "train" / "*.jsonl.gz"), "--size", "tiny",
                        "--steps", "60", "--batch_size", "8", "--seq_len", "128",
                        "--warmup", "20", "--log_every", "30", "--checkpoint_every", "60",

@@ -17,7 +17,7 @@ import cloudpickle
 import pytest
 
 from compressor import corpus
-from pipelines import compress, options, sink, sources, transforms
+from pipelines import accounting, compress, options, sink, sources, transforms
 from training import shards
 
 SUBMIT = pathlib.Path(__file__).resolve().parents[2] / "deploy" / "dataflow" / "submit.sh"
@@ -94,8 +94,8 @@ def test_every_dofn_pickles():
       transforms.MakeExamplesFn(10240),
       transforms.CompressFn("equal_info_ac[b=16,v=65k]", "gs://b/m1", 512, "continue", True),
       transforms.VerifyFn("equal_info_ac[b=16,v=65k]", "gs://b/m1"),
-      transforms.RecordStatsFn(65536),
-      transforms.DropStatsFn(),
+      accounting.RecordStatsFn(65536),
+      accounting.DropStatsFn(),
       sink.WriteShardFn("gs://b/out", "train", "gzip[v=256]", 4),
       sink.FinalizeFn("gs://b/out", {"vocab_size": 256}, "{}"),
   ]

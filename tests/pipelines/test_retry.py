@@ -30,7 +30,7 @@ import pytest
 
 from compressor.models.base import Lanes, ProbabilityModel
 from compressor.window_tokenizer import WindowTokenizer
-from pipelines import compress, inspect_shards, m1_loader, options, sink
+from pipelines import compress, m1_loader, options, sink
 from training import shards
 
 IN_MEMORY = ["--direct_num_workers=1", "--direct_running_mode=in_memory"]

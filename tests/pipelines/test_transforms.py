@@ -11,7 +11,7 @@ from apache_beam.testing.util import assert_that, equal_to
 from compressor import EOS, corpus, get_method
 from compressor.corpus import Document, Dropped
 from compressor.methods import CodingError
-from pipelines import sink, sources, transforms
+from pipelines import accounting, sink, sources, transforms
 from training import shards as shards_lib
 
 
@@ -149,7 +149,7 @@ def test_accounting_balances():
   drops = [Dropped("b", "empty_document", 1, "screen"), Dropped("c:9", "malformed_json", 17)]
   with BeamTestPipeline() as p:
     acc = ((p | "Docs" >> beam.Create(docs), p | "Records" >> beam.Create(records),
-            p | "Drops" >> beam.Create(drops)) | transforms.Accounting(vocab_size=4))
+            p | "Drops" >> beam.Create(drops)) | accounting.Accounting(vocab_size=4))
 
     def check(out):
       (a,) = out

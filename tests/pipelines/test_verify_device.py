@@ -13,7 +13,8 @@ SPEC = "equal_info_ac[b=16,v=256]"
 @pytest.fixture(scope="module")
 def m1_dirs(tmp_path_factory, validation_docs):
   """{"float": a random tiny M1 directory, "exact": the same M1 converted (DIR/exact)}."""
-  from training import m1, quantize_m1  # pylint: disable=import-outside-toplevel
+  from training.m1 import float_m1 as m1  # pylint: disable=import-outside-toplevel
+  from training.m1 import quantize as quantize_m1  # pylint: disable=import-outside-toplevel
   root = tmp_path_factory.mktemp("m1_dirs")
   config = m1.m1_config("tiny", max_len=64)
   float_m1 = m1.M1Model.random(config, seed=3)
@@ -114,7 +115,7 @@ def test_tables_that_differ_across_devices_stop_the_job(m1_dirs, on_gpu, validat
   rolled by one symbol): what a device that computes other tables amounts to.
   """
   from compressor import get_method  # pylint: disable=import-outside-toplevel
-  from training import exact  # pylint: disable=import-outside-toplevel
+  from training.m1 import exact  # pylint: disable=import-outside-toplevel
   coder = m1_loader.shared_method(SPEC, m1_dirs["exact"])
   params = dict(coder.model.params)
   for name in ("logits/kernel", "logits/mult", "logits/shift"):
@@ -140,7 +141,7 @@ def test_workers_check_their_device_before_coding(m1_dirs, on_gpu, monkeypatch):
   """CompressFn.setup compares the coder's tables with the host CPU's, once per process."""
   from compressor import get_method  # pylint: disable=import-outside-toplevel
   from pipelines import device_check  # pylint: disable=import-outside-toplevel
-  from training import exact  # pylint: disable=import-outside-toplevel
+  from training.m1 import exact  # pylint: disable=import-outside-toplevel
   monkeypatch.setattr(device_check, "_CHECKED", {})
   fn = transforms.CompressFn(SPEC, m1_dirs["exact"], 64, "continue", False)
   fn.setup()  # without an accelerator the "GPU" is this CPU; with one, a real check

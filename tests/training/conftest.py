@@ -106,8 +106,8 @@ def trained_m1(tmp_path_factory, webtext_dir):
 
 @pytest.fixture()
 def quantize_cli(trained_m1, webtext_dir, tmp_path):
-  """Runs `python -m training.quantize_m1` on the trained tiny M1; returns (report, out dir)."""
-  from training import quantize_m1  # pylint: disable=import-outside-toplevel
+  """Runs `python -m training.m1.quantize` on the trained tiny M1; returns (report, out dir)."""
+  from training.m1 import quantize as quantize_m1  # pylint: disable=import-outside-toplevel
 
   def run(*flags: str) -> tuple[dict, pathlib.Path]:
     out = tmp_path / "exact"

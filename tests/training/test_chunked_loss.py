@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from tests.conftest import REPO
-from training import chunked_loss, configs, data, train
+from training import chunked_loss, configs, train
+from training import batch_layout
 from training import loss as loss_lib
 from training import model as model_lib
 
@@ -87,7 +88,8 @@ def _step_temp_bytes(config, batch_size: int, seq_len: int, whole_bytes: int,
 
 def test_a_65k_vocabulary_step_never_holds_its_whole_logits():
   """v=65k: 2,048 tokens' float32 logits are 512 MiB; 16 MiB chunks keep the step far below."""
-  config = configs.model_config("tiny", vocab_size=data.model_vocab_size(65536), max_len=512)
+  config = configs.model_config("tiny", vocab_size=batch_layout.model_vocab_size(65536),
+                                max_len=512)
   logits_bytes = 4 * 512 * 4 * config.vocab_size
   whole = _step_temp_bytes(config, 4, 512, whole_bytes=logits_bytes)
   chunked = _step_temp_bytes(config, 4, 512, whole_bytes=logits_bytes - 1)

@@ -9,7 +9,9 @@ import pytest
 from compressor import corpus
 from compressor import symbols as symbols_lib
 from training import evaluate
-from training import data
+from training import batch_layout
+from training import m1_input
+from training import m2_records
 from training import m2_input
 from training import m1_epoch
 
@@ -27,12 +29,12 @@ GOLDEN_SECOND_IDS = [62, 20, 54, 7, 23, 13, 28, 35]
 
 
 def test_pack_sequence_bos_shift_and_mask():
-  out = data.pack_sequence(np.array([5, 6, 7]), 5, bos=9)
+  out = batch_layout.pack_sequence(np.array([5, 6, 7]), 5, bos=9)
   np.testing.assert_array_equal(out["inputs"], [9, 5, 6, 0, 0])
   np.testing.assert_array_equal(out["targets"], [5, 6, 7, 0, 0])
   np.testing.assert_array_equal(out["weights"], [1, 1, 1, 0, 0])
   with pytest.raises(ValueError, match="seq_len"):
-    data.pack_sequence(np.arange(6), 5, bos=9)
+    batch_layout.pack_sequence(np.arange(6), 5, bos=9)
 
 
 # ----------------------------------------------------------------------------
@@ -42,7 +44,7 @@ def test_pack_sequence_bos_shift_and_mask():
 def _m1_config(**kw):
   values = dict(spec="builtin:pydoc", seq_len=64, batch_size=4, docs_per_group=16,
                 shuffle_buffer=64)
-  return data.M1DataConfig(**{**values, **kw})
+  return m1_input.M1DataConfig(**{**values, **kw})
 
 
 def _corpus_symbols(texts) -> np.ndarray:
@@ -53,8 +55,8 @@ def test_m1_pass_is_the_documents_plus_eos_cut_with_no_padding_but_the_last():
   cfg = _m1_config(shuffle=False, repeat=False)
   texts = [d.data.decode() for d in corpus.read_documents("builtin:pydoc")]
   got, weights = [], []
-  for batch in data.M1Batches(cfg):
-    assert np.all(batch["inputs"][batch["ids"] >= 0, 0] == data.M1_BOS)
+  for batch in m1_input.M1Batches(cfg):
+    assert np.all(batch["inputs"][batch["ids"] >= 0, 0] == m1_input.M1_BOS)
     for row_targets, row_weights, seq_id in zip(batch["targets"], batch["weights"], batch["ids"]):
       if seq_id >= 0:
         got.append(row_targets[row_weights > 0])
@@ -66,9 +68,9 @@ def test_m1_pass_is_the_documents_plus_eos_cut_with_no_padding_but_the_last():
 
 def test_a_pass_scores_every_m1_sequence_and_fills_its_last_batch():
   cfg = _m1_config(shuffle=False, repeat=False, batch_size=6)
-  sequences = list(data.m1_sequences(cfg))
+  sequences = list(m1_input.m1_sequences(cfg))
   assert len(sequences) % 6  # so the pass ends with a partial batch
-  batches = list(data.M1Batches(cfg))
+  batches = list(m1_input.M1Batches(cfg))
   assert all(b["inputs"].shape == (6, 64) and b["ids"].shape == (6,) for b in batches)
   ids = np.concatenate([b["ids"] for b in batches])
   assert ids[ids >= 0].tolist() == [i for i, _ in sequences]
@@ -81,31 +83,31 @@ def test_a_pass_scores_every_m1_sequence_and_fills_its_last_batch():
 
 
 def test_m1_order_is_a_function_of_the_seed_and_resumes():
-  first = [b["ids"].tolist() for b, _ in zip(data.M1Batches(_m1_config(seed=1)), range(6))]
-  again = [b["ids"].tolist() for b, _ in zip(data.M1Batches(_m1_config(seed=1)), range(6))]
-  other = [b["ids"].tolist() for b, _ in zip(data.M1Batches(_m1_config(seed=2)), range(6))]
+  first = [b["ids"].tolist() for b, _ in zip(m1_input.M1Batches(_m1_config(seed=1)), range(6))]
+  again = [b["ids"].tolist() for b, _ in zip(m1_input.M1Batches(_m1_config(seed=1)), range(6))]
+  other = [b["ids"].tolist() for b, _ in zip(m1_input.M1Batches(_m1_config(seed=2)), range(6))]
   assert first == again and first != other
-  batches = data.M1Batches(_m1_config(seed=1))
+  batches = m1_input.M1Batches(_m1_config(seed=1))
   for _ in range(3):
     next(batches)
   state = json.loads(json.dumps(batches.get_state()))
-  resumed = data.M1Batches(_m1_config(seed=1))
+  resumed = m1_input.M1Batches(_m1_config(seed=1))
   resumed.set_state(state)
   assert [next(resumed)["ids"].tolist() for _ in range(3)] == first[3:]
 
 
 def test_m1_training_batches_run_across_epochs_and_drop_nothing():
   cfg = _m1_config(seed=3, batch_size=6)
-  sequences = dict(data.m1_sequences(cfg))
+  sequences = dict(m1_input.m1_sequences(cfg))
   n = len(sequences)
   assert n % 6  # so an epoch ends inside a batch
-  batches = data.M1Batches(cfg)
+  batches = m1_input.M1Batches(cfg)
   ids = np.concatenate([next(batches)["ids"] for _ in range(-(-2 * n // 6))])
   assert sorted(ids[:n]) == sorted(sequences) == sorted(ids[n:2 * n])  # each epoch whole
   assert ids[:n].tolist() != ids[n:2 * n].tolist()  # and reshuffled
   state = batches.get_state()
   assert (state["epoch"], state["sequences"]) == (2, len(ids) - 2 * n)
-  resumed = data.M1Batches(cfg)
+  resumed = m1_input.M1Batches(cfg)
   resumed.set_state(json.loads(json.dumps(state)))
   expected = [next(batches)["ids"].tolist() for _ in range(3)]
   assert [next(resumed)["ids"].tolist() for _ in range(3)] == expected
@@ -115,19 +117,19 @@ def test_m1_processes_part_in_position_and_each_resumes_at_its_own():
   # Their groups hold different text, so their epochs end at different steps:
   # the reason a checkpoint keeps every process's data state.
   cfg = _m1_config(seed=6, seq_len=256, batch_size=64)
-  lengths = [len(list(data.m1_sequences(cfg, shard=(p, 2)))) for p in (0, 1)]
+  lengths = [len(list(m1_input.m1_sequences(cfg, shard=(p, 2)))) for p in (0, 1)]
   assert lengths[0] != lengths[1]
   steps = max(lengths) // 32 + 3  # past the end of both processes' first epochs
   for p in (0, 1):
-    expected = [b["ids"].tolist() for b, _ in zip(data.M1Batches(cfg, shard=(p, 2)),
+    expected = [b["ids"].tolist() for b, _ in zip(m1_input.M1Batches(cfg, shard=(p, 2)),
                                                    range(steps + 2))]
     assert all(i % 2 == p for batch in expected for i in batch)
-    batches = data.M1Batches(cfg, shard=(p, 2))
+    batches = m1_input.M1Batches(cfg, shard=(p, 2))
     for _ in range(steps):
       next(batches)
     state = json.loads(json.dumps(batches.get_state()))
     assert (state["epoch"], state["sequences"]) == divmod(steps * 32, lengths[p])
-    resumed = data.M1Batches(cfg, shard=(p, 2))
+    resumed = m1_input.M1Batches(cfg, shard=(p, 2))
     resumed.set_state(state)
     assert [next(resumed)["ids"].tolist() for _ in range(2)] == expected[steps:]
 
@@ -138,7 +140,7 @@ GOLDEN_M1_IDS = [[30, 32, 48, 60], [2, 9, 52, 67]]
 
 
 def test_m1_order_is_golden():
-  batches = data.M1Batches(_m1_config(seed=1))
+  batches = m1_input.M1Batches(_m1_config(seed=1))
   assert [next(batches)["ids"].tolist() for _ in range(2)] == GOLDEN_M1_IDS
 
 
@@ -157,24 +159,24 @@ def _count_conversions(monkeypatch) -> list[int]:
 @pytest.mark.parametrize("shuffle", [True, False])
 def test_m1_resumes_from_the_oldest_buffered_group_not_the_epoch_start(webtext_dir, monkeypatch,
                                                                        shuffle):
-  cfg = data.M1DataConfig(str(webtext_dir / "validation" / "*.jsonl.gz"), seq_len=256,
+  cfg = m1_input.M1DataConfig(str(webtext_dir / "validation" / "*.jsonl.gz"), seq_len=256,
                           batch_size=16, docs_per_group=16, shuffle_buffer=32, shuffle=shuffle)
-  n = len(list(data.m1_sequences(cfg)))
+  n = len(list(m1_input.m1_sequences(cfg)))
   steps = n * 3 // 4 // 16  # three quarters into epoch 0
-  batches = data.M1Batches(cfg)
+  batches = m1_input.M1Batches(cfg)
   expected = [next(batches)["ids"].tolist() for _ in range(steps + 3)]
-  batches = data.M1Batches(cfg)
+  batches = m1_input.M1Batches(cfg)
   for _ in range(steps):
     next(batches)
   state = json.loads(json.dumps(batches.get_state()))
   documents = sum(1 for _ in corpus.read_documents(cfg.spec))
   calls = _count_conversions(monkeypatch)
-  resumed = data.M1Batches(cfg)
+  resumed = m1_input.M1Batches(cfg)
   resumed.set_state(state)
   assert calls[0] < documents // 5  # a replay converts three quarters of them
   assert [next(resumed)["ids"].tolist() for _ in range(3)] == expected[steps:]
   calls[0] = 0
-  replayed = data.M1Batches(cfg)  # a state without the position: the epoch is replayed
+  replayed = m1_input.M1Batches(cfg)  # a state without the position: the epoch is replayed
   replayed.set_state({"epoch": state["epoch"], "sequences": state["sequences"]})
   assert calls[0] > documents // 2
   assert [next(replayed)["ids"].tolist() for _ in range(3)] == expected[steps:]
@@ -184,19 +186,19 @@ def test_m1_resumes_in_every_phase_of_the_shuffle_buffer():
   # the first batch, mid-epoch, draining (the pass ended), the next epoch; 2 processes
   cfg = _m1_config(seed=5, seq_len=256, batch_size=8, shuffle_buffer=200)
   for p in (0, 1):
-    n = len(list(data.m1_sequences(cfg, shard=(p, 2))))
+    n = len(list(m1_input.m1_sequences(cfg, shard=(p, 2))))
     assert n > 200
     stops = [1, 30, (n - 100) // 4, -(-n // 4) + 2]
     phases = []
-    expected = [b["ids"].tolist() for b, _ in zip(data.M1Batches(cfg, shard=(p, 2)),
+    expected = [b["ids"].tolist() for b, _ in zip(m1_input.M1Batches(cfg, shard=(p, 2)),
                                                    range(max(stops) + 2))]
     for stop in stops:
-      batches = data.M1Batches(cfg, shard=(p, 2))
+      batches = m1_input.M1Batches(cfg, shard=(p, 2))
       for _ in range(stop):
         next(batches)
       state = json.loads(json.dumps(batches.get_state()))
       phases.append((state["epoch"], state["position"]["draining"]))
-      resumed = data.M1Batches(cfg, shard=(p, 2))
+      resumed = m1_input.M1Batches(cfg, shard=(p, 2))
       resumed.set_state(state)
       assert [next(resumed)["ids"].tolist() for _ in range(2)] == expected[stop:stop + 2], stop
     assert phases == [(0, False), (0, False), (0, True), (1, False)]
@@ -214,29 +216,29 @@ def test_m1_position_checks_the_corpus_and_the_buffer(tmp_path):
   path = tmp_path / "docs.jsonl"
   path.write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
   cfg = _m1_config(spec=str(path), seed=2)
-  batches = data.M1Batches(cfg)
+  batches = m1_input.M1Batches(cfg)
   for _ in range(400):
     next(batches)
   state = json.loads(json.dumps(batches.get_state()))
   with pytest.raises(ValueError, match="--shuffle_buffer 64 .0: no shuffle., not 32"):
-    data.M1Batches(dataclasses.replace(cfg, shuffle_buffer=32)).set_state(state)
+    m1_input.M1Batches(dataclasses.replace(cfg, shuffle_buffer=32)).set_state(state)
   doc = state["position"]["restart"]["doc"]
   texts[doc] = texts[doc].upper()  # the document the position restarts at changed
   path.write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
   with pytest.raises(ValueError, match="no longer holds the documents"):
-    data.M1Batches(cfg).set_state(state)
+    m1_input.M1Batches(cfg).set_state(state)
 
 
 def test_m1_state_of_an_older_format_says_what_to_do():
   with pytest.raises(ValueError, match="resume with the eqinfo that wrote it"):
-    data.M1Batches(_m1_config()).set_state({"epoch": 0, "batches": 4})
+    m1_input.M1Batches(_m1_config()).set_state({"epoch": 0, "batches": 4})
 
 
 def test_m1_empty_corpus_says_so(tmp_path):
   (tmp_path / "empty.jsonl").write_text("")
   with pytest.raises(ValueError, match="holds no documents"):
-    next(data.M1Batches(_m1_config(spec=str(tmp_path / "empty.jsonl"))))
-  batches = data.M1Batches(_m1_config(docs_per_group=100_000), shard=(1, 2))  # one group
+    next(m1_input.M1Batches(_m1_config(spec=str(tmp_path / "empty.jsonl"))))
+  batches = m1_input.M1Batches(_m1_config(docs_per_group=100_000), shard=(1, 2))  # one group
   with pytest.raises(ValueError, match="process 1 of 2; check the path or lower --docs_per_group"):
     next(batches)
 
@@ -246,7 +248,7 @@ def test_m1_processes_read_disjoint_groups_with_distinct_ids():
   texts = [d.data.decode() for d in corpus.read_documents("builtin:pydoc")]
   groups = [texts[i:i + 7] for i in range(0, len(texts), 7)]
   for p in (0, 1):
-    part = list(data.m1_sequences(cfg, shard=(p, 2)))
+    part = list(m1_input.m1_sequences(cfg, shard=(p, 2)))
     assert [i for i, _ in part] == list(range(p, 2 * len(part), 2))
     mine = [t for group in groups[p::2] for t in group]
     np.testing.assert_array_equal(np.concatenate([c for _, c in part]), _corpus_symbols(mine))
@@ -254,14 +256,14 @@ def test_m1_processes_read_disjoint_groups_with_distinct_ids():
 
 
 def test_prefetch_state_counts_only_batches_handed_out():
-  expected = [b["ids"].tolist() for b, _ in zip(data.M1Batches(_m1_config(seed=4)), range(8))]
-  batches = data.Prefetch(data.M1Batches(_m1_config(seed=4)), depth=3)
+  expected = [b["ids"].tolist() for b, _ in zip(m1_input.M1Batches(_m1_config(seed=4)), range(8))]
+  batches = m1_input.Prefetch(m1_input.M1Batches(_m1_config(seed=4)), depth=3)
   assert [next(batches)["ids"].tolist() for _ in range(2)] == expected[:2]
   state = batches.get_state()
   assert (state["epoch"], state["sequences"]) == (0, 8)  # not the batches already queued
   batches.set_state({"epoch": 0, "sequences": 20})
   assert [next(batches)["ids"].tolist() for _ in range(3)] == expected[5:]
-  resumed = data.Prefetch(data.M1Batches(_m1_config(seed=4)))
+  resumed = m1_input.Prefetch(m1_input.M1Batches(_m1_config(seed=4)))
   resumed.set_state(state)
   assert next(resumed)["ids"].tolist() == expected[2]
 
@@ -273,7 +275,7 @@ def test_prefetch_state_counts_only_batches_handed_out():
 def _m2_config(m2_shards, **kw):
   values = dict(pattern=str(m2_shards / "train-*.array_record"), token_vocab=M2_VOCAB,
                 seq_len=M2_SEQ_LEN, batch_size=8, seed=0)
-  return data.M2DataConfig(**{**values, **kw})
+  return m2_records.M2DataConfig(**{**values, **kw})
 
 
 def test_m2_grain_order_is_golden(m2_shards):

@@ -21,7 +21,14 @@ from pipelines import cli
 from tests.conftest import has_webtext
 from tests.lanes_contract import (assert_lanes_match_freqs,
                                   assert_old_tables_kept_and_reset_restarts)
-from training import exact, exact_devices, exact_reference, m1, quantize_m1
+from training.m1 import exact
+from training.m1 import exact_int
+from training.m1 import exact_devices
+from training.m1 import exact_kernels
+from training.m1 import exact_params
+from training.m1 import exact_reference
+from training.m1 import float_m1 as m1
+from training.m1 import quantize as quantize_m1
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 MAX_LEN = 96  # two cache chunks; contexts of up to 200 symbols wrap the ring buffer
@@ -74,7 +81,7 @@ def test_lane_position_does_not_matter(model, contexts, reference):
 def test_cache_equals_full_recompute(model, streams):
   """Replayed prefixes (KV cache, ring buffer past max_len) = one full causal pass."""
   symbols = streams[3][:2 * MAX_LEN + 10]
-  inputs = np.concatenate([[exact.BOS], symbols])[None]
+  inputs = np.concatenate([[exact_params.BOS], symbols])[None]
   full = model.sequence_freqs(inputs)[0]  # [T + 1, 257]
   prefixes = [symbols[:t] for t in range(symbols.size + 1)]
   np.testing.assert_array_equal(model.freqs(prefixes), full)
@@ -140,10 +147,10 @@ def test_no_float_operation_makes_a_table(model):
   tree = model._tree  # pylint: disable=protected-access
   cache = model.init_cache(16, 64)
   bos_cdf, bos_kv = model.bos_state()
-  step = jax.make_jaxpr(functools.partial(exact.decode_step, model.config))(
+  step = jax.make_jaxpr(functools.partial(exact_kernels.decode_step, model.config))(
       tree, cache, np.zeros(16, np.int32), np.zeros(16, np.int32), np.ones(16, bool), bos_kv)
   assert _float_outputs(step.jaxpr) == []
-  full = jax.make_jaxpr(functools.partial(exact.sequence_freqs, model.config))(
+  full = jax.make_jaxpr(functools.partial(exact_kernels.sequence_freqs, model.config))(
       tree, np.zeros((2, 8), np.int32))
   assert _float_outputs(full.jaxpr) == []
   assert bos_cdf.dtype == np.int32
@@ -163,17 +170,17 @@ def test_integer_primitives_match_reference():
       x_s = x >> (16 - shift)
     else:
       x_s = x
-    got = np.asarray(jax.jit(exact.mul_shift)(x_s.astype(np.int32), mult.astype(np.int32),
+    got = np.asarray(jax.jit(exact_kernels.mul_shift)(x_s.astype(np.int32), mult.astype(np.int32),
                                               np.full(x.size, shift, np.int32)))
     np.testing.assert_array_equal(got, exact_reference.mul_shift(x_s, mult, shift))
   n = np.concatenate([rng.integers(0, (1 << 30) + 1, 4000), [0, 1, 2, 3, 4, (1 << 30)]])
   n = np.concatenate([n, np.arange(1, 200) ** 2, np.arange(1, 200) ** 2 - 1])
-  np.testing.assert_array_equal(np.asarray(jax.jit(exact.isqrt)(n.astype(np.int32))),
+  np.testing.assert_array_equal(np.asarray(jax.jit(exact_kernels.isqrt)(n.astype(np.int32))),
                                 exact_reference.isqrt(n))
   num = rng.integers(-(1 << 28), 1 << 28, 4000)
   den = rng.integers(1, 1 << 20, 4000)
   np.testing.assert_array_equal(
-      np.asarray(exact.round_div(num.astype(np.int32), den.astype(np.int32))),
+      np.asarray(exact_kernels.round_div(num.astype(np.int32), den.astype(np.int32))),
       exact_reference.round_div(num, den))
 
 
@@ -187,12 +194,12 @@ def test_first_norm_table_is_layer_zeros_norm(which):
     m = random_integer_model()
   else:
     m = exact.load(H100_PARTED_M1)
-  table = exact.first_norm_table(m.config, m.params)
-  assert table.dtype == np.int8 and table.shape == (exact.VOCAB_SIZE, m.config.d_model)
-  p, bits = m.params, exact.norm_bits(m.config.d_model)
+  table = exact_kernels.first_norm_table(m.config, m.params)
+  assert table.dtype == np.int8 and table.shape == (exact_params.VOCAB_SIZE, m.config.d_model)
+  p, bits = m.params, exact_params.norm_bits(m.config.d_model)
   with jax.default_device(jax.devices("cpu")[0]):
     norm = {"mult": p["layers_0/attn_norm/mult"], "shift": p["layers_0/attn_norm/shift"]}
-    np.testing.assert_array_equal(table, jax.jit(exact.rms_norm, static_argnums=2)(
+    np.testing.assert_array_equal(table, jax.jit(exact_kernels.rms_norm, static_argnums=2)(
         p["embed"], norm, bits))
 
 
@@ -209,18 +216,19 @@ def test_the_m1_an_h100_parted_on(contexts):
   assert m.fingerprint == "5bfd625ea4dfc1b6"
   embed_58 = m.params["embed"][58].astype(np.int64)
   assert np.abs(embed_58).max() == 33461 and np.sum(np.abs(embed_58) >= 1 << 15) == 1
-  assert exact.first_norm_table(m.config, m.params)[58, 23] == -14
+  assert exact_kernels.first_norm_table(m.config, m.params)[58, 23] == -14
   with_58 = next(c for c in contexts if 58 in c[:-1])  # context 9 of the shared web text
   chosen = [contexts[i] for i in (9, 69, 1, 0)] + [with_58]
   np.testing.assert_array_equal(m.freqs(chosen),
                                 exact_reference.freqs(m.config, m.params, chosen))
-  inputs = np.array([[exact.BOS, *with_58]], np.int32)
+  inputs = np.array([[exact_params.BOS, *with_58]], np.int32)
   full = m.sequence_freqs(inputs)[0]
   np.testing.assert_array_equal(full, exact_reference.sequence_freqs(m.config, m.params,
                                                                      inputs[0]))
-  tree = exact.device_tree(m.config, m.params)  # the devices read layer 0 from the table:
+  tree = exact_kernels.device_tree(m.config, m.params)  # the devices read layer 0 from the table:
   tree["first_norm"][58, 23] = -13  # the H100's value gives other tables from token 58 on
-  parted = np.asarray(jax.jit(functools.partial(exact.sequence_freqs, m.config))(tree, inputs))[0]
+  parted = jax.jit(functools.partial(exact_kernels.sequence_freqs, m.config))(tree, inputs)
+  parted = np.asarray(parted)[0]
   first_58 = 1 + int(np.flatnonzero(np.asarray(with_58) == 58)[0])  # its position after BOS
   assert np.argwhere((parted != full).any(axis=-1))[0, 0] == first_58
 
@@ -228,25 +236,26 @@ def test_the_m1_an_h100_parted_on(contexts):
 def test_products_stay_exact_in_float32_range():
   """Long contractions and attention sums at their extremes equal int64 sums."""
   rng = np.random.default_rng(1)
-  for k in (64, exact.DOT_CHUNK, 2500):
+  for k in (64, exact_params.DOT_CHUNK, 2500):
     h = rng.choice([-127, 127], size=(3, k))
     w = rng.choice([-127, 127], size=(k, 5))
     h[0], w[:, 0] = 127, 127  # a sum of k * 127**2, beyond 2**24 from k = 1041
-    np.testing.assert_array_equal(np.asarray(exact.dense(jnp.asarray(h, jnp.int32),
+    np.testing.assert_array_equal(np.asarray(exact_kernels.dense(jnp.asarray(h, jnp.int32),
                                                          jnp.asarray(w, jnp.int8))), h @ w)
-  p = rng.integers(0, exact.ATT_ONE + 1, (2, 4, 2048))
-  p[0] = exact.ATT_ONE
+  p = rng.integers(0, exact_params.ATT_ONE + 1, (2, 4, 2048))
+  p[0] = exact_params.ATT_ONE
   v = rng.integers(-127, 128, (2, 4, 2048, 8))
   v[0] = 127  # sum 2**12 * 127 * 2048 = 2**30 - 2**19
-  got = exact.attention_sum(jnp.asarray(p, jnp.int32), jnp.asarray(v, jnp.int32))
+  got = exact_kernels.attention_sum(jnp.asarray(p, jnp.int32), jnp.asarray(v, jnp.int32))
   np.testing.assert_array_equal(np.asarray(got), np.einsum("bhs,bhsd->bhd", p, v))
   # every query of a full recompute, in several chunks of queries (T = 2048 is the longest max_len)
-  p = rng.integers(0, exact.ATT_ONE + 1, (1, 2, 300, 2048))
-  p[0, 0, 3] = exact.ATT_ONE
+  p = rng.integers(0, exact_params.ATT_ONE + 1, (1, 2, 300, 2048))
+  p[0, 0, 3] = exact_params.ATT_ONE
   v = rng.integers(-127, 128, (1, 2, 2048, 16))
   v[0, 0] = 127
-  got = jax.jit(exact.causal_attention_sum)(jnp.asarray(p, jnp.int32), jnp.asarray(v, jnp.int8))
-  assert 300 > exact.ATTENTION_SUM_ELEMENTS // (2 * 2048 * 16)  # more than one chunk
+  got = jax.jit(exact_kernels.causal_attention_sum)(jnp.asarray(p, jnp.int32),
+                                                    jnp.asarray(v, jnp.int8))
+  assert 300 > exact_kernels.ATTENTION_SUM_ELEMENTS // (2 * 2048 * 16)  # more than one chunk
   np.testing.assert_array_equal(np.asarray(got), np.einsum("bhqk,bhkd->bhqd", p, v))
 
 
@@ -263,7 +272,7 @@ def test_freqs_contract_and_errors(model):
   with pytest.raises(ValueError, match="qkv/mult"):
     exact.ExactM1Model(model.config, broken)
   bias = model.params["layers_1/rel_bias"].copy()
-  bias[0, 0] = exact.RESIDUAL_MAX + 1  # scores could leave int32
+  bias[0, 0] = exact_int.RESIDUAL_MAX + 1  # scores could leave int32
   with pytest.raises(ValueError, match="layers_1/rel_bias must lie"):
     exact.ExactM1Model(model.config, dict(model.params, **{"layers_1/rel_bias": bias}))
   assert "fingerprint" in repr(model) and "ExactLanes" in repr(model.lanes(2))
@@ -385,7 +394,7 @@ def test_tables_do_not_depend_on_how_xla_compiles(model, validation_docs, webtex
   model.save(tmp_path / "exact")
   env = {**os.environ, "XLA_FLAGS": xla_flags, "JAX_PLATFORMS": "cpu"}
   proc = subprocess.run(
-      [sys.executable, "-m", "training.exact_devices", "--m1", str(tmp_path / "exact"),
+      [sys.executable, "-m", "training.m1.exact_devices", "--m1", str(tmp_path / "exact"),
        "--text", str(webtext_dir / "validation" / "*.jsonl.gz"), "--sequences", "20",
        "--seq_len", "128"], cwd=REPO, env=env, capture_output=True, text=True, timeout=600,
       check=False)

@@ -10,7 +10,7 @@ from compressor.models import base
 from tests.lanes_contract import (assert_lanes_match_freqs,
                                   assert_old_tables_kept_and_reset_restarts)
 from training import configs
-from training import m1
+from training.m1 import float_m1 as m1
 
 MAX_LEN = 96  # two cache chunks, ring buffer wraps inside the test contexts
 
@@ -127,7 +127,8 @@ def test_save_load_round_trip(model, contexts, reference, tmp_path):
 
 
 def test_load_prefers_the_integer_exact_m1(model, contexts, tmp_path):
-  from training import exact, quantize_m1  # pylint: disable=import-outside-toplevel
+  from training.m1 import exact  # pylint: disable=import-outside-toplevel
+  from training.m1 import quantize as quantize_m1  # pylint: disable=import-outside-toplevel
   m1.save(tmp_path / "m1", model.config, model.params)
   converted = quantize_m1.convert(model, contexts[:8], seq_len=64, max_sequences=4)
   converted.save(tmp_path / "m1" / exact.SUBDIR)

@@ -7,7 +7,12 @@ import numpy as np
 import pytest
 
 from compressor.models import base
-from training import data, exact, exact_reference, m1, qat, quantize_m1
+from training import m1_input
+from training.m1 import exact
+from training.m1 import exact_reference
+from training.m1 import float_m1 as m1
+from training.m1 import qat
+from training.m1 import quantize as quantize_m1
 
 SEQ_LEN = 64
 
@@ -30,7 +35,7 @@ def symbols(validation_docs):
 
 
 def _batches(webtext_dir, seed=0):
-  return data.M1Batches(data.M1DataConfig(spec=str(webtext_dir / "train" / "*.jsonl.gz"),
+  return m1_input.M1Batches(m1_input.M1DataConfig(spec=str(webtext_dir / "train" / "*.jsonl.gz"),
                                           seq_len=SEQ_LEN, batch_size=8, seed=seed,
                                           shuffle_buffer=64, docs_per_group=16))
 

@@ -5,7 +5,7 @@ import grain
 import numpy as np
 import pytest
 
-from training import data
+from training import m2_records
 from training import m2_input
 from training import row_packing
 from tests.training.conftest import M2_SEQ_LEN, M2_VOCAB
@@ -14,7 +14,7 @@ from tests.training.conftest import M2_SEQ_LEN, M2_VOCAB
 def _config(m2_shards, **kw):
   values = dict(pattern=str(m2_shards / "train-*.array_record"), token_vocab=M2_VOCAB,
                 seq_len=M2_SEQ_LEN, batch_size=8, seed=0, pack=True)
-  return data.M2DataConfig(**{**values, **kw})
+  return m2_records.M2DataConfig(**{**values, **kw})
 
 
 def _source(m2_shards) -> grain.sources.ArrayRecordDataSource:
@@ -26,7 +26,7 @@ def _source(m2_shards) -> grain.sources.ArrayRecordDataSource:
 def _records(m2_shards) -> list[tuple[np.ndarray, int]]:
   """(tokens, num_bytes) of every training record, in record id order."""
   source = _source(m2_shards)
-  return [data.record_tokens(source[i]) for i in range(len(source))]
+  return [m2_records.record_tokens(source[i]) for i in range(len(source))]
 
 
 def test_packed_rows_hold_whole_records(m2_shards):
@@ -79,12 +79,12 @@ def test_packed_iterator_state_resumes_exactly(m2_shards):
 
 def test_a_record_longer_than_a_row_says_what_to_do(m2_shards):
   record = _source(m2_shards)[0]
-  tokens, _ = data.record_tokens(record)
+  tokens, _ = m2_records.record_tokens(record)
   with pytest.raises(ValueError, match="raise --seq_len"):
     row_packing.record_sequence(record, 0, len(tokens) - 1, M2_VOCAB)
   short = row_packing.record_sequence(record, 7, len(tokens), M2_VOCAB)
   np.testing.assert_array_equal(short["targets"], tokens)
-  assert short[row_packing.RECORD].tolist() == [7, data.record_tokens(record)[1]]
+  assert short[row_packing.RECORD].tolist() == [7, m2_records.record_tokens(record)[1]]
 
 
 def test_packed_processes_read_disjoint_halves(m2_shards, monkeypatch):

@@ -17,13 +17,15 @@ import pytest
 from pipelines import cli
 from training import checkpoint as checkpoint_lib
 from training import configs
-from training import data
+from training import m1_input
 from training import evaluate
 from training import loss as loss_lib
-from training import m1 as m1_lib
+from training.m1 import float_m1 as m1_lib
 from training import model as model_lib
 from training import optim
 from training import train
+from training import metrics as metrics_lib
+from training import train_flags
 from training import train_m1
 from training import train_m2
 
@@ -86,7 +88,7 @@ def test_configs_are_strict():
   args = train_m2.parse_flags(["--train", "x", "--out", "y", "--steps", "1",
                                "--model", "num_layerz=2"])
   with pytest.raises(ValueError, match="unknown model config key"):
-    train.model_config_from_flags(args, 257)
+    train_flags.model_config_from_flags(args, 257)
 
 
 # ----------------------------------------------------------------------------
@@ -273,8 +275,8 @@ def test_two_processes_killed_then_resumed_equal_uninterrupted(kind, m2_shards, 
   if kind == "m1":
     corpus_path = tmp_path / "docs.jsonl"
     corpus_path.write_text("".join(json.dumps({"text": t}) + "\n" for t in train_docs[:8]))
-    cfg = data.M1DataConfig(str(corpus_path), seq_len=256, batch_size=8, docs_per_group=2)
-    lengths = [len(list(data.m1_sequences(cfg, shard=(p, 2)))) for p in (0, 1)]
+    cfg = m1_input.M1DataConfig(str(corpus_path), seq_len=256, batch_size=8, docs_per_group=2)
+    lengths = [len(list(m1_input.m1_sequences(cfg, shard=(p, 2)))) for p in (0, 1)]
     assert lengths[0] != lengths[1] and max(lengths) < 8 * 4  # epochs of unequal length end
     def flags(out):                                             # before the step-8 checkpoint
       return ["train-m1", "--train", str(corpus_path), "--size", "tiny", "--steps", str(steps),
@@ -308,8 +310,8 @@ def test_two_processes_killed_then_resumed_equal_uninterrupted(kind, m2_shards, 
 def test_two_processes_validate_all_their_text_though_it_differs_in_length(train_docs, tmp_path):
   corpus_path = tmp_path / "docs.jsonl"
   corpus_path.write_text("".join(json.dumps({"text": t}) + "\n" for t in train_docs[:8]))
-  cfg = data.M1DataConfig(str(corpus_path), seq_len=256, batch_size=8, docs_per_group=2)
-  parts = [list(data.m1_sequences(cfg, shard=(p, 2))) for p in (0, 1)]
+  cfg = m1_input.M1DataConfig(str(corpus_path), seq_len=256, batch_size=8, docs_per_group=2)
+  parts = [list(m1_input.m1_sequences(cfg, shard=(p, 2))) for p in (0, 1)]
   assert len(parts[0]) // 4 != len(parts[1]) // 4  # one process has more batches to score
   out = tmp_path / "m1"
   assert run_two_processes([
@@ -453,11 +455,11 @@ def test_flops_per_byte_adds_m1_share_and_mfu_can_be_measured(tmp_path):
   m1_config = m1_lib.m1_config("tiny", max_len=64)
   m1_lib.M1Model.random(m1_config).save(tmp_path / "m1")
   n = model_lib.count_params(model_lib.param_shapes(m1_config))
-  assert train.m1_flops_per_byte({"m1": str(tmp_path / "m1")}) == 2.0 * n
-  assert train.m1_flops_per_byte({"m1_flops_per_byte": 5.0, "m1": "x"}) == 5.0
-  assert train.m1_flops_per_byte({"m1": None}) == 0.0
-  assert train.measure_peak_flops(size=128, reps=2) > 1e6
-  assert train.measure_peak_flops("bfloat16", size=128, reps=2, repeats=1) > 1e6
+  assert metrics_lib.m1_flops_per_byte({"m1": str(tmp_path / "m1")}) == 2.0 * n
+  assert metrics_lib.m1_flops_per_byte({"m1_flops_per_byte": 5.0, "m1": "x"}) == 5.0
+  assert metrics_lib.m1_flops_per_byte({"m1": None}) == 0.0
+  assert metrics_lib.measure_peak_flops(size=128, reps=2) > 1e6
+  assert metrics_lib.measure_peak_flops("bfloat16", size=128, reps=2, repeats=1) > 1e6
 
 
 def test_an_out_of_memory_step_says_what_to_change():

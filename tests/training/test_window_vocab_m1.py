@@ -5,7 +5,7 @@ import pytest
 from compressor import get_method, window_vocab
 from compressor.symbols import symbols_from_text
 from tests.window_vocab_checks import SPECS, adversarial_streams, assert_same_coding
-from training import m1 as m1_lib
+from training.m1 import float_m1 as m1_lib
 
 pytestmark = pytest.mark.slow
 

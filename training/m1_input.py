@@ -1,115 +1,22 @@
-"""Input pipelines of M1 (bytes) and M2 (ArrayRecord shards of M2 tokens).
-
-Both yield the same batch layout, a dict of numpy arrays:
-
-  inputs     [B, T] int32    token fed at each position (BOS first)
-  targets    [B, T] int32    token to predict at each position
-  weights    [B, T] float32  loss mask: 1 on real targets, 0 on padding
-  num_bytes  [B]    int64    raw symbols covered by the example (bits/byte denominator)
-  ids        [B]    int64    example id (sequence index for M1, record index for M2)
-
-BOS / pad convention (M1 and M2 alike): the model vocabulary is the token
-vocabulary plus one id, BOS = token_vocab, which only ever appears as the
-first input. A sequence of n <= T tokens t[0..n) becomes
-
-  inputs  = [BOS, t0, ..., t(n-2), 0, ..., 0]
-  targets = [t0,  t1, ..., t(n-1), 0, ..., 0]
-  weights = [1,   1,  ..., 1,      0, ..., 0]
-
-so every token of the record is predicted exactly once, the padding id 0 is
-never scored, and causal attention keeps padding out of the real positions.
-For M1 the token vocabulary is the 257 symbols (bytes + EOS), so BOS = 257
-and num_bytes = n (every symbol counts as one byte, EOS included).
+"""M1's input (paper §3.1): documents -> bytes + EOS -> groups of 128 documents (one per
+process in turn) -> one stream per process -> sequences of T symbols, shuffled, in the
+batch layout of `training/batch_layout.py` (`m1_epoch` cuts and shuffles one epoch).
 """
 import dataclasses
-import functools
 import logging
 import queue
 import threading
 from typing import Iterator, NoReturn
 
-import grain
 import jax
 import numpy as np
 
 from compressor import constants
+from training import batch_layout
 from training import m1_epoch
-from training import shards
 
 M1_TOKEN_VOCAB = constants.ALPHABET_SIZE  # 257 output symbols
 M1_BOS = M1_TOKEN_VOCAB                   # 257, input only
-PAD = 0
-
-
-def model_vocab_size(token_vocab: int) -> int:
-  """Vocabulary of the model's embedding and output: the tokens plus BOS."""
-  return token_vocab + 1
-
-
-def check_fits(n: int, seq_len: int) -> None:
-  """Raises the one-line error of a sequence of n tokens longer than seq_len."""
-  if n > seq_len:
-    raise ValueError(f"sequence of {n} tokens does not fit seq_len={seq_len}; "
-                     "raise --seq_len or write shorter records")
-
-
-def pack_sequence(tokens: np.ndarray, seq_len: int, bos: int) -> dict[str, np.ndarray]:
-  """Lays one token sequence out as inputs/targets/weights (see module doc).
-
-  Args:
-    tokens: [n] ints, n <= seq_len.
-    seq_len: T.
-    bos: the BOS id.
-
-  Returns:
-    dict with inputs [T] int32, targets [T] int32, weights [T] float32.
-
-  Raises:
-    ValueError: if n > seq_len.
-  """
-  n = len(tokens)
-  check_fits(n, seq_len)
-  inputs = np.full(seq_len, PAD, np.int32)
-  targets = np.full(seq_len, PAD, np.int32)
-  weights = np.zeros(seq_len, np.float32)
-  inputs[0] = bos
-  inputs[1:n] = tokens[:n - 1]
-  targets[:n] = tokens
-  weights[:n] = 1.0
-  return {"inputs": inputs, "targets": targets, "weights": weights}
-
-
-def stack(examples: list[dict]) -> dict[str, np.ndarray]:
-  """Stacks a list of per-example dicts into a batch dict."""
-  return {k: np.stack([e[k] for e in examples]) for k in examples[0]}
-
-
-def empty_row(example: dict) -> dict[str, np.ndarray]:
-  """A row shaped like `example` that holds nothing: zeros (weights 0, num_bytes 0), ids -1."""
-  return {k: np.full_like(v, -1 if k == "ids" else 0) for k, v in example.items()}
-
-
-def stack_full(examples: list[dict], rows: int) -> dict[str, np.ndarray]:
-  """`stack` of up to `rows` examples, filled up to `rows` with `empty_row`s.
-
-  The last batch of an evaluation pass: every example is scored, and the batch
-  keeps the shape the compiled step expects.
-  """
-  examples = list(examples)
-  return stack(examples + [empty_row(examples[0])] * (rows - len(examples)))
-
-
-def batched(ds, rows: int, repeat: bool):
-  """grain dataset -> batches of `rows`; without `repeat` the last batch is filled up
-  (`stack_full`) instead of dropped, so a pass over the data scores all of it."""
-  if repeat:
-    return ds.batch(rows, drop_remainder=True, batch_fn=stack)
-  return ds.batch(rows, drop_remainder=False, batch_fn=functools.partial(stack_full, rows=rows))
-
-
-# ----------------------------------------------------------------------------
-# M1: documents -> bytes + EOS -> groups of 128 documents (one per process in turn)
-# -> one stream per process -> sequences of T symbols.
 
 
 @dataclasses.dataclass(frozen=True)
@@ -218,7 +125,7 @@ class M1Batches:
 
   def _example(self, item: m1_epoch.Sequence) -> dict[str, np.ndarray]:
     index, count = self.shard
-    example = pack_sequence(item.symbols, self.config.seq_len, M1_BOS)
+    example = batch_layout.pack_sequence(item.symbols, self.config.seq_len, M1_BOS)
     example["num_bytes"] = np.int64(len(item.symbols))
     example["ids"] = np.int64(item.k * count + index)
     return example
@@ -235,7 +142,9 @@ class M1Batches:
       batch.append(self._example(item))
     if not batch:
       raise StopIteration
-    return stack(batch) if len(batch) == self.local_batch else stack_full(batch, self.local_batch)
+    if len(batch) == self.local_batch:
+      return batch_layout.stack(batch)
+    return batch_layout.stack_full(batch, self.local_batch)
 
   def get_state(self) -> dict:
     """Returns the JSON-able position of the iterator."""
@@ -317,83 +226,3 @@ class Prefetch:
     self.inner.set_state(state)
     self._state = self.inner.get_state()
     self._start()
-
-
-# ----------------------------------------------------------------------------
-# M2: ArrayRecord shards of tf.train.Example -> grain.
-
-
-@dataclasses.dataclass(frozen=True)
-class M2DataConfig:
-  """What M2 reads and how it is batched."""
-  pattern: str                   # glob of ArrayRecord shards (local or gs://)
-  token_vocab: int               # M2 token vocabulary (256 or 65536); BOS = token_vocab
-  seq_len: int = constants.MAX_TOKENS  # T: records hold at most 512 tokens (paper §3.5)
-  batch_size: int = 256          # global batch size B (paper: 256)
-  seed: int = 0                  # shuffle seed; epoch e is shuffled with (seed, e)
-  shuffle: bool = True           # global shuffle; False keeps file/record order
-  repeat: bool = True            # loop over the shards forever (training)
-  num_threads: int = 2           # grain read threads (the order does not depend on it)
-  pack: bool = False             # pack several records into a row (first fit), see m2_input
-
-  def __post_init__(self):
-    for name in ("token_vocab", "seq_len", "batch_size"):
-      if getattr(self, name) < 1:
-        raise ValueError(f"M2DataConfig.{name} must be >= 1, got {getattr(self, name)}")
-
-
-def record_tokens(record: bytes) -> tuple[np.ndarray, int]:
-  """([n] int64 `targets`, `num_bytes`) of one serialized record (`training.shards`)."""
-  return shards.tokens_and_bytes(record)
-
-
-def parse_m2_record(record: bytes, record_id: int, seq_len: int,
-                    bos: int) -> dict[str, np.ndarray]:
-  """One serialized tf.train.Example (`targets`, `num_bytes`) as a padded row with its id."""
-  tokens, num_bytes = record_tokens(record)
-  out = pack_sequence(tokens, seq_len, bos)
-  out["num_bytes"] = np.int64(num_bytes)
-  out["ids"] = np.int64(record_id)
-  return out
-
-
-class ParseRecord(grain.transforms.Map):
-  """grain Map: (record id, serialized Example) -> parse(record, record id, seq_len, bos)."""
-
-  def __init__(self, parse, seq_len: int, bos: int):
-    self.parse, self.seq_len, self.bos = parse, seq_len, bos
-
-  def map(self, element):
-    record_id, record = element
-    return self.parse(record, record_id, self.seq_len, self.bos)
-
-
-def m2_records(config: M2DataConfig) -> grain.MapDataset:
-  """(record id, serialized Example) of this process, in epoch order.
-
-  Order: all shards in sorted name order form one record list; process p of
-  P takes records p, p+P, ...; each epoch is a global shuffle of those with
-  the config seed (grain reseeds every epoch).
-  """
-  count = jax.process_count()
-  if config.batch_size % count:
-    raise ValueError(f"batch_size={config.batch_size} must divide by the {count} processes")
-  source = grain.sources.ArrayRecordDataSource(shards.list_shards(config.pattern))
-  total = len(source)
-  ds = grain.MapDataset.source(source).map_with_index(lambda i, rec: (i % total, rec))
-  ds = ds[jax.process_index()::count]
-  if config.shuffle:
-    ds = ds.shuffle(seed=config.seed)
-  if config.repeat:
-    ds = ds.repeat(None)
-  return ds
-
-
-def m2_dataset(config: M2DataConfig) -> grain.MapDataset:
-  """The batched grain MapDataset of this process's M2 examples, one record per row.
-
-  Records in `m2_records` order; batches of B/P examples (`batched`: without
-  `repeat`, the last one is filled up with empty rows).
-  """
-  ds = m2_records(config).map(ParseRecord(parse_m2_record, config.seq_len, config.token_vocab))
-  return batched(ds, config.batch_size // jax.process_count(), config.repeat)

@@ -23,9 +23,9 @@ one compiled function, `decode_step` on a block of `BLOCK_LANES` lanes:
   restart (most steps of short Equal-Info windows).
 
 Results are therefore identical integers on one machine and backend; across
-devices they are not promised. `training.exact` holds the integer-exact M1
+devices they are not promised. `training.m1.exact` holds the integer-exact M1
 (the same integers on every device), converted from this one by
-`training.quantize_m1` into `DIR/exact`; `load(DIR)` returns it when present.
+`training.m1.quantize` into `DIR/exact`; `load(DIR)` returns it when present.
 
 Checkpoint directory (`save`/`load`): `config.json` (the resolved
 `ModelConfig`, format tag and fingerprint) and `params.npz` (numpy arrays keyed
@@ -47,8 +47,9 @@ import numpy as np
 from compressor import constants
 from compressor.models import base
 from training import configs, model
-from training import exact as exact_lib
-from training.exact import BOS, VOCAB_SIZE  # one definition for the float and the exact M1
+from training.m1 import exact as exact_lib
+from training.m1 import exact_kernels
+from training.m1.exact_params import BOS, VOCAB_SIZE  # one definition for the float and exact M1
 
 BLOCK_LANES = 64  # rows of every compiled step; lane counts are padded up to a multiple
 FORMAT = "eqinfo-m1-v1"  # tag of the checkpoint directory layout
@@ -392,7 +393,7 @@ def save(path: str | os.PathLike, config: configs.ModelConfig, params: Any) -> s
 
 def load(path: str | os.PathLike, exact: bool | None = None,
          device: jax.Device | None = None) -> "M1Model | exact_lib.ExactM1Model":
-  """Loads an M1 directory written by `save` (and `training.quantize_m1`).
+  """Loads an M1 directory written by `save` (and `training.m1.quantize`).
 
   Args:
     path: the directory holding config.json and params.npz (local or gs://),
@@ -430,7 +431,7 @@ def load(path: str | os.PathLike, exact: bool | None = None,
   params = _read_params(path)
   if meta.get("fingerprint") not in (None, fingerprint(params)):
     raise ValueError(f"corrupt M1 checkpoint at {path}: params fingerprint differs from "
-                     f"{CONFIG_FILE}; re-export it with training.m1.save")
+                     f"{CONFIG_FILE}; re-export it with training.m1.float_m1.save")
   return M1Model(config, params, device)
 
 
@@ -442,17 +443,17 @@ def _read_meta(path: epath.Path) -> dict:
     configs.from_dict(meta["model"])
   except (ValueError, AttributeError, TypeError) as e:
     raise ValueError(f"corrupt M1 checkpoint at {path}/{CONFIG_FILE} ({e}); "
-                     "re-export it with training.m1.save") from None
+                     "re-export it with training.m1.float_m1.save") from None
   return meta
 
 
 def _read_params(path: epath.Path) -> dict:
   try:
     with np.load(io.BytesIO((path / PARAMS_FILE).read_bytes()), allow_pickle=False) as npz:
-      return exact_lib.unflatten({k: npz[k] for k in npz.files})
+      return exact_kernels.unflatten({k: npz[k] for k in npz.files})
   except (ValueError, OSError, zipfile.BadZipFile, EOFError) as e:
     raise ValueError(f"corrupt M1 checkpoint at {path}/{PARAMS_FILE} ({type(e).__name__}); "
-                     "re-export it with training.m1.save") from None
+                     "re-export it with training.m1.float_m1.save") from None
 
 
 def _flat_items(tree: Any) -> list[tuple[str, Any]]:

@@ -30,9 +30,10 @@ import numpy as np
 from compressor import constants
 from compressor import corpus
 from training import configs
-from training import exact as exact_lib
-from training import m1 as m1_lib
-from training import quantize_m1
+from training.m1 import exact as exact_lib
+from training.m1 import exact_params
+from training.m1 import float_m1 as m1_lib
+from training.m1 import quantize as quantize_m1
 
 _DRAWN_SHIFTS = {"qkv": 24, "out": 16, "wi": 20, "gate": 29, "wo": 18, "logits": 20, "softmax": 21}
 
@@ -41,7 +42,7 @@ def integer_drawn_model(config: configs.ModelConfig, seed: int = 0) -> exact_lib
   """An exact M1 whose weights are drawn as integers (seeded), activations kept in range."""
   rng = np.random.default_rng(seed)
   params = {}
-  for name, (shape, dtype) in exact_lib.param_specs(config).items():
+  for name, (shape, dtype) in exact_params.param_specs(config).items():
     shape = tuple(0 if s is None else s for s in shape)
     kind = name.split("/")[-2] if "/" in name else name
     if name.endswith("/kernel"):
@@ -61,9 +62,9 @@ def integer_drawn_model(config: configs.ModelConfig, seed: int = 0) -> exact_lib
     elif name == "buckets":
       value = np.minimum(np.arange(config.max_len), config.rel_pos_buckets - 1)
     elif name == "att_exp":
-      value = exact_lib.exp_table(exact_lib.ATT_FRAC_BITS, exact_lib.ATT_ONE)
+      value = exact_params.exp_table(exact_params.ATT_FRAC_BITS, exact_params.ATT_ONE)
     else:
-      value = exact_lib.exp_table(exact_lib.OUT_FRAC_BITS, exact_lib.OUT_ONE)
+      value = exact_params.exp_table(exact_params.OUT_FRAC_BITS, exact_params.OUT_ONE)
     params[name] = np.asarray(value).astype(dtype)
   return exact_lib.ExactM1Model(config, params)
 

@@ -1,12 +1,12 @@
 """Quantisation-aware fine-tuning (QAT) of a float M1 for the integer-exact M1.
 
-Post-training quantisation (`training.quantize_m1.convert`) rounds a float M1
+Post-training quantisation (`training.m1.quantize.convert`) rounds a float M1
 that never saw its own rounding. QAT fine-tunes the float weights through a
 forward pass that rounds where the exact M1 rounds (Jacob et al. 2018), so the
 weights move to where the integer model loses least; `convert` then quantises
 the fine-tuned weights as usual.
 
-`fake_quant_logits` mirrors `training.exact` on the calibrated scales of
+`fake_quant_logits` mirrors `training.m1.exact` on the calibrated scales of
 `quantize_m1.calibrate`:
 
 * the residual stream on the grid of the residual scale, clipped;
@@ -38,13 +38,14 @@ import tqdm
 
 from compressor import constants
 from training import configs
-from training import exact as exact_lib
 from training import loss as loss_lib
-from training import m1 as m1_lib
 from training import model as model_lib
+from training.m1 import exact_int
+from training.m1 import exact_params
+from training.m1 import float_m1 as m1_lib
 
 Scales = dict[str, np.ndarray]  # calibrated activation scales by site (`quantize_m1.calibrate`)
-LOGIT_STEP = 2.0 ** -exact_lib.OUT_FRAC_BITS  # the exact M1's logit unit (nats)
+LOGIT_STEP = 2.0 ** -exact_params.OUT_FRAC_BITS  # the exact M1's logit unit (nats)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -81,8 +82,8 @@ def fake_quant(x: jax.Array, scale: jax.Array, lo: float, hi: float) -> jax.Arra
 def fake_quant_columns(w: jax.Array) -> jax.Array:
   """[K, N] -> [K, N]: symmetric int8 per output column (scale amax / 127, held constant)."""
   amax = jax.lax.stop_gradient(jnp.max(jnp.abs(w), axis=0))
-  scale = jnp.where(amax > 0, amax, 1.0) / exact_lib.ACT_MAX
-  return fake_quant(w, scale, -exact_lib.ACT_MAX, exact_lib.ACT_MAX)
+  scale = jnp.where(amax > 0, amax, 1.0) / exact_int.ACT_MAX
+  return fake_quant(w, scale, -exact_int.ACT_MAX, exact_int.ACT_MAX)
 
 
 def _rms(x: jax.Array, eps: float) -> jax.Array:
@@ -95,7 +96,7 @@ def _norm_dense(x: jax.Array, w: jax.Array, scales: Scales, site: str, eps: floa
   `w` has the norm's learned scale folded in, as in the converter.
   """
   smooth = scales[f"{site}/smooth"]  # [d]
-  act = exact_lib.ACT_MAX
+  act = exact_int.ACT_MAX
   h = fake_quant(_rms(x, eps) / smooth, scales[f"{site}/act"], -act, act)
   return h @ fake_quant_columns(smooth[:, None] * w)
 
@@ -120,14 +121,14 @@ def _table_softmax(z: jax.Array, valid: jax.Array, frac_bits: int, one: int) -> 
 
 def _residual_add(x: jax.Array, y: jax.Array, s_x: jax.Array) -> jax.Array:
   """Adds a block output on the residual grid, clipped like the exact M1."""
-  limit = exact_lib.RESIDUAL_MAX
+  limit = exact_int.RESIDUAL_MAX
   return jnp.clip(x + fake_quant(y, s_x, -limit, limit), -limit * s_x, limit * s_x)
 
 
 def _attention(c: configs.ModelConfig, p: dict, scales: Scales, pre: str, x: jax.Array,
                bucket: jax.Array, valid: jax.Array) -> jax.Array:
   """[B, T, d] residual -> [B, T, d] residual after the attention block."""
-  att, act = p["attention"], exact_lib.ACT_MAX
+  att, act = p["attention"], exact_int.ACT_MAX
   gamma = p["pre_attention_norm"]["scale"][:, None]
   w = jnp.concatenate([att[n]["kernel"].reshape(c.d_model, c.attn_dim)
                        for n in ("query", "key", "value")], axis=1)
@@ -139,11 +140,11 @@ def _attention(c: configs.ModelConfig, p: dict, scales: Scales, pre: str, x: jax
   k = fake_quant(heads(qkv[..., c.attn_dim:2 * c.attn_dim]), s_k, -act, act)
   v = heads(fake_quant(qkv[..., 2 * c.attn_dim:], s_v, -act, act))
   unit = scales[f"{pre}/q"] * scales[f"{pre}/k"] / math.sqrt(c.head_dim)  # [H]
-  limit = exact_lib.RESIDUAL_MAX
+  limit = exact_int.RESIDUAL_MAX
   rel = fake_quant(att["rel_embedding"], unit, -limit, limit)  # [buckets, H]
   scores = jnp.einsum("bqhd,bkhd->bhqk", q, k) / math.sqrt(c.head_dim)
   scores = scores + jnp.transpose(rel[bucket], (2, 0, 1))[None]
-  probs = _table_softmax(scores, valid, exact_lib.ATT_FRAC_BITS, exact_lib.ATT_ONE)
+  probs = _table_softmax(scores, valid, exact_params.ATT_FRAC_BITS, exact_params.ATT_ONE)
   o = jnp.einsum("bhqk,bkhd->bqhd", probs, v).reshape(x.shape[:-1] + (c.attn_dim,))
   o = fake_quant(o, s_v, -act, act) / s_v  # the exact M1's int8 attention output
   wo = att["out"]["kernel"].reshape(c.attn_dim, c.d_model)
@@ -152,16 +153,16 @@ def _attention(c: configs.ModelConfig, p: dict, scales: Scales, pre: str, x: jax
 
 def _mlp(c: configs.ModelConfig, p: dict, scales: Scales, pre: str, x: jax.Array) -> jax.Array:
   """[B, T, d] residual -> [B, T, d] residual after the MLP block."""
-  mlp, act = p["mlp"], exact_lib.ACT_MAX
+  mlp, act = p["mlp"], exact_int.ACT_MAX
   gamma = p["pre_mlp_norm"]["scale"][:, None]
   s_g = scales[f"{pre}/g"]  # [F]
   if c.mlp_gated:
     w = jnp.concatenate([mlp["wi_0"]["kernel"], mlp["wi_1"]["kernel"]], axis=1)
     a = _norm_dense(x, gamma * w, scales, f"{pre}/mlp_norm", c.norm_eps)  # [B, T, 2F]
     u = fake_quant(jax.nn.relu(a[..., :c.mlp_dim]), scales[f"{pre}/u"], 0,
-                   exact_lib.RELU_BRANCH_MAX)
-    b = fake_quant(a[..., c.mlp_dim:], scales[f"{pre}/b"], -exact_lib.LINEAR_BRANCH_MAX,
-                   exact_lib.LINEAR_BRANCH_MAX)
+                   exact_int.RELU_BRANCH_MAX)
+    b = fake_quant(a[..., c.mlp_dim:], scales[f"{pre}/b"], -exact_int.LINEAR_BRANCH_MAX,
+                   exact_int.LINEAR_BRANCH_MAX)
     g = fake_quant(u * b, s_g, -act, act)
   else:
     a = _norm_dense(x, gamma * mlp["wi"]["kernel"], scales, f"{pre}/mlp_norm", c.norm_eps)
@@ -188,7 +189,7 @@ def fake_quant_logits(config: configs.ModelConfig, params: Any, scales: Scales,
   bucket = jnp.asarray(model_lib.relative_bucket_table(config)[np.clip(dist, 0,
                                                                        config.max_len - 1)])
   s_x = scales["residual"]
-  limit = exact_lib.RESIDUAL_MAX
+  limit = exact_int.RESIDUAL_MAX
   x = fake_quant(p["token_embed"]["embedding"][inputs], s_x, -limit, limit)  # [B, T, d]
   for i in range(config.num_layers):
     pre = f"layers_{i}"
@@ -226,7 +227,7 @@ def finetune(m1: m1_lib.M1Model, scales: Scales, batches: Iterator[dict[str, np.
   Args:
     m1: the float M1 (left unchanged).
     scales: its calibrated activation scales (`quantize_m1.calibrate`).
-    batches: M1 batches, inputs/targets/weights [B, T] (e.g. `training.data.M1Batches`).
+    batches: M1 batches, inputs/targets/weights [B, T] (e.g. `training.m1_input.M1Batches`).
     config: steps and learning rate (the batch shape comes from `batches`).
     progress: show a progress bar.
 

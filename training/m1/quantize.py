@@ -6,7 +6,7 @@ Example:
       --calibration '../shared/data/webtext/train/*.jsonl.gz' \\
       --validation '../shared/data/webtext/validation/*.jsonl.gz'
 
-writes runs/m1/exact (the default `--out`, where `training.m1.load` finds it)
+writes runs/m1/exact (the default `--out`, where `training.m1.float_m1.load` finds it)
 and prints a JSON report: bits/byte of the float and the exact M1 on the
 validation text, each from its own quantised 2**14 tables.
 
@@ -20,7 +20,7 @@ channel. RMSNorm outputs are smoothed per channel (SmoothQuant, Xiao et al.
 
 With `--qat_steps N` (`convert_with_qat`), the float M1 is first fine-tuned for
 N steps through a forward pass rounded on the calibrated scales
-(`training.qat`), then converted; the report then also gives the bits/byte of
+(`training.m1.qat`), then converted; the report then also gives the bits/byte of
 post-training quantisation alone and of the fine-tuned float M1. QAT reads
 training sequences from the calibration corpus, so pass `--validation` text
 that it does not hold.
@@ -28,7 +28,6 @@ that it does not hold.
 import argparse
 import dataclasses
 import json
-import logging
 import math
 import os
 import sys
@@ -41,10 +40,14 @@ from compressor import constants
 from compressor.models import base
 from compressor.symbols import symbols_from_text
 from compressor import corpus
-from training import configs, data, log_setup, qat
-from training import exact as exact_lib
-from training import m1 as m1_lib
+from training import configs, log_setup
+from training import m1_input
 from training import model as model_lib
+from training.m1 import exact as exact_lib
+from training.m1 import exact_int
+from training.m1 import exact_params
+from training.m1 import float_m1 as m1_lib
+from training.m1 import qat
 
 CLIP_STEPS = 32  # candidate clips per tensor: amax * 2**(-k / 8), k < CLIP_STEPS
 MAX_ROWS = 8192  # activation rows used to pick each scale
@@ -86,9 +89,9 @@ def requant(real: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
   if np.any(real >= 1 << 14) or np.any(real < 0) or not np.all(np.isfinite(real)):
     raise ValueError(f"requantisation multiplier out of range: {real.min()}..{real.max()}")
   safe = np.where(real > 0, real, 1.0)
-  shift = np.clip(14 - np.floor(np.log2(safe)).astype(np.int64), 1, exact_lib.MAX_SHIFT)
+  shift = np.clip(14 - np.floor(np.log2(safe)).astype(np.int64), 1, exact_params.MAX_SHIFT)
   mult = np.round(safe * 2.0 ** shift).astype(np.int64)
-  over = mult >= 1 << exact_lib.MULT_BITS
+  over = mult >= 1 << exact_params.MULT_BITS
   shift = np.where(over, shift - 1, shift)
   mult = np.round(safe * 2.0 ** shift).astype(np.int64)
   if np.any(shift < 1):
@@ -99,9 +102,9 @@ def requant(real: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def _quantize_columns(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
   """[K, N] float -> (int8 [K, N], [N] scales): symmetric, per output column."""
-  scale = np.abs(w).max(axis=0) / exact_lib.ACT_MAX
+  scale = np.abs(w).max(axis=0) / exact_int.ACT_MAX
   scale = np.where(scale > 0, scale, 1.0)
-  return np.clip(np.round(w / scale), -exact_lib.ACT_MAX, exact_lib.ACT_MAX).astype(np.int8), scale
+  return np.clip(np.round(w / scale), -exact_int.ACT_MAX, exact_int.ACT_MAX).astype(np.int8), scale
 
 
 def _rms(x: np.ndarray, eps: float) -> np.ndarray:
@@ -127,7 +130,7 @@ class _Converter:
     self.out: dict[str, np.ndarray] = {}
     self.residual_amax = float(np.abs(self.p["token_embed"]["embedding"]).max())
     self.residual_scales: list[tuple[str, np.ndarray]] = []  # (name, acc units)
-    self.scales: dict[str, np.ndarray] = {}  # calibrated activation scales (`training.qat`)
+    self.scales: dict[str, np.ndarray] = {}  # calibrated activation scales (`training.m1.qat`)
 
   def _norm_site(self, name: str, h: np.ndarray, w: np.ndarray):
     """Quantises normed input h [N, d] for weights w [d, n] (norm scale folded in).
@@ -143,10 +146,10 @@ class _Converter:
       c = c / math.exp(np.mean(np.log(c)))
     else:
       c = np.ones(d)
-    s_h = _clip_scales(hr / c, -exact_lib.ACT_MAX, exact_lib.ACT_MAX, per_channel=False)
+    s_h = _clip_scales(hr / c, -exact_int.ACT_MAX, exact_int.ACT_MAX, per_channel=False)
     self.scales[f"{name}/act"], self.scales[f"{name}/smooth"] = np.float32(s_h), c
     real = math.sqrt(d) / (s_h * c)
-    limit = exact_lib.norm_mult_limit(d)
+    limit = exact_params.norm_mult_limit(d)
     shift = int(np.clip(np.floor(np.log2((limit - 1) / real.max())), 0, 15))
     mult = np.round(real * 2.0 ** shift)
     if mult.max() >= limit:
@@ -165,7 +168,7 @@ class _Converter:
     q, k, v = (h @ (gamma * w[n]) for n in ("query", "key", "value"))  # [N, T, A]
     heads = lambda a: a.reshape(a.shape[:-1] + (c.num_heads, c.head_dim))
     qh, kh, vh = heads(q), heads(k), heads(v)
-    act = exact_lib.ACT_MAX
+    act = exact_int.ACT_MAX
     s_q = np.array([_clip_scales(_rows(qh[..., j, :]), -act, act, False)
                     for j in range(c.num_heads)])
     s_k = np.array([_clip_scales(_rows(kh[..., j, :]), -act, act, False)
@@ -179,10 +182,10 @@ class _Converter:
     self.out[f"{pre}/qkv/mult"], self.out[f"{pre}/qkv/shift"] = requant(units / per_col)
     unit = s_q * s_k / math.sqrt(c.head_dim)  # [H] score units
     rel = att["rel_embedding"]  # [buckets, H]
-    self.out[f"{pre}/rel_bias"] = np.clip(np.round(rel / unit), -exact_lib.RESIDUAL_MAX,
-                                          exact_lib.RESIDUAL_MAX).astype(np.int32)
+    self.out[f"{pre}/rel_bias"] = np.clip(np.round(rel / unit), -exact_int.RESIDUAL_MAX,
+                                          exact_int.RESIDUAL_MAX).astype(np.int32)
     self.out[f"{pre}/softmax/mult"], self.out[f"{pre}/softmax/shift"] = requant(
-        unit * 2.0 ** exact_lib.ATT_FRAC_BITS)
+        unit * 2.0 ** exact_params.ATT_FRAC_BITS)
     scores = np.einsum("nqhd,nkhd->nhqk", qh, kh) / math.sqrt(c.head_dim)
     scores = scores + np.transpose(rel[bucket], (2, 0, 1))[None]
     scores = np.where(valid, scores, -np.inf)
@@ -200,14 +203,14 @@ class _Converter:
     pre, mlp = f"layers_{i}", p["mlp"]
     h = _rms(x, c.norm_eps)
     gamma = p["pre_mlp_norm"]["scale"][:, None]
-    act = exact_lib.ACT_MAX
+    act = exact_int.ACT_MAX
     if c.mlp_gated:
       w0, w1 = gamma * mlp["wi_0"]["kernel"], gamma * mlp["wi_1"]["kernel"]
       a, b = h @ w0, h @ w1
       u = np.maximum(a, 0)
       g = u * b
-      s_u = _clip_scales(_rows(u), 0, exact_lib.RELU_BRANCH_MAX, per_channel=True)
-      s_b = _clip_scales(_rows(b), -exact_lib.LINEAR_BRANCH_MAX, exact_lib.LINEAR_BRANCH_MAX,
+      s_u = _clip_scales(_rows(u), 0, exact_int.RELU_BRANCH_MAX, per_channel=True)
+      s_b = _clip_scales(_rows(b), -exact_int.LINEAR_BRANCH_MAX, exact_int.LINEAR_BRANCH_MAX,
                          per_channel=True)
       s_g = _clip_scales(_rows(g), -act, act, per_channel=True)
       self.scales.update({f"{pre}/u": s_u, f"{pre}/b": s_b})
@@ -248,7 +251,7 @@ class _Converter:
     kernel, units = self._norm_site("final_norm", h, w)
     self.out["logits/kernel"] = kernel
     self.out["logits/mult"], self.out["logits/shift"] = requant(
-        units * 2.0 ** exact_lib.OUT_FRAC_BITS)
+        units * 2.0 ** exact_params.OUT_FRAC_BITS)
 
   def finish(self) -> dict[str, np.ndarray]:
     """Residual scale, residual requantisation, embedding and tables."""
@@ -257,11 +260,11 @@ class _Converter:
     for name, units in self.residual_scales:
       self.out[f"{name}/mult"], self.out[f"{name}/shift"] = requant(units / s_x)
     embed = np.round(self.p["token_embed"]["embedding"] / s_x)
-    self.out["embed"] = np.clip(embed, -exact_lib.RESIDUAL_MAX,
-                                exact_lib.RESIDUAL_MAX).astype(np.int32)
+    self.out["embed"] = np.clip(embed, -exact_int.RESIDUAL_MAX,
+                                exact_int.RESIDUAL_MAX).astype(np.int32)
     self.out["buckets"] = model_lib.relative_bucket_table(self.c).astype(np.int32)
-    self.out["att_exp"] = exact_lib.exp_table(exact_lib.ATT_FRAC_BITS, exact_lib.ATT_ONE)
-    self.out["out_exp"] = exact_lib.exp_table(exact_lib.OUT_FRAC_BITS, exact_lib.OUT_ONE)
+    self.out["att_exp"] = exact_params.exp_table(exact_params.ATT_FRAC_BITS, exact_params.ATT_ONE)
+    self.out["out_exp"] = exact_params.exp_table(exact_params.OUT_FRAC_BITS, exact_params.OUT_ONE)
     self.residual_scale = s_x
     self.scales["residual"] = np.float32(s_x)
     return self.out
@@ -281,7 +284,7 @@ def calibration_inputs(contexts: Sequence[np.ndarray | bytes | str], seq_len: in
     raise ValueError(f"calibration text too short: {stream.size} symbols, need at least "
                      f"{seq_len - 1}")
   body = stream[:n * (seq_len - 1)].reshape(n, seq_len - 1)
-  return np.concatenate([np.full((n, 1), exact_lib.BOS, np.int32), body], axis=1)
+  return np.concatenate([np.full((n, 1), exact_params.BOS, np.int32), body], axis=1)
 
 
 def calibrate(m1: m1_lib.M1Model, calibration_contexts: Sequence[np.ndarray | bytes | str],
@@ -292,7 +295,7 @@ def calibrate(m1: m1_lib.M1Model, calibration_contexts: Sequence[np.ndarray | by
 
   Returns:
     the finished converter: `.out` the exact M1's integer weights, `.scales`
-    the calibrated activation scales by site (what `training.qat` simulates),
+    the calibrated activation scales by site (what `training.m1.qat` simulates),
     `.meta` how they were made.
   """
   if not 0 <= smooth_alpha <= 1:
@@ -340,7 +343,7 @@ def convert_with_qat(m1: m1_lib.M1Model, calibration_contexts: Sequence[np.ndarr
   The float M1 is calibrated, fine-tuned through `qat.fake_quant_logits` on
   those scales, and the fine-tuned weights are calibrated and converted
   afresh. The exact M1's `meta` keeps the original M1's fingerprint as
-  `source_fingerprint` (so `training.m1.load` pairs it with that directory)
+  `source_fingerprint` (so `training.m1.float_m1.load` pairs it with that directory)
   and records the fine-tuning under "qat".
 
   Args:
@@ -383,7 +386,7 @@ def eval_sequences(texts: Iterable[str | bytes], seq_len: int, max_sequences: in
 
 def bos_inputs(symbols: np.ndarray) -> np.ndarray:
   """[N, T] symbols -> [N, T] inputs: BOS, then the symbols shifted right."""
-  bos = np.full((symbols.shape[0], 1), exact_lib.BOS, np.int32)
+  bos = np.full((symbols.shape[0], 1), exact_params.BOS, np.int32)
   return np.concatenate([bos, symbols[:, :-1]], axis=1).astype(np.int32)
 
 
@@ -468,7 +471,7 @@ def run(argv=None) -> int:
     qat_config = qat.QATConfig(steps=args.qat_steps, batch_size=args.qat_batch_size,
                                seq_len=min(args.qat_seq_len, m1.config.max_len),
                                learning_rate=args.qat_learning_rate, seed=args.qat_seed)
-    batches = data.M1Batches(data.M1DataConfig(
+    batches = m1_input.M1Batches(m1_input.M1DataConfig(
         spec=args.calibration, seq_len=qat_config.seq_len, batch_size=qat_config.batch_size,
         seed=qat_config.seed, shuffle_buffer=args.qat_shuffle_buffer))
     exact_m1, tuned = convert_with_qat(m1, calibration, batches, qat_config,

@@ -1,6 +1,6 @@
 """The int64 numpy primitives of the integer-exact M1, each checked against its bounds.
 
-`training.exact` computes in int32 on the device and relies on these bounds;
+`training.m1.exact` computes in int32 on the device and relies on these bounds;
 the same primitives in plain int64 numpy (textbook `x * mult`, `math.isqrt`,
 floor division), with every intermediate checked, serve the numpy oracle
 (`exact_reference`) and the host-side table of layer 0's norm
