@@ -15,7 +15,7 @@ import sys
 
 import numpy as np
 
-from compressor import constants, corpus
+from compressor import constants, corpus, help_format
 from compressor import symbols as symbols_lib
 from compressor.methods import SPEC_FORMS, get_method
 from compressor.models import ContextModel, UnigramModel
@@ -58,8 +58,8 @@ def code(method, symbols: np.ndarray, example_symbols: int) -> dict:
       "tokens": int(tokens),
       "windows": int(sum(e.num_windows for e in encoded)),
       "literal_windows": int(sum(e.num_literal_windows for e in encoded)),
-      "compression_ratio": round(symbols.size * 8 / max(tokens * bits, 1), 4),
-      "bytes_per_token": round(symbols.size / max(tokens, 1), 4),
+      "compression_ratio": round(symbols.size / max(tokens, 1), 4),  # bytes/token (Table 2)
+      "raw_bits_per_coded_bit": round(symbols.size * 8 / max(tokens * bits, 1), 4),
       "round_trip_exact": bool(exact),
       "first_tokens": [int(t) for t in encoded[0].tokens[:16]] if encoded else [],
   }
@@ -67,13 +67,15 @@ def code(method, symbols: np.ndarray, example_symbols: int) -> dict:
 
 def run(argv=None) -> int:
   parser = argparse.ArgumentParser(prog="eqinfo codec", description=__doc__.splitlines()[0],
-                                   epilog="methods: " + "; ".join(SPEC_FORMS))
+                                   epilog="methods: " + "; ".join(SPEC_FORMS),
+                                   formatter_class=help_format.HelpFormatter)
   parser.add_argument("--input", required=True,
                       help=f"corpus spec: {corpus.SPEC_FORMS}")
   parser.add_argument("--method", required=True, help='e.g. "equal_info_ac[b=16,v=65k]"')
   parser.add_argument("--fit", default=None, help="text to fit the model on (default: the input)")
   parser.add_argument("--order", type=int, default=3, help="ContextModel order")
-  parser.add_argument("--example_symbols", type=int, default=constants.EXAMPLE_SYMBOLS)
+  parser.add_argument("--example_symbols", type=int, default=constants.EXAMPLE_SYMBOLS,
+                      help="symbols per example, each coded on its own")
   args = parser.parse_args(argv)
   symbols = read_symbols(args.input, "--input")
   fit = symbols if args.fit is None else read_symbols(args.fit, "--fit")

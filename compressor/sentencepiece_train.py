@@ -16,6 +16,8 @@ from typing import Iterable, Iterator
 
 import sentencepiece as spm
 
+from compressor import help_format
+
 #: Seed of SentencePiece's random generator (training is single-threaded and
 #: reads its input in order, so the model is a function of the documents).
 SEED = 0
@@ -102,7 +104,8 @@ def train_sentencepiece(input_glob_or_docs: str | Iterable[str], model_prefix: s
 def run(argv: list[str] | None = None) -> int:
   """Command line: trains a model and prints its path."""
   parser = argparse.ArgumentParser(prog="eqinfo-sentencepiece",
-                                   description="Train the SentencePiece baseline's tokenizer.")
+                                   description="Train the SentencePiece baseline's tokenizer.",
+                                   formatter_class=help_format.HelpFormatter)
   parser.add_argument("--train", required=True, help="glob of .jsonl(.gz) files with a 'text' key")
   parser.add_argument("--vocab_size", type=int, required=True, help="vocabulary size, e.g. 32000")
   parser.add_argument("--out", required=True, help="output prefix (writes PREFIX.model)")

@@ -34,7 +34,7 @@ from compressor import window_arith
 from compressor import lane_encoder
 from compressor.models.base import ProbabilityModel, cdf_from_freqs
 
-FORMAT = "eqinfo-window-vocab-v1"
+VOCAB_FILE_FORMAT = "eqinfo-window-vocab-v1"
 FILENAME = "window_vocab.json"
 METHODS = "equal_info_ac[b=16,v=256|65k]"  # the methods a vocabulary codes (both token widths)
 _BITS = 16
@@ -208,7 +208,7 @@ class WindowVocabulary:
     return int(np.unique(self.decode).size)
 
   def to_json(self, with_digest: bool = True) -> dict:
-    out = {"format": FORMAT, **self.meta,
+    out = {"format": VOCAB_FILE_FORMAT, **self.meta,
            "strings": [list(s) for s in self.strings],
            "decode": self.decode.tolist(),
            "entries": self.entries.tolist(),
@@ -240,8 +240,9 @@ class WindowVocabulary:
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
       raise ValueError(f"{where} is not a window vocabulary ({e}); rebuild it with "
                        f"eqinfo build-vocab") from None
-    if not isinstance(obj, dict) or obj.get("format") != FORMAT:
-      raise ValueError(f"{where} is not a {FORMAT} file; rebuild it with eqinfo build-vocab")
+    if not isinstance(obj, dict) or obj.get("format") != VOCAB_FILE_FORMAT:
+      raise ValueError(f"{where} is not a {VOCAB_FILE_FORMAT} file; rebuild it with "
+                       "eqinfo build-vocab")
     meta_keys = ("method", "m1_fingerprint", "window_bits", "coder_version", "wire_format",
                  "tree_nodes", "endable_nodes")
     vocab = cls(strings=[tuple(s) for s in obj["strings"]],

@@ -15,18 +15,19 @@ import time
 
 import tqdm
 
-from compressor import window_vocab
+from compressor import help_format, window_vocab
 from pipelines import m1_loader
 
 
 def run(argv=None) -> int:
-  parser = argparse.ArgumentParser(prog="eqinfo build-vocab", description=__doc__.splitlines()[0])
+  parser = argparse.ArgumentParser(prog="eqinfo build-vocab", description=__doc__.splitlines()[0],
+                                   formatter_class=help_format.HelpFormatter)
   parser.add_argument("--m1", required=True,
                       help="a trained M1 directory, or context[order=K,fit=SRC]")
   parser.add_argument("--out", required=True, help="the vocabulary file to write")
   parser.add_argument("--batch", type=int, default=window_vocab.BATCH,
                       help="contexts per M1 call (the file does not depend on it)")
-  parser.add_argument("--no_progress", action="store_true")
+  parser.add_argument("--no_progress", action="store_true", help="no progress bar")
   args = parser.parse_args(sys.argv[1:] if argv is None else argv)
   model = m1_loader.load_model(args.m1)
   if model is None:

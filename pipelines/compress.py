@@ -45,7 +45,7 @@ import sys
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
-from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions, TestOptions
 
 from compressor import corpus, window_vocab
 from pipelines import accounting as accounting_lib
@@ -136,7 +136,6 @@ def build_pipeline(p: beam.Pipeline, config: options.CompressConfig, spec: corpu
 
 def summary(stats: dict) -> str:
   """A few lines of totals from stats.json."""
-  ratio = shards.compression_ratio(stats) or 0.0
   dropped = ", ".join(f"{r}: {e['inputs']} ({e['bytes']} B)"
                       for r, e in stats["dropped"].items()) or "none"
   return "\n".join([
@@ -146,8 +145,7 @@ def summary(stats: dict) -> str:
       f"  packing {stats['packing']}",
       f"examples {stats['examples']}  tokens {stats['tokens']}  bytes {stats['bytes']}  "
       f"windows {stats['windows']} (literal {stats['literal_windows']})",
-      f"compression ratio {ratio:.3f} (bytes / token bytes)  "
-      f"bytes per token {stats['bytes'] / max(1, stats['tokens']):.3f}",
+      shards.ratio_line(stats),
       f"bytes in {stats['bytes_in']} = in records {stats['bytes']} + dropped "
       f"{stats['bytes_dropped']}  [{dropped}]",
       f"verification failures {stats['verification_failures']}"
@@ -157,8 +155,11 @@ def summary(stats: dict) -> str:
   ])
 
 
-def make_pipeline(config: options.CompressConfig, beam_args: list[str]) -> beam.Pipeline:
+def make_pipeline(config: options.CompressConfig, beam_args: list[str],
+                  prepare: bool = True) -> beam.Pipeline:
   """Checks the flags, the method, the input and the output, and builds the pipeline (not run).
+
+  `prepare` False leaves the output directory as it is (a dry run).
 
   Raises:
     ValueError: on a bad method spec or a model-based method without --m1.
@@ -177,14 +178,37 @@ def make_pipeline(config: options.CompressConfig, beam_args: list[str]) -> beam.
                           config.tfds_chunk_docs)
   except FileNotFoundError as e:
     raise FileNotFoundError(f"--input: {e}") from None
-  prepare_output(config.output, config.overwrite)
+  if prepare:
+    prepare_output(config.output, config.overwrite)
   p = beam.Pipeline(options=PipelineOptions(beam_args))
   build_pipeline(p, config, spec, run_info(config, method))
   return p
 
 
+def local_dry_run(beam_args: list[str]) -> bool:
+  """True for `--dry_run` under a runner that does not implement it (all but Dataflow's,
+  which builds and checks the job without submitting it)."""
+  beam_options = PipelineOptions(beam_args)
+  runner = beam_options.view_as(StandardOptions).runner or "DirectRunner"
+  return bool(beam_options.view_as(TestOptions).dry_run) and "Dataflow" not in str(runner)
+
+
+def graph_summary(p: beam.Pipeline) -> str:
+  """The top-level steps of a built pipeline, in the order they were applied."""
+  steps = [part.full_label for part in p.transforms_stack[0].parts]
+  return f"{len(steps)} steps: " + " -> ".join(steps)
+
+
 def compress(config: options.CompressConfig, beam_args: list[str]) -> dict | None:
-  """Runs the pipeline; returns stats.json's content, or None if the job is still running."""
+  """Runs the pipeline; returns stats.json's content, or None if the job is still running.
+
+  With `--dry_run` under a local runner, builds the graph, prints its steps and runs
+  nothing (the output directory is not touched).
+  """
+  if local_dry_run(beam_args):
+    p = make_pipeline(config, beam_args, prepare=False)
+    print(f"--dry_run: built the pipeline and ran nothing; {graph_summary(p)}")
+    return None
   make_pipeline(config, beam_args).run().wait_until_finish()
   if not shards.is_completed(config.output):
     return None

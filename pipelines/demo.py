@@ -9,6 +9,7 @@ import argparse
 import sys
 import tempfile
 
+from compressor import help_format
 from pipelines import compress, inspect_shards, options
 
 DEMO_METHOD = "equal_info_ac[b=16,v=256]"
@@ -16,7 +17,8 @@ DEMO_M1 = "context[order=3,fit=builtin:pydoc]"
 
 
 def parser() -> argparse.ArgumentParser:
-  p = argparse.ArgumentParser(prog="eqinfo demo", description=__doc__.splitlines()[0])
+  p = argparse.ArgumentParser(prog="eqinfo demo", description=__doc__.splitlines()[0],
+                              formatter_class=help_format.HelpFormatter)
   p.add_argument("--output", default=None, help="output directory (default: a temp directory)")
   p.add_argument("--max_docs", type=int, default=None,
                  help="use only the first N pydoc topics (default: all, about 460 KB)")

@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from compressor import EOS
+from compressor import EOS, help_format
 from compressor.symbols import as_symbols
 from pipelines import m1_loader
 from training import evaluate
@@ -27,14 +27,15 @@ from training import train
 
 
 def parse_flags(argv) -> argparse.Namespace:
-  parser = argparse.ArgumentParser(prog="eqinfo generate", description=__doc__.splitlines()[0])
+  parser = argparse.ArgumentParser(prog="eqinfo generate", description=__doc__.splitlines()[0],
+                                   formatter_class=help_format.HelpFormatter)
   parser.add_argument("--checkpoint", required=True, help="an `eqinfo train-m2 --out` directory")
   parser.add_argument("--shards", required=True, help="the shard directory M2 trained on")
   parser.add_argument("--m1", default=None, help="override stats.json's M1 (same spec as compress)")
-  parser.add_argument("--num_samples", type=int, default=4)
+  parser.add_argument("--num_samples", type=int, default=4, help="samples drawn")
   parser.add_argument("--max_tokens", type=int, default=128, help="M2 tokens per sample")
   parser.add_argument("--temperature", type=float, default=1.0, help="0 samples greedily")
-  parser.add_argument("--seed", type=int, default=0)
+  parser.add_argument("--seed", type=int, default=0, help="sampling seed")
   return parser.parse_args(argv)
 
 

@@ -17,6 +17,7 @@ import sys
 import numpy as np
 import tqdm
 
+from compressor import help_format
 from compressor.methods.base import bytes_to_tokens, tokens_to_bytes
 from compressor.symbols import render
 from pipelines import m1_loader, transforms
@@ -112,7 +113,8 @@ def check_records(method, records: list[dict], fraction: float = 1.0,
 
 
 def parser() -> argparse.ArgumentParser:
-  p = argparse.ArgumentParser(prog="eqinfo inspect", description=__doc__.splitlines()[0])
+  p = argparse.ArgumentParser(prog="eqinfo inspect", description=__doc__.splitlines()[0],
+                              formatter_class=help_format.HelpFormatter)
   p.add_argument("directory", help="output directory of eqinfo compress")
   p.add_argument("--decode", type=int, default=None, metavar="N",
                  help="decode record N (0-based, shards in name order) and print its text")
@@ -165,9 +167,7 @@ def inspect_directory(directory: str, decode: int | None = None, check: float | 
       f"packing {stats['packing']}, {len(stats['shards'])} shards",
       f"records {got['examples']}  tokens {got['tokens']}  bytes {got['bytes']}  "
       f"windows {got['windows']}",
-      f"compression ratio {shards.compression_ratio({**got, 'token_bits': token_bits}) or 0:.3f} "
-      f"(bytes / token bytes, {token_bits}-bit tokens); "
-      f"{got['bytes'] / max(1, got['tokens']):.3f} bytes/token",
+      shards.ratio_line({**got, "token_bits": token_bits}),
       f"tokens/record mean {got['tokens'] / max(1, got['examples']):.1f} "
       f"(max {stats['max_tokens']})",
       f"histogram: {histogram_summary(got['histogram'])}",

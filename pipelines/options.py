@@ -5,7 +5,7 @@ import difflib
 import json
 from typing import Sequence
 
-from compressor import constants
+from compressor import constants, corpus, help_format
 from compressor.packing import PACKING_POLICIES
 from pipelines.m1_loader import CODERS, VERIFY_DEVICES
 
@@ -127,24 +127,31 @@ def parser() -> argparse.ArgumentParser:
       prog="eqinfo compress", allow_abbrev=False,  # --num_shard is a typo, not --num_shards
       description="Beam pipeline: corpus -> M1 -> method -> ArrayRecord shards of M2 examples. "
                   "Flags not listed here are passed to Beam (e.g. --runner DataflowRunner); "
-                  "a flag that Beam does not know either is an error.")
+                  "a flag that Beam does not know either is an error.",
+      formatter_class=help_format.HelpFormatter)
   p.add_argument("--input", required=True,
-                 help="builtin:pydoc | tfds:c4/en:3.1.0 | JSON lines glob | text:GLOB")
+                 help=f"corpus spec: {corpus.SPEC_FORMS}")
   p.add_argument("--method", required=True, help="e.g. equal_info_ac[b=16,v=65k], gzip[v=256]")
   p.add_argument("--output", required=True, help="output directory (local or gs://)")
   p.add_argument("--m1", default=d.m1,
                  help="trained M1 directory, context[order=K,fit=SRC] or unigram[fit=SRC]")
-  p.add_argument("--packing", default=d.packing, choices=PACKING_POLICIES)
-  p.add_argument("--max_tokens", type=int, default=d.max_tokens)
-  p.add_argument("--num_shards", type=int, default=d.num_shards)
-  p.add_argument("--split", default=d.split)
+  p.add_argument("--packing", default=d.packing, choices=PACKING_POLICIES,
+                 help="continue: the next record starts where the last one ended (no text lost); "
+                 "truncate: the paper's first max_tokens tokens of each example")
+  p.add_argument("--max_tokens", type=int, default=d.max_tokens,
+                 help="tokens per record at most (paper: 512); train-m2's --seq_len must be at "
+                 "least this")
+  p.add_argument("--num_shards", type=int, default=d.num_shards, help="ArrayRecord shards written")
+  p.add_argument("--split", default=d.split,
+                 help="split name in the shard names (and the TFDS split unless --tfds_split)")
   p.add_argument("--verify", dest="verify", action="store_true", default=d.verify,
-                 help="decode every record and compare (default)")
-  p.add_argument("--noverify", "--no-verify", dest="verify", action="store_false")
+                 help="decode records and compare them with their text")
+  p.add_argument("--noverify", "--no-verify", dest="verify", action="store_false",
+                 help="write records without decoding them")
   p.add_argument("--verify_fraction", type=float, default=d.verify_fraction,
-                 help="share of records verified, picked by key hash (default 1: all)")
+                 help="share of records verified, picked by key hash (1: all)")
   p.add_argument("--verify_device", default=d.verify_device, choices=VERIFY_DEVICES,
-                 help="decode with M1 on the host CPU (default; also where M1 codes on a GPU/TPU) "
+                 help="decode with M1 on the host CPU (also where M1 codes on a GPU/TPU) "
                       "or on the device that coded")
   p.add_argument("--coder", default=d.coder, choices=CODERS,
                  help="vocabulary: code b=16 windows by the window vocabulary built once per job "
@@ -152,16 +159,26 @@ def parser() -> argparse.ArgumentParser:
                  "wherever b=16 (same tokens either way)")
   p.add_argument("--vocab", default=d.vocab,
                  help="a window vocabulary file (eqinfo build-vocab) instead of building one")
-  p.add_argument("--overwrite", action="store_true", default=d.overwrite)
-  p.add_argument("--docs_per_group", type=int, default=d.docs_per_group)
-  p.add_argument("--example_symbols", type=int, default=d.example_symbols)
-  p.add_argument("--batch_size", type=int, default=d.batch_size)
-  p.add_argument("--max_docs_per_file", type=_optional_int, default=d.max_docs_per_file)
-  p.add_argument("--max_doc_bytes", type=_optional_int, default=d.max_doc_bytes)
-  p.add_argument("--text_field", default=d.text_field)
-  p.add_argument("--tfds_data_dir", default=d.tfds_data_dir)
-  p.add_argument("--tfds_split", default=d.tfds_split)
-  p.add_argument("--tfds_chunk_docs", type=int, default=d.tfds_chunk_docs)
+  p.add_argument("--overwrite", action="store_true", default=d.overwrite,
+                 help="replace the shards of an earlier run in --output")
+  p.add_argument("--docs_per_group", type=int, default=d.docs_per_group,
+                 help="documents concatenated per group (paper §3.1: 128)")
+  p.add_argument("--example_symbols", type=int, default=d.example_symbols,
+                 help="symbols per example, each coded on its own (paper §3.1: 10,240)")
+  p.add_argument("--batch_size", type=int, default=d.batch_size,
+                 help="examples coded at once by one worker (lanes of M1)")
+  p.add_argument("--max_docs_per_file", type=_optional_int, default=d.max_docs_per_file,
+                 help="read at most N documents of each file (or TFDS chunk); for trials")
+  p.add_argument("--max_doc_bytes", type=_optional_int, default=d.max_doc_bytes,
+                 help="documents larger than this are dropped and counted (too_large)")
+  p.add_argument("--text_field", default=d.text_field,
+                 help="the JSON (or TFDS) field that holds the text")
+  p.add_argument("--tfds_data_dir", default=d.tfds_data_dir,
+                 help="TFDS data_dir of tfds: inputs (prepared there; never downloaded)")
+  p.add_argument("--tfds_split", default=d.tfds_split,
+                 help="the TFDS split to read, where it differs from --split")
+  p.add_argument("--tfds_chunk_docs", type=int, default=d.tfds_chunk_docs,
+                 help="TFDS examples per read task")
   return p
 
 

@@ -30,6 +30,7 @@ import sys
 
 from apache_beam.io.filesystems import FileSystems
 
+from compressor import help_format
 from pipelines import paper
 from training import checkpoint as checkpoint_lib
 from training import configs
@@ -42,9 +43,9 @@ SIZE_FIELDS = ("d_model", "num_heads", "num_layers", "mlp_dim", "head_dim")
 COMPRESSION_COLUMNS = (  # (key, header, format)
     ("directory", "shards", "{}"), ("method", "method", "{}"), ("m1", "M1", "{}"),
     ("examples", "records", "{}"), ("bytes", "bytes", "{}"), ("tokens", "tokens", "{}"),
-    ("bytes_per_token", "bytes/token", "{:.3f}"),
-    ("paper_bytes_per_token", "paper", "{:.2f}"),
-    ("compression_ratio", "raw/coded bits", "{:.3f}"),
+    ("compression_ratio", "compression ratio (bytes/token)", "{:.3f}"),
+    ("paper_compression_ratio", "paper", "{:.2f}"),
+    ("raw_bits_per_coded_bit", "raw bits per coded bit", "{:.3f}"),
     ("uniform_bits_per_byte", "uniform bits/byte", "{:.3f}"),
     ("unigram_bits_per_byte", "unigram bits/byte", "{:.3f}"),
     ("literal_windows", "literal windows", "{}"),
@@ -76,7 +77,7 @@ EVALUATION_COLUMNS = (
 
 def parse_flags(argv) -> argparse.Namespace:
   parser = argparse.ArgumentParser(prog="eqinfo report", description=__doc__,
-                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+                                   formatter_class=help_format.HelpFormatter)
   parser.add_argument("directories", nargs="+", metavar="DIR",
                       help="shard directories (eqinfo compress), training runs and "
                            "eqinfo eval --out files")
@@ -92,9 +93,9 @@ def shard_row(directory: str) -> dict:
       "directory": directory, "method": stats["method"], "m1": stats.get("m1"),
       "m1_inference": stats.get("m1_inference"), "examples": stats["examples"],
       "bytes": num_bytes, "tokens": tokens,
-      "bytes_per_token": num_bytes / tokens if tokens else None,
-      "paper_bytes_per_token": paper.bytes_per_token(stats["method"]),
       "compression_ratio": shards.compression_ratio(stats),
+      "paper_compression_ratio": paper.bytes_per_token(stats["method"]),
+      "raw_bits_per_coded_bit": shards.raw_bits_per_coded_bit(stats),
       "uniform_bits_per_byte": None, "unigram_bits_per_byte": None,
       "windows": stats.get("windows"), "literal_windows": stats.get("literal_windows"),
       "records_verified": stats.get("records_verified"),
@@ -215,7 +216,7 @@ def render(result: dict) -> str:
   """The text `eqinfo report` prints."""
   parts = []
   if result["compression"]:
-    parts += ["compression (paper Table 2: bytes/token is its compression ratio; "
+    parts += ["compression (compression ratio = bytes/token, as in the paper's Table 2; "
               "uniform/unigram are Table 3's baselines)",
               markdown(result["compression"], COMPRESSION_COLUMNS)]
   if result["training"]:

@@ -70,10 +70,14 @@ def test_m1_bench(webtext_dir):
 
 def test_compressor_bench(webtext_dir):
   result = run_benchmark("compressor_bench.py", webtext_dir)
-  ratios = result["ratios"]
+  ratios, bit_ratios = result["compression_ratios"], result["raw_bits_per_coded_bit"]
   assert {"bytes", "gzip[v=256]", "ac[v=65k]", "static_ac[v=256]", "sentencepiece",
-          "equal_info_ac[b=16,v=65k]"} <= set(ratios)
-  assert ratios["ac[v=256]"] > ratios["equal_info_ac[b=16,v=256]"] > ratios["bytes"]
+          "equal_info_ac[b=16,v=65k]"} <= set(ratios) == set(bit_ratios)
+  assert bit_ratios["ac[v=256]"] > bit_ratios["equal_info_ac[b=16,v=256]"] > bit_ratios["bytes"]
+  assert ratios["bytes"] == 1.0 and bit_ratios["bytes"] == round(8 / 9, 4)  # 257 ids: 9 bits
+  for v256, v65k in (("ac[v=256]", "ac[v=65k]"), ("gzip[v=256]", "gzip[v=65k]")):
+    assert ratios[v65k] == pytest.approx(2 * ratios[v256], rel=1e-2)  # 16-bit tokens
+    assert bit_ratios[v65k] == pytest.approx(bit_ratios[v256], rel=1e-2)
   rule = result["greedy_rule"]
   assert rule["greedy_wrong_windows"] > 0  # the paper's rule mis-decodes windows
   assert rule["lossless_windows"] > 0 and rule["sample_symbols"] == 2000

@@ -29,6 +29,7 @@ import jax
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec
 
+from compressor import help_format
 from training import checkpoint as checkpoint_lib
 from training import configs
 from training import m1_input
@@ -55,14 +56,14 @@ class Loaded:
 
 def parse_flags(argv) -> argparse.Namespace:
   parser = argparse.ArgumentParser(prog="eqinfo eval", description=__doc__,
-                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+                                   formatter_class=help_format.HelpFormatter)
   parser.add_argument("--checkpoint", required=True, help="run directory or M1 directory")
   parser.add_argument("--data", required=True,
                       help="M2: ArrayRecord glob; M1: corpus spec (jsonl glob, builtin:pydoc, ...)")
   parser.add_argument("--batch_size", type=int, default=0, help="default: the run's batch size")
   parser.add_argument("--seq_len", type=int, default=0, help="default: the model's max_len")
   parser.add_argument("--num_batches", type=int, default=16, help="batches in the fixed sample")
-  parser.add_argument("--m1_flops_per_byte", type=float, default=-1.0,
+  parser.add_argument("--m1_flops_per_byte", type=float, default=None,
                       help="M1's FLOPs/byte for M1-based methods (default: stats.json)")
   parser.add_argument("--tfds_data_dir", help="TFDS data_dir for tfds: specs (M1)")
   parser.add_argument("--out", help="also write the result to this JSON file "
@@ -177,7 +178,7 @@ def evaluate(args) -> dict:
   source = "stats.json" if hist is not None else "sample"
   hist = counter.histogram if hist is None else hist
   n = model_lib.count_params(model_lib.param_shapes(loaded.model_config))
-  extra = (args.m1_flops_per_byte if args.m1_flops_per_byte >= 0
+  extra = (args.m1_flops_per_byte if args.m1_flops_per_byte is not None
            else metrics_lib.m1_flops_per_byte(stats))
   return {
       "checkpoint": args.checkpoint, "kind": loaded.kind, "step": loaded.step,

@@ -3,7 +3,7 @@ import logging
 
 # Loggers of libraries that speak at INFO on every step or checkpoint.
 QUIET = ("absl", "jax", "orbax", "tensorflow", "grain")
-FORMAT = "%(asctime)s %(levelname)s %(message)s"
+LOG_FORMAT = "%(asctime)s %(levelname)s %(message)s"
 HANDLER = "eqinfo"  # the name of the root handler `configure` installs
 
 
@@ -16,7 +16,7 @@ def configure() -> None:
   loggers stay at WARNING (orbax logs some 70 INFO lines per checkpoint).
   """
   handler = logging.StreamHandler()
-  handler.setFormatter(logging.Formatter(FORMAT))
+  handler.setFormatter(logging.Formatter(LOG_FORMAT))
   handler.set_name(HANDLER)
   logging.basicConfig(level=logging.INFO, handlers=[handler], force=True)
   for name in QUIET:

@@ -11,6 +11,7 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
+import tqdm
 from jax.experimental import multihost_utils
 
 from training import checkpoint as checkpoint_lib
@@ -214,3 +215,33 @@ class StepProfiler:
       jax.profiler.stop_trace()
       self.active = False
       logging.info("profile of steps %d-%d written to %s", self.first, self.last, self.directory)
+
+
+class StepBar:
+  """A tqdm bar of the steps the device has finished, not merely dispatched, whose rate
+  (and so its time left) counts from the first finished step: compilation and JAX's
+  asynchronous dispatch do not skew the estimate.
+  """
+
+  def __init__(self, total: int, start: int, enabled: bool):
+    self.bar = tqdm.tqdm(total=total, initial=start, unit="step", dynamic_ncols=True,
+                         disable=not enabled)
+    self.settled = False
+
+  def finished(self, step: int, outputs=None) -> None:
+    """Marks steps up to `step` done once `outputs` (that step's results) are ready."""
+    if outputs is not None:
+      jax.block_until_ready(outputs)
+    if not self.settled:  # the first finished step held the compilation: time from here
+      self.bar.reset(total=self.bar.total)
+      self.bar.initial = self.bar.n = self.bar.last_print_n = step
+      self.bar.refresh()
+      self.settled = True
+      return
+    self.bar.update(step - self.bar.n)
+
+  def set_postfix(self, **values) -> None:
+    self.bar.set_postfix(**values)
+
+  def close(self) -> None:
+    self.bar.close()

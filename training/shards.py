@@ -238,11 +238,27 @@ def stats_of_glob(pattern: str) -> dict:
 
 
 def compression_ratio(stats: dict) -> float | None:
-  """Raw bits over token bits (bytes / token bytes) of a stats.json-like dict with "bytes",
-  "tokens" and "token_bits" (8 where the method has none)."""
+  """The compression ratio as the paper's Table 2 gives it: bytes of text per M2 token, of a
+  stats.json-like dict with "bytes" and "tokens" (None without tokens)."""
+  if not stats["tokens"]:
+    return None
+  return stats["bytes"] / stats["tokens"]
+
+
+def raw_bits_per_coded_bit(stats: dict) -> float | None:
+  """8 * bytes / (token bits * tokens): how many bits of text each bit of tokens holds, of a
+  stats.json-like dict with "bytes", "tokens" and "token_bits" (8 where the method has none;
+  SentencePiece's is ceil(log2 vocab)). Equal to `compression_ratio` for 8-bit tokens."""
   if not stats["tokens"]:
     return None
   return 8 * stats["bytes"] / ((stats.get("token_bits") or 8) * stats["tokens"])
+
+
+def ratio_line(stats: dict) -> str:
+  """The one way eqinfo prints a shard directory's ratio (compress, inspect, demo)."""
+  bits = stats.get("token_bits") or 8
+  return (f"compression ratio {compression_ratio(stats) or 0:.3f} bytes/token (paper Table 2); "
+          f"{raw_bits_per_coded_bit(stats) or 0:.3f} raw bits per coded bit ({bits}-bit tokens)")
 
 
 def verified_where(stats: dict) -> str:

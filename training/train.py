@@ -19,7 +19,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-import tqdm
 from tqdm.contrib import logging as tqdm_logging
 from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
@@ -446,8 +445,8 @@ class _Loop:
 
   def run(self, state: State, start: int, ckpt: checkpoint_lib.Checkpointer) -> State:
     """Steps start+1 .. steps; log lines print above the progress bar, not through it."""
-    bar = tqdm.tqdm(total=self.config.steps, initial=start, unit="step", dynamic_ncols=True,
-                    disable=not self.config.progress or jax.process_index() != 0)
+    bar = metrics_lib.StepBar(self.config.steps, start,
+                              enabled=self.config.progress and jax.process_index() == 0)
     profiler = metrics_lib.StepProfiler(self.config.profile_first, self.config.profile_last,
                                         os.path.join(self.config.out, "tensorboard"))
     with tqdm_logging.logging_redirect_tqdm():
@@ -457,13 +456,14 @@ class _Loop:
     return state
 
   def _steps(self, state: State, start: int, ckpt: checkpoint_lib.Checkpointer,
-             bar: tqdm.tqdm, profiler: metrics_lib.StepProfiler) -> State:
+             bar: metrics_lib.StepBar, profiler: metrics_lib.StepProfiler) -> State:
     cfg, batches = self.config, self.task.train_batches
     rates = metrics_lib.Throughput(self.task.model_config, self.task.extra_flops_per_byte,
                                    self.task.model_config.max_len, self._peak_flops(),
                                    self.non_embedding_params)
     meter = metrics_lib.Meter()
     clock = CheckpointClock(cfg.checkpoint_minutes, cfg.log_every)
+    in_flight = None  # (step, sums) of the step the device may still be running
     for done in range(start + 1, cfg.steps + 1):
       batch = next(batches)
       self.ids.write(done, batch)
@@ -471,7 +471,9 @@ class _Loop:
       state, sums = self.train_step(state, shard_batch(batch, self.mesh))
       profiler.after(done, state)
       meter.add(sums, batch)
-      bar.update(1)
+      if in_flight is not None:  # one step stays queued; the bar counts finished steps
+        bar.finished(*in_flight)
+      in_flight = (done, sums)
       if done % cfg.log_every == 0 or done == cfg.steps:
         metrics = rates.metrics(meter)
         self.writer.write("train", done, metrics)
@@ -484,6 +486,8 @@ class _Loop:
         self._validate(state, done)
       if done == cfg.stop_after:
         os._exit(3)  # a hard kill for resume tests: no flush, no pending checkpoint wait
+    if in_flight is not None:
+      bar.finished(*in_flight)
     return state
 
   def _validate(self, state: State, step: int) -> None:

@@ -18,16 +18,19 @@ def add_train_flags(parser, batch_size: int, seq_len: int) -> None:
   parser.add_argument("--warmup", type=int, default=d.warmup, help="rsqrt warm-up steps")
   parser.add_argument("--z_loss", type=float, default=d.z_loss, help="z-loss weight")
   parser.add_argument("--seed", type=int, default=d.seed, help="init and data-order seed")
-  parser.add_argument("--log_every", type=int, default=d.log_every)
+  parser.add_argument("--log_every", type=int, default=d.log_every,
+                      help="steps between metrics records")
   parser.add_argument("--checkpoint_every", type=int, default=d.checkpoint_every,
                       help="steps between checkpoints")
   parser.add_argument("--checkpoint_minutes", type=float, default=d.checkpoint_minutes,
                       help="also checkpoint when this many minutes have passed since the last "
                       "one (0: only by steps), so a killed run loses at most that much")
-  parser.add_argument("--keep_checkpoints", type=int, default=d.keep_checkpoints)
+  parser.add_argument("--keep_checkpoints", type=int, default=d.keep_checkpoints,
+                      help="checkpoints kept (the latest ones)")
   parser.add_argument("--sync_checkpoint", action="store_true", help="save checkpoints in-line")
   parser.add_argument("--eval_every", type=int, default=d.eval_every, help="0: only at the end")
-  parser.add_argument("--eval_batches", type=int, default=d.eval_batches)
+  parser.add_argument("--eval_batches", type=int, default=d.eval_batches,
+                      help="validation batches scored each time")
   parser.add_argument("--peak_flops", type=float, default=d.peak_flops,
                       help="peak FLOP/s of all devices for MFU (0: measure a matmul)")
   parser.add_argument("--stop_after", type=int, default=0, help="testing: exit hard after step N")

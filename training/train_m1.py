@@ -3,7 +3,7 @@
 Example (the paper's M1: size 3m, context 1024, batch 128):
 
   eqinfo train-m1 --train 'c4/en/3.1.0/c4-train.*.json.gz' --validation \\
-      'c4/en/3.1.0/c4-validation.00000-*.json.gz' --size 3m --steps 100000 --out runs/m1
+      'c4/en/3.1.0/c4-validation.00000-*.json.gz' --size 3m --steps 200000 --out runs/m1
 
 Output: `--out DIR` is an M1 directory that `training.m1.float_m1.load(DIR)` reads
 (config.json, params.npz, and DIR/exact: the integer-exact M1 converted from
@@ -22,7 +22,7 @@ import tempfile
 import jax
 from etils import epath
 
-from compressor import constants, corpus
+from compressor import constants, corpus, help_format
 from training import m1_input
 from training.m1 import float_m1 as m1_lib
 from training import train
@@ -33,7 +33,7 @@ RUN_SUBDIR = "train"
 
 def parse_flags(argv) -> argparse.Namespace:
   parser = argparse.ArgumentParser(prog="eqinfo train-m1", description=__doc__,
-                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+                                   formatter_class=help_format.HelpFormatter)
   parser.add_argument("--train", required=True,
                       help="corpus spec (as compress's --input): a jsonl[.gz] or text glob, "
                       "tfds:c4/en:3.1.0[:SPLIT], builtin:pydoc")

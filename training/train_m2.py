@@ -16,7 +16,7 @@ larger (BOS, see training.batch_layout).
 """
 import argparse
 
-from compressor import constants
+from compressor import constants, help_format
 from training import batch_layout
 from training import m2_records
 from training import m2_input
@@ -28,12 +28,12 @@ from training import train_flags
 
 def parse_flags(argv) -> argparse.Namespace:
   parser = argparse.ArgumentParser(prog="eqinfo train-m2", description=__doc__,
-                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+                                   formatter_class=help_format.HelpFormatter)
   parser.add_argument("--train", required=True, help="glob of training ArrayRecord shards")
   parser.add_argument("--validation", help="glob of validation ArrayRecord shards")
-  parser.add_argument("--vocab_size", type=int, default=0,
+  parser.add_argument("--vocab_size", type=int, default=None,
                       help="M2 token vocabulary (default: stats.json 'vocab_size')")
-  parser.add_argument("--m1_flops_per_byte", type=float, default=-1.0,
+  parser.add_argument("--m1_flops_per_byte", type=float, default=None,
                       help="M1's FLOPs/byte added to FLOPs/byte (default: from stats.json: "
                            "'m1_flops_per_byte' or 2 * params of its 'm1' checkpoint)")
   parser.add_argument("--pack_records", action=argparse.BooleanOptionalAction, default=True,
@@ -76,7 +76,7 @@ def build_task(args) -> tuple[train.Task, train.TrainConfig]:
                                  batch_size=args.batch_size, shuffle=False, repeat=False)
     validation = lambda: m2_input.m2_batches(val_data)
   extra = args.m1_flops_per_byte
-  if extra < 0:
+  if extra is None:
     extra = metrics_lib.m1_flops_per_byte(stats)
   task = train.Task(
       kind="m2", model_config=model_config, train_batches=m2_input.m2_batches(train_data),

@@ -84,3 +84,16 @@ def test_beam_flags_pass():
       "--dataflow_service_options", "worker_accelerator=type:nvidia-l4;count:1",
       "--number_of_worker_harness_threads", "1", "--machine_type", "g2-standard-8"])
   assert config.input == "x" and "--runner" in beam_args and len(beam_args) == 13
+
+
+def test_dry_run_builds_the_graph_and_runs_nothing(tmp_path, capsys):
+  """--dry_run means "build and show the graph" under the DirectRunner too, not a full run."""
+  out = tmp_path / "out"
+  out.mkdir()
+  (out / "keep.txt").write_text("an earlier file")
+  assert cli.main(["compress", "--input", "builtin:pydoc", "--method", "bytes",
+                   "--output", str(out), "--dry_run=True"]) == 0
+  text = capsys.readouterr().out
+  assert "--dry_run: built the pipeline and ran nothing;" in text
+  assert "ReadDocuments -> Screen -> GroupDocuments -> MakeExamples" in text
+  assert sorted(p.name for p in out.iterdir()) == ["keep.txt"]  # nothing written or cleared

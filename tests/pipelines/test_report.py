@@ -49,9 +49,9 @@ def test_report_of_shards_and_m2_run(m2_run, tmp_path, capsys):
   (row,) = result["compression"]
   assert row["method"] == "equal_info_ac[b=16,v=256]" and row["completed"] is True
   assert (row["examples"], row["tokens"], row["bytes"]) == (len(records), tokens, num_bytes)
-  assert row["bytes_per_token"] == num_bytes / tokens
-  assert row["compression_ratio"] == num_bytes / tokens  # 8-bit tokens: raw/coded bits
-  assert row["paper_bytes_per_token"] == 2.66
+  assert row["compression_ratio"] == num_bytes / tokens  # bytes/token, as in Table 2
+  assert row["raw_bits_per_coded_bit"] == num_bytes / tokens  # the same for 8-bit tokens
+  assert row["paper_compression_ratio"] == 2.66
   assert row["uniform_bits_per_byte"] == pytest.approx(8 * tokens / num_bytes, rel=1e-12)
   counts = np.bincount(np.concatenate([r["targets"] for r in records]), minlength=256)
   p = counts[counts > 0] / tokens
@@ -137,8 +137,9 @@ def test_report_marks_an_unfinished_job_and_rejects_other_directories(m2_run, tm
 
 def test_sentencepiece_ratio_is_the_same_in_codec_inspect_and_report(train_docs, tmp_path,
                                                                      capsys):
-  """SentencePiece tokens take ceil(log2 vocab) bits everywhere, not the 8 of a byte."""
-  from compressor import codec, sentencepiece_train  # pylint: disable=import-outside-toplevel
+  """One compression ratio everywhere (bytes/token, the paper's Table 2), and SentencePiece
+  tokens take ceil(log2 vocab) bits everywhere, not the 8 of a byte."""
+  from compressor import sentencepiece_train  # pylint: disable=import-outside-toplevel
   model = sentencepiece_train.train_sentencepiece(train_docs[:300], str(tmp_path / "sp"), 600)
   spec = f"sentencepiece[path={model}]"
   out = tmp_path / "shards"
@@ -146,7 +147,8 @@ def test_sentencepiece_ratio_is_the_same_in_codec_inspect_and_report(train_docs,
                    "--max_docs_per_file", "1", "--num_shards", "1"]) == 0
   stats = json.loads((out / "stats.json").read_text())
   assert stats["token_bits"] == 10  # about 600 pieces
-  ratio = 8 * stats["bytes"] / (10 * stats["tokens"])
+  ratio = stats["bytes"] / stats["tokens"]
+  bits_ratio = 8 * stats["bytes"] / (10 * stats["tokens"])
   text = tmp_path / "topic.txt"  # the one topic the shards hold, without its EOS
   from pydoc_data import topics  # pylint: disable=import-outside-toplevel
   text.write_text(topics.topics[sorted(topics.topics)[0]])
@@ -154,7 +156,11 @@ def test_sentencepiece_ratio_is_the_same_in_codec_inspect_and_report(train_docs,
   assert cli.main(["codec", "--input", str(text), "--method", spec]) == 0
   by_codec = json.loads(capsys.readouterr().out)
   assert by_codec["compression_ratio"] == round(ratio, 4)
+  assert by_codec["raw_bits_per_coded_bit"] == round(bits_ratio, 4)
   assert cli.main(["inspect", str(out)]) == 0
-  assert f"compression ratio {ratio:.3f} (bytes / token bytes, 10-bit tokens)" in (
-      capsys.readouterr().out)
-  assert report.shard_row(str(out))["compression_ratio"] == pytest.approx(ratio)
+  line = (f"compression ratio {ratio:.3f} bytes/token (paper Table 2); "
+          f"{bits_ratio:.3f} raw bits per coded bit (10-bit tokens)")
+  assert line in capsys.readouterr().out
+  row = report.shard_row(str(out))
+  assert row["compression_ratio"] == pytest.approx(ratio)
+  assert row["raw_bits_per_coded_bit"] == pytest.approx(bits_ratio)

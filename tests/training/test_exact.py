@@ -346,14 +346,18 @@ def test_hundred_thousand_contexts_full_equals_cached(device_symbols, which):
     assert report["digest"] == golden
 
 
-def test_device_check_command(webtext_dir, tmp_path):
-  stdout = io.StringIO()
-  with contextlib.redirect_stdout(stdout):
-    status = cli.main(["check-devices", "--text", str(webtext_dir / "validation" / "*.jsonl.gz"),
-                       "--sequences", "3", "--seq_len", "40", "--hlo", str(tmp_path / "hlo"),
-                       "--save", str(tmp_path / "models")])
-  report = json.loads(stdout.getvalue())
+def test_device_check_command(webtext_dir, tmp_path, capsys):
+  status = cli.main(["check-devices", "--text", str(webtext_dir / "validation" / "*.jsonl.gz"),
+                     "--sequences", "3", "--seq_len", "40", "--hlo", str(tmp_path / "hlo"),
+                     "--save", str(tmp_path / "models")])
+  out = capsys.readouterr()
+  report = json.loads(out.out)
   assert status == 0 and report["equal"]
+  if jax.default_backend() == "cpu":  # nothing to compare with: it says so, on stderr and in JSON
+    assert report["devices_compared"] == 1 and "no two devices were compared" in report["note"]
+    assert out.err.strip() == f"eqinfo check-devices: {report['note']}"
+  else:
+    assert report["devices_compared"] == 2 and "note" not in report
   drawn, converted = report["models"]
   assert drawn["model"] == "integer_drawn" and converted["model"] == "converted_random"
   assert drawn["fingerprint"] == random_integer_model().fingerprint

@@ -17,17 +17,17 @@ import pytest
 from pipelines import cli
 from training import checkpoint as checkpoint_lib
 from training import configs
-from training import m1_input
 from training import evaluate
 from training import loss as loss_lib
-from training.m1 import float_m1 as m1_lib
+from training import m1_input
+from training import metrics as metrics_lib
 from training import model as model_lib
 from training import optim
 from training import train
-from training import metrics as metrics_lib
 from training import train_flags
 from training import train_m1
 from training import train_m2
+from training.m1 import float_m1 as m1_lib
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 QUIET = ["--no_progress", "--peak_flops", "1e12"]
@@ -482,3 +482,17 @@ def test_an_out_of_memory_step_says_what_to_change():
     with train.out_of_memory_as_error():
       raise other
   assert raised.value is other
+
+
+def test_the_progress_bar_counts_finished_steps_from_the_first_one():
+  """The estimate of time left starts after the first finished step (which held the
+  compilation), and counts steps whose results are ready, not steps merely dispatched."""
+  bar = metrics_lib.StepBar(total=10, start=2, enabled=True)
+  assert bar.bar.n == 2 and not bar.settled
+  bar.finished(3, {"loss": jax.numpy.ones(2)})
+  assert bar.settled and bar.bar.n == bar.bar.initial == 3  # the rate counts from here
+  assert bar.bar.format_dict["rate"] is None
+  bar.finished(4)
+  bar.finished(6)
+  assert bar.bar.n == 6 and bar.bar.initial == 3
+  bar.close()

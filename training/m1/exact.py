@@ -34,7 +34,7 @@ from training import configs
 from training import model as model_lib
 from training.m1.exact_kernels import (CACHE_CHUNK, TRACE_NAMES, decode_step, device_tree,
                                        sequence_freqs)
-from training.m1.exact_params import (BOS, FORMAT, VOCAB_SIZE, check_config, check_params,
+from training.m1.exact_params import (BOS, EXACT_FORMAT, VOCAB_SIZE, check_config, check_params,
                                       fingerprint)
 
 CONFIG_FILE = "config.json"
@@ -368,17 +368,17 @@ def save(path: str | os.PathLike, config: configs.ModelConfig, params: dict[str,
   buffer = io.BytesIO()
   np.savez(buffer, **{k: np.asarray(v) for k, v in params.items()})
   (path / PARAMS_FILE).write_bytes(buffer.getvalue())
-  info = {"format": FORMAT, "fingerprint": fingerprint(params), "bos": BOS,
+  info = {"format": EXACT_FORMAT, "fingerprint": fingerprint(params), "bos": BOS,
           "model": configs.to_dict(config), "meta": meta or {}}
   (path / CONFIG_FILE).write_text(json.dumps(info, indent=2, sort_keys=True) + "\n")
   return info["fingerprint"]
 
 
 def is_exact_dir(path: str | os.PathLike) -> bool:
-  """Whether `path` holds an exact M1 (its config.json carries FORMAT)."""
+  """Whether `path` holds an exact M1 (its config.json carries EXACT_FORMAT)."""
   path = epath.Path(path)
   try:
-    return json.loads((path / CONFIG_FILE).read_text()).get("format") == FORMAT
+    return json.loads((path / CONFIG_FILE).read_text()).get("format") == EXACT_FORMAT
   except (OSError, ValueError, AttributeError):
     return False
 
@@ -428,8 +428,8 @@ def load(path: str | os.PathLike, cache_dtype: str | None = None,
           f"`eqinfo quantize-m1 --m1 DIR --calibration GLOB`")
   try:
     info = json.loads((path / CONFIG_FILE).read_text())
-    if info.get("format") != FORMAT:
-      raise ValueError(f"format is {info.get('format')!r}, expected {FORMAT!r}")
+    if info.get("format") != EXACT_FORMAT:
+      raise ValueError(f"format is {info.get('format')!r}, expected {EXACT_FORMAT!r}")
     config = configs.from_dict(info["model"])
     with np.load(io.BytesIO((path / PARAMS_FILE).read_bytes()), allow_pickle=False) as npz:
       params = {k: npz[k] for k in npz.files}

@@ -27,7 +27,7 @@ from typing import Iterable, Sequence
 import jax
 import numpy as np
 
-from compressor import constants
+from compressor import constants, help_format
 from compressor import corpus
 from training import configs
 from training.m1 import exact as exact_lib
@@ -213,7 +213,7 @@ def converted_random_model(config: configs.ModelConfig, texts: Sequence[str],
 
 def parse_flags(argv) -> argparse.Namespace:
   parser = argparse.ArgumentParser(prog="eqinfo check-devices", description=__doc__,
-                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+                                   formatter_class=help_format.HelpFormatter)
   parser.add_argument("--text", default="builtin:pydoc", help="corpus spec of the contexts "
                       "(compressor.corpus): jsonl[.gz] glob, builtin:pydoc (default), tfds:...")
   parser.add_argument("--m1", help="M1 directory (its exact M1); default: an integer-drawn "
@@ -221,8 +221,9 @@ def parse_flags(argv) -> argparse.Namespace:
   parser.add_argument("--size", default="tiny", help="config of the default models")
   parser.add_argument("--max_len", type=int, default=96, help="their context length")
   parser.add_argument("--seed", type=int, default=0, help="their weights' seed")
-  parser.add_argument("--sequences", type=int, default=200)
-  parser.add_argument("--seq_len", type=int, default=512)
+  parser.add_argument("--sequences", type=int, default=200, help="sequences of contexts")
+  parser.add_argument("--seq_len", type=int, default=512,
+                      help="symbols per sequence: every prefix is a context")
   parser.add_argument("--hlo", help="directory for the optimised programs of each model and "
                       "device (MODEL.DEVICE.PROGRAM.txt), to compare where tables differ")
   parser.add_argument("--save", help="directory for each model's exact weights (DIR/MODEL, "
@@ -252,9 +253,20 @@ def run(argv=None) -> int:
   if args.save:
     for name, model in models.items():
       model.save(os.path.join(args.save, name))
-  report = {"equal": all(r["equal"] for r in reports), "models": reports}
+  report = {"equal": all(r["equal"] for r in reports), "devices_compared": len(devices),
+            "models": reports}
+  if len(devices) == 1:
+    report["note"] = one_device_note(devices[0])
+    print(f"eqinfo check-devices: {report['note']}", file=sys.stderr)
   print(json.dumps(report, indent=2))
   return 0 if report["equal"] else 1
+
+
+def one_device_note(device: jax.Device) -> str:
+  """What a run with no accelerator checked, and what it did not."""
+  return (f"only {_name(device)} is here, so no two devices were compared: \"equal\" means "
+          "its full recompute and KV-cache tables agree; run this on the GPU/TPU machine that "
+          "will code to compare it with the CPU")
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ from compressor import constants
 from training import configs
 from training.m1.exact_int import ACT_MAX, RESIDUAL_MAX
 
-FORMAT = "eqinfo-exact-m1-v1"  # tag of the directory layout and of the arithmetic
+EXACT_FORMAT = "eqinfo-exact-m1-v1"  # tag of the directory layout and of the arithmetic
 BOS = constants.ALPHABET_SIZE  # 257: input token that starts every context
 VOCAB_SIZE = constants.ALPHABET_SIZE + 1  # 258 input tokens
 MULT_BITS = 15  # requantisation multipliers lie in [0, 2**15)
@@ -155,7 +155,7 @@ def check_params(config: configs.ModelConfig, params: dict[str, np.ndarray]) -> 
 
 def fingerprint(params: dict[str, np.ndarray]) -> str:
   """Short sha256 of the integer weights: names, dtypes, shapes and bytes, sorted."""
-  digest = hashlib.sha256(FORMAT.encode())
+  digest = hashlib.sha256(EXACT_FORMAT.encode())
   for name, array in sorted(params.items()):
     array = np.ascontiguousarray(array)
     digest.update(f"{name}:{array.dtype.str}:{array.shape};".encode())

@@ -52,7 +52,7 @@ from training.m1 import exact_kernels
 from training.m1.exact_params import BOS, VOCAB_SIZE  # one definition for the float and exact M1
 
 BLOCK_LANES = 64  # rows of every compiled step; lane counts are padded up to a multiple
-FORMAT = "eqinfo-m1-v1"  # tag of the checkpoint directory layout
+M1_DIR_FORMAT = "eqinfo-m1-v1"  # tag of the checkpoint directory layout
 CONFIG_FILE = "config.json"
 PARAMS_FILE = "params.npz"
 
@@ -385,7 +385,7 @@ def save(path: str | os.PathLike, config: configs.ModelConfig, params: Any) -> s
   buffer = io.BytesIO()
   np.savez(buffer, **flat)
   (path / PARAMS_FILE).write_bytes(buffer.getvalue())
-  meta = {"format": FORMAT, "fingerprint": fingerprint(params), "bos": BOS,
+  meta = {"format": M1_DIR_FORMAT, "fingerprint": fingerprint(params), "bos": BOS,
           "model": configs.to_dict(config)}
   (path / CONFIG_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
   return meta["fingerprint"]
@@ -438,8 +438,8 @@ def load(path: str | os.PathLike, exact: bool | None = None,
 def _read_meta(path: epath.Path) -> dict:
   try:
     meta = json.loads((path / CONFIG_FILE).read_text())
-    if meta.get("format") != FORMAT or not isinstance(meta.get("model"), dict):
-      raise ValueError(f"format is {meta.get('format')!r}, expected {FORMAT!r}")
+    if meta.get("format") != M1_DIR_FORMAT or not isinstance(meta.get("model"), dict):
+      raise ValueError(f"format is {meta.get('format')!r}, expected {M1_DIR_FORMAT!r}")
     configs.from_dict(meta["model"])
   except (ValueError, AttributeError, TypeError) as e:
     raise ValueError(f"corrupt M1 checkpoint at {path}/{CONFIG_FILE} ({e}); "

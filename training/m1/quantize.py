@@ -36,7 +36,7 @@ from typing import Callable, Iterable, Sequence
 import jax
 import numpy as np
 
-from compressor import constants
+from compressor import constants, help_format
 from compressor.models import base
 from compressor.symbols import symbols_from_text
 from compressor import corpus
@@ -427,7 +427,7 @@ def compare(m1: m1_lib.M1Model, exact_m1: exact_lib.ExactM1Model, symbols: np.nd
 
 def parse_flags(argv) -> argparse.Namespace:
   parser = argparse.ArgumentParser(prog="eqinfo quantize-m1", description=__doc__,
-                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+                                   formatter_class=help_format.HelpFormatter)
   parser.add_argument("--m1", required=True, help="float M1 directory (config.json, params.npz)")
   parser.add_argument("--out", help=f"exact M1 directory (default: M1/{exact_lib.SUBDIR})")
   parser.add_argument("--calibration", required=True,
@@ -435,22 +435,30 @@ def parse_flags(argv) -> argparse.Namespace:
   parser.add_argument("--validation", help="validation corpus for the report (default: the "
                       "calibration corpus after the documents used for calibration)")
   parser.add_argument("--calibration_docs", type=int, default=200, help="documents read")
-  parser.add_argument("--calibration_sequences", type=int, default=32)
-  parser.add_argument("--calibration_seq_len", type=int, default=256)
+  parser.add_argument("--calibration_sequences", type=int, default=32,
+                      help="sequences whose activations choose the scales")
+  parser.add_argument("--calibration_seq_len", type=int, default=256,
+                      help="symbols per calibration sequence")
   parser.add_argument("--smooth_alpha", type=float, default=0.5,
                       help="SmoothQuant strength for RMSNorm outputs (0: none)")
-  parser.add_argument("--eval_sequences", type=int, default=32)
+  parser.add_argument("--eval_sequences", type=int, default=32,
+                      help="sequences of the bits/byte report")
   parser.add_argument("--qat_steps", type=int, default=0,
                       help="quantisation-aware fine-tuning steps before conversion (0: none)")
-  parser.add_argument("--qat_batch_size", type=int, default=qat.QATConfig.batch_size)
-  parser.add_argument("--qat_seq_len", type=int, default=qat.QATConfig.seq_len)
-  parser.add_argument("--qat_learning_rate", type=float, default=qat.QATConfig.learning_rate)
-  parser.add_argument("--qat_seed", type=int, default=qat.QATConfig.seed)
+  parser.add_argument("--qat_batch_size", type=int, default=qat.QATConfig.batch_size,
+                      help="QAT batch size")
+  parser.add_argument("--qat_seq_len", type=int, default=qat.QATConfig.seq_len,
+                      help="QAT sequence length (at most M1's context)")
+  parser.add_argument("--qat_learning_rate", type=float, default=qat.QATConfig.learning_rate,
+                      help="QAT learning rate")
+  parser.add_argument("--qat_seed", type=int, default=qat.QATConfig.seed,
+                      help="QAT data-order seed")
   parser.add_argument("--qat_shuffle_buffer", type=int, default=1024,
                       help="QAT sequences held by the shuffle buffer")
   parser.add_argument("--qat_out", help="also save the fine-tuned float M1 here")
   parser.add_argument("--no_progress", action="store_true", help="no progress bar")
-  parser.add_argument("--eval_seq_len", type=int, default=512)
+  parser.add_argument("--eval_seq_len", type=int, default=512,
+                      help="symbols per report sequence (at most M1's context)")
   return parser.parse_args(argv)
 
 
