@@ -5,7 +5,7 @@ import sys
 # subcommand -> (module with run(argv), one-line help)
 COMMANDS = {
     "demo": ("pipelines.demo", "compress Python's own docs text end to end (no download)"),
-    "codec": ("compressor.codec", "encode a text file with a method, decode it back, print ratio"),
+    "codec": ("compressor.codec", "code a corpus with a method, decode it back, print the ratio"),
     "compress": ("pipelines.compress", "Beam pipeline: corpus -> M1 -> method -> ArrayRecord shards"),
     "inspect": ("pipelines.inspect_shards",
                 "totals, histogram and decoded records of a shard directory"),

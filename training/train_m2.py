@@ -58,6 +58,20 @@ def token_vocab(args, stats: dict) -> int:
   return int(vocab)
 
 
+def check_seq_len(args, stats: dict) -> None:
+  """Refuses a --seq_len shorter than the records that `eqinfo compress --max_tokens` wrote
+  (M2 sees a whole record per row, or several packed).
+
+  Raises:
+    ValueError: naming both flags.
+  """
+  max_tokens = stats.get("max_tokens")
+  if max_tokens and args.seq_len < max_tokens:
+    raise ValueError(f"--seq_len {args.seq_len} is shorter than the records of {args.train!r} "
+                     f"(compress --max_tokens {max_tokens}, in its stats.json); pass --seq_len "
+                     f"{max_tokens} or more, or compress with --max_tokens {args.seq_len}")
+
+
 def build_task(args) -> tuple[train.Task, train.TrainConfig]:
   """The M2 Task and TrainConfig of parsed flags."""
   try:
@@ -66,6 +80,7 @@ def build_task(args) -> tuple[train.Task, train.TrainConfig]:
     raise FileNotFoundError(f"--train: {e}") from None
   stats = shards.stats_of_glob(args.train)
   vocab = token_vocab(args, stats)
+  check_seq_len(args, stats)
   model_config = train_flags.model_config_from_flags(args, batch_layout.model_vocab_size(vocab))
   train_data = m2_records.M2DataConfig(args.train, vocab, seq_len=args.seq_len,
                                  batch_size=args.batch_size, seed=args.seed,

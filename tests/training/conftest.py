@@ -56,7 +56,7 @@ def write_m2_shards(directory: pathlib.Path, num_records: int, num_shards: int =
       writer.write(example.SerializeToString())
     writer.close()
     paths.append(path)
-  stats = {"vocab_size": M2_VOCAB, "examples": num_records,
+  stats = {"vocab_size": M2_VOCAB, "examples": num_records, "max_tokens": M2_SEQ_LEN,
            "token_histogram": histogram.tolist()}
   (directory / "stats.json").write_text(json.dumps(stats))
   return paths

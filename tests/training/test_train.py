@@ -141,6 +141,7 @@ def test_a_wrong_data_path_fails_before_training(m2_shards, tmp_path, capsys):
       (["train-m1", *m1, "--train", "builtin:pydoc", "--validation",
         str(tmp_path / "empty.jsonl")], "validation data holds no examples"),
       (["train-m2", *m2_train], "--train: no files match"),
+      (["train-m2", *m2, "--seq_len", "16"], "--seq_len 16 is shorter than the records of"),
       (["train-m2", *m2_val], "--validation: no files match")]:
     assert cli.main(argv) == 1
     err = capsys.readouterr().err.strip()
