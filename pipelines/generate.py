@@ -32,6 +32,9 @@ def parse_flags(argv) -> argparse.Namespace:
   parser.add_argument("--checkpoint", required=True, help="an `eqinfo train-m2 --out` directory")
   parser.add_argument("--shards", required=True, help="the shard directory M2 trained on")
   parser.add_argument("--m1", default=None, help="override stats.json's M1 (same spec as compress)")
+  parser.add_argument("--ignore_m1_fingerprint", action="store_true",
+                      help="decode with --m1 even where its fingerprint is not the one stats.json "
+                      "records (for someone who knows the tables are the same)")
   parser.add_argument("--num_samples", type=int, default=4, help="samples drawn")
   parser.add_argument("--max_tokens", type=int, default=128, help="M2 tokens per sample")
   parser.add_argument("--temperature", type=float, default=1.0, help="0 samples greedily")
@@ -94,7 +97,8 @@ def _text(symbols: np.ndarray) -> str:
 def run(argv=None) -> int:
   args = parse_flags(argv)
   stats = shards.load_stats(args.shards)
-  method = m1_loader.shards_method(args.shards, stats, args.m1)
+  method = m1_loader.shards_method(args.shards, stats, args.m1,
+                                   check_fingerprint=not args.ignore_m1_fingerprint)
   loaded = evaluate.load(args.checkpoint, train.make_mesh())
   if loaded.kind != "m2":
     raise ValueError(f"--checkpoint {args.checkpoint!r} holds an M1; pass an M2 run directory")

@@ -121,6 +121,9 @@ def parser() -> argparse.ArgumentParser:
   p.add_argument("--m1", default=None, help="M1 to decode with, e.g. a local copy of the one "
                  "that coded the shards (default: the m1 of stats.json; shards coded by a window "
                  "vocabulary decode by its file in DIR, and --m1 must then be its M1)")
+  p.add_argument("--ignore_m1_fingerprint", action="store_true",
+                 help="decode with --m1 even where its fingerprint is not the one stats.json "
+                 "records (for someone who knows the tables are the same)")
   p.add_argument("--vocab", type=int, nargs="?", const=20, default=None, metavar="N",
                  help="print the window vocabulary of DIR (or of a window_vocab.json file): its "
                  "effective size, the N most frequent windows with their text, the longest "
@@ -138,7 +141,8 @@ def report(directory: str, decode: int | None = None, check: float | None = None
 
 
 def inspect_directory(directory: str, decode: int | None = None, check: float | None = None,
-                      progress: bool = False, m1: str | None = None) -> tuple[str, bool]:
+                      progress: bool = False, m1: str | None = None,
+                      check_fingerprint: bool = True) -> tuple[str, bool]:
   """The text `eqinfo inspect` prints, and False if a checked record failed.
 
   Args:
@@ -148,6 +152,7 @@ def inspect_directory(directory: str, decode: int | None = None, check: float | 
       (`check_records`).
     progress: show a progress bar while checking.
     m1: the M1 to decode with (default: stats.json's m1).
+    check_fingerprint: refuse an M1 whose fingerprint is not stats.json's.
 
   Raises:
     FileNotFoundError: for a directory without stats.json or shards.
@@ -184,10 +189,7 @@ def inspect_directory(directory: str, decode: int | None = None, check: float | 
     raise ValueError(f"--decode {decode} is out of range: there are {len(records)} records")
   if decode is None and check is None:
     return "\n".join(lines), True
-  method = m1_loader.shards_method(directory, stats, m1)
-  if stats.get("m1_fingerprint") and m1_loader.fingerprint(method) != stats["m1_fingerprint"]:
-    lines.append(f"warning: the M1 fingerprint {m1_loader.fingerprint(method)} differs from "
-                 f"stats.json's {stats['m1_fingerprint']}; decoding may be wrong")
+  method = m1_loader.shards_method(directory, stats, m1, check_fingerprint)
   if decode is not None:
     lines += [f"record {decode}:", describe_record(method, records[decode])]
   ok = True
@@ -214,6 +216,7 @@ def run(argv=None) -> int:
     print(vocab_view.view(args.directory, args.vocab))
     return 0
   text, ok = inspect_directory(args.directory, args.decode, args.check,
-                               progress=sys.stderr.isatty(), m1=args.m1)
+                               progress=sys.stderr.isatty(), m1=args.m1,
+                               check_fingerprint=not args.ignore_m1_fingerprint)
   print(text)
   return 0 if ok else 1

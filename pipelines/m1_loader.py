@@ -288,24 +288,27 @@ def vocabulary_method(method_spec: str, vocab_bytes: bytes):
     return _METHODS[key]
 
 
-def shards_method(directory: str, stats: dict, m1_spec: str | None = None):
+def shards_method(directory: str, stats: dict, m1_spec: str | None = None,
+                  check_fingerprint: bool = True):
   """The method that decodes a shard directory's records.
 
   Shards coded by a window vocabulary decode by its file in the directory, with
   no M1; an `m1_spec` given then must be the vocabulary's M1. Other shards
-  decode with `m1_spec`, or stats.json's m1.
+  decode with `m1_spec`, or stats.json's m1, whose fingerprint must be
+  stats.json's `m1_fingerprint` (another M1's tables decode other text).
 
   Raises:
-    ValueError: --m1 is not the M1 that the vocabulary was built from.
+    ValueError: the M1 is not the one that coded the shards (and `check_fingerprint`),
+      or --m1 is not the M1 that the vocabulary was built from.
   """
   if stats.get("coder") != "vocabulary":
-    if m1_spec:
-      return build_method(stats["method"], m1_spec)
-    try:
-      return build_method(stats["method"], stats.get("m1"))
-    except FileNotFoundError as e:
-      raise FileNotFoundError(f"the M1 that stats.json of {directory} names is not here ({e}); "
-                              f"pass --m1 with a copy of it") from None
+    method = _stats_m1_method(directory, stats, m1_spec)
+    want, mine = stats.get("m1_fingerprint"), fingerprint(method)
+    if check_fingerprint and want and mine != want:
+      raise ValueError(f"M1 {m1_spec or stats.get('m1')} (fingerprint {mine}) is not the M1 that "
+                       f"coded {directory} (stats.json: {want}), so it would decode other text; "
+                       "pass that M1 with --m1, or --ignore_m1_fingerprint to decode anyway")
+    return method
   from apache_beam.io.filesystems import FileSystems  # pylint: disable=import-outside-toplevel
   from compressor import window_vocab  # pylint: disable=import-outside-toplevel
   from compressor.methods import get_method  # pylint: disable=import-outside-toplevel
@@ -317,6 +320,17 @@ def shards_method(directory: str, stats: dict, m1_spec: str | None = None):
                        f"window vocabulary ({vocab.m1_fingerprint}); leave out --m1 to decode by "
                        f"the vocabulary")
   return get_method(stats["method"], None, vocabulary=vocab)
+
+
+def _stats_m1_method(directory: str, stats: dict, m1_spec: str | None):
+  """The shards' method with `m1_spec`, else with the M1 that stats.json names."""
+  if m1_spec:
+    return build_method(stats["method"], m1_spec)
+  try:
+    return build_method(stats["method"], stats.get("m1"))
+  except FileNotFoundError as e:
+    raise FileNotFoundError(f"the M1 that stats.json of {directory} names is not here ({e}); "
+                            f"pass --m1 with a copy of it") from None
 
 
 def model_device(method) -> str | None:

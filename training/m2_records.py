@@ -38,8 +38,9 @@ def record_tokens(record: bytes) -> tuple[np.ndarray, int]:
 
 def parse_m2_record(record: bytes, record_id: int, seq_len: int,
                     bos: int) -> dict[str, np.ndarray]:
-  """One serialized tf.train.Example (`targets`, `num_bytes`) as a padded row with its id."""
-  tokens, num_bytes = record_tokens(record)
+  """One serialized tf.train.Example (`targets`, `num_bytes`) as a padded row with its id
+  (`bos` is the token vocabulary's size)."""
+  tokens, num_bytes = checked_tokens(record, record_id, bos)
   out = batch_layout.pack_sequence(tokens, seq_len, bos)
   out["num_bytes"] = np.int64(num_bytes)
   out["ids"] = np.int64(record_id)
@@ -57,6 +58,36 @@ class ParseRecord(grain.transforms.Map):
     return self.parse(record, record_id, self.seq_len, self.bos)
 
 
+def open_shards(paths: list[str]) -> grain.sources.ArrayRecordDataSource:
+  """grain's source over the shards.
+
+  Raises:
+    shards.CorruptShardError: one line naming a shard that cannot be read.
+  """
+  try:
+    return grain.sources.ArrayRecordDataSource(paths)
+  except Exception:  # pylint: disable=broad-except  (riegeli's errors name no file)
+    shards.check_readable(paths)
+    raise
+
+
+def checked_tokens(record: bytes, record_id: int, token_vocab: int) -> tuple[np.ndarray, int]:
+  """`record_tokens`, refusing a record that is not eqinfo's or holds ids outside the vocabulary.
+
+  Raises:
+    ValueError: naming the record.
+  """
+  try:
+    tokens, num_bytes = record_tokens(record)
+  except ValueError as e:
+    raise ValueError(f"M2 record {record_id}: {e}; pass shards of eqinfo compress") from None
+  if tokens.size and (tokens.min() < 0 or tokens.max() >= token_vocab):
+    raise ValueError(f"M2 record {record_id} holds token id {int(tokens.max())}, outside the "
+                     f"{token_vocab} ids of the vocabulary; the shards and --vocab_size (or "
+                     "their stats.json) disagree")
+  return tokens, num_bytes
+
+
 def m2_records(config: M2DataConfig) -> grain.MapDataset:
   """(record id, serialized Example) of this process, in epoch order.
 
@@ -67,7 +98,7 @@ def m2_records(config: M2DataConfig) -> grain.MapDataset:
   count = jax.process_count()
   if config.batch_size % count:
     raise ValueError(f"batch_size={config.batch_size} must divide by the {count} processes")
-  source = grain.sources.ArrayRecordDataSource(shards.list_shards(config.pattern))
+  source = open_shards(shards.list_shards(config.pattern))
   total = len(source)
   ds = grain.MapDataset.source(source).map_with_index(lambda i, rec: (i % total, rec))
   ds = ds[jax.process_index()::count]

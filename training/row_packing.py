@@ -38,13 +38,13 @@ def record_sequence(record: bytes, record_id: int, seq_len: int, bos: int) -> di
   Only `targets` is packed (first fit); `record` = [record id, num_bytes]
   rides beside the row as a meta feature, and `finish_row` rebuilds inputs,
   weights, ids and num_bytes from it, so the packer copies one array per
-  record instead of five. `bos` is unused here (`finish_row` puts it back).
+  record instead of five. `bos` (the token vocabulary's size) bounds the ids here;
+  `finish_row` puts it back.
 
   Raises:
     ValueError: if the record holds more than `seq_len` tokens.
   """
-  del bos
-  tokens, num_bytes = m2_records.record_tokens(record)
+  tokens, num_bytes = m2_records.checked_tokens(record, record_id, bos)
   batch_layout.check_fits(len(tokens), seq_len)
   return {"targets": tokens.astype(np.int32),
           RECORD: np.array([record_id, num_bytes], np.int64)}

@@ -110,10 +110,18 @@ def parse(data: bytes) -> dict:
 
 
 def tokens_and_bytes(data: bytes) -> tuple[np.ndarray, int]:
-  """([n] int64 `targets`, `num_bytes`) of a serialized record (M2's input)."""
-  features = _example_class().FromString(data).features.feature
-  return (np.asarray(features["targets"].int64_list.value, np.int64),
-          int(features["num_bytes"].int64_list.value[0]))
+  """([n] int64 `targets`, `num_bytes`) of a serialized record (M2's input).
+
+  Raises:
+    ValueError: the bytes are not an eqinfo record.
+  """
+  from google.protobuf import message  # pylint: disable=import-outside-toplevel
+  try:
+    features = _example_class().FromString(data).features.feature
+    return (np.asarray(features["targets"].int64_list.value, np.int64),
+            int(features["num_bytes"].int64_list.value[0]))
+  except (message.DecodeError, KeyError, IndexError) as e:
+    raise ValueError(f"not an eqinfo record ({type(e).__name__}: {e})") from None
 
 
 # Names.
@@ -197,6 +205,28 @@ def read_shard(path: str) -> list[dict]:
   return out
 
 
+def check_readable(paths: list[str]) -> None:
+  """Opens each shard and parses its first record.
+
+  Raises:
+    CorruptShardError: one line naming the first shard that is truncated, empty, not an
+      ArrayRecord file, or holds records that are not eqinfo's.
+  """
+  from array_record.python import array_record_module  # pylint: disable=import-outside-toplevel
+  for path in paths:
+    try:
+      reader = array_record_module.ArrayRecordReader(path)
+      if reader.num_records():
+        parse(reader.read([0])[0])
+      reader.close()
+    except Exception as e:  # pylint: disable=broad-except  (riegeli and parse errors)
+      reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+      raise CorruptShardError(
+          f"shard {path} cannot be read ({reason}): it is truncated, empty or not a shard of "
+          "eqinfo compress; write it again (eqinfo compress --overwrite) or leave it out of "
+          "the glob") from None
+
+
 def read_json(path: str) -> dict:
   """A JSON file, local or gs://."""
   with _filesystems().open(path) as f:
@@ -232,9 +262,24 @@ def load_stats(directory: str) -> dict:
 
 
 def stats_of_glob(pattern: str) -> dict:
-  """stats.json of the directory that a glob of shards lies in, or {} if it has none."""
-  path = join(posixpath.dirname(pattern) or ".", STATS)
-  return read_json(path) if _filesystems().exists(path) else {}
+  """stats.json of the shard directory that a glob's shards lie in, or {} if it has none.
+
+  Raises:
+    ValueError: the glob's shards lie in directories of different methods or vocabularies
+      (M2 would learn two token languages as one).
+  """
+  directories = sorted({posixpath.dirname(p) for p in list_shards(pattern)})
+  found = {}
+  for directory in directories:
+    path = join(directory, STATS)
+    if _filesystems().exists(path):
+      found[directory] = read_json(path)
+  kinds = {(s.get("method"), s.get("vocab_size")) for s in found.values()}
+  if len(kinds) > 1:
+    names = ", ".join(f"{d}: {s.get('method')}" for d, s in found.items())
+    raise ValueError(f"{pattern!r} mixes shards of different methods or vocabularies ({names}); "
+                     "train one M2 per method")
+  return next(iter(found.values()), {})
 
 
 def compression_ratio(stats: dict) -> float | None:

@@ -334,6 +334,18 @@ def test_shards_name_their_m1_from_any_directory(small_jsonl, tmp_path, monkeypa
   capsys.readouterr()
   assert cli.main(["inspect", str(work / "out"), "--check"]) == 0
   assert f"check: {stats['examples']} of {stats['examples']} records" in capsys.readouterr().out
+  # Another M1 would decode other text: refused, naming both fingerprints, unless overridden.
+  other = f"context[order=1,fit={work / 'data' / 'c4.jsonl.gz'}]"
+  theirs = m1_loader.fingerprint(m1_loader.build_method(stats["method"], other))
+  for command in (["inspect", str(work / "out"), "--decode", "0"],
+                  ["generate", "--checkpoint", str(work / "no-m2"), "--shards", str(work / "out")]):
+    assert cli.main([*command, "--m1", other]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and theirs in err and stats["m1_fingerprint"] in err, err
+    assert "--ignore_m1_fingerprint" in err
+  assert cli.main(["inspect", str(work / "out"), "--decode", "0", "--m1", other,
+                   "--ignore_m1_fingerprint"]) == 0
+  capsys.readouterr()
   (work / "data" / "c4.jsonl.gz").unlink()
   assert cli.main(["inspect", str(work / "out"), "--decode", "0"]) == 1
   err = capsys.readouterr().err.strip()

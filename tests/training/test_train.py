@@ -497,3 +497,43 @@ def test_the_progress_bar_counts_finished_steps_from_the_first_one():
   bar.finished(6)
   assert bar.bar.n == 6 and bar.bar.initial == 3
   bar.close()
+
+
+def test_bad_shards_are_one_line_errors_naming_them(m2_shards, tmp_path, capsys):
+  """train-m2 and eval name a truncated or foreign shard, a record whose ids do not fit the
+  vocabulary, and a glob that mixes methods, in one line each, before or instead of training."""
+  from array_record.python import array_record_module  # pylint: disable=import-outside-toplevel
+  bad = tmp_path / "bad"
+  shutil.copytree(m2_shards, bad)
+  first = sorted(bad.glob("train-*.array_record"))[0]
+  truncated = bad / "truncated"
+  truncated.mkdir()
+  shutil.copy(bad / "stats.json", truncated / "stats.json")
+  (truncated / first.name).write_bytes(first.read_bytes()[:first.stat().st_size // 2])
+  foreign = bad / "foreign"
+  foreign.mkdir()
+  writer = array_record_module.ArrayRecordWriter(
+      str(foreign / "train-x-00000-of-00001.array_record"), "group_size:1")
+  writer.write(b"not a tf.train.Example")
+  writer.close()
+  mixed = tmp_path / "mixed"
+  for name, method in (("a", "gzip[v=256]"), ("b", "ac[v=256]")):
+    shutil.copytree(m2_shards, mixed / name)
+    stats = json.loads((mixed / name / "stats.json").read_text())
+    (mixed / name / "stats.json").write_text(json.dumps({**stats, "method": method}))
+  out = ["--size", "tiny", "--steps", "2", "--batch_size", "8", "--seq_len", "32", *QUIET]
+  for argv, message in [
+      (["train-m2", "--train", str(truncated / "*.array_record"), "--out", str(tmp_path / "r1"),
+        *out], f"shard {truncated / first.name} cannot be read ("),
+      (["eval", "--checkpoint", str(tmp_path / "r1"), "--data", str(truncated / "*.array_record")],
+       None),
+      (["train-m2", "--train", str(foreign / "*.array_record"), "--vocab_size", "256",
+        "--out", str(tmp_path / "r2"), *out], "M2 record 0: not an eqinfo record"),
+      (["train-m2", "--train", str(bad / "train-*.array_record"), "--vocab_size", "16",
+        "--out", str(tmp_path / "r3"), *out], "outside the 16 ids of the vocabulary"),
+      (["train-m2", "--train", str(mixed / "*" / "train-*.array_record"),
+        "--out", str(tmp_path / "r4"), *out], "mixes shards of different methods")]:
+    assert cli.main(argv) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1, err
+    assert message is None or message in err, err
