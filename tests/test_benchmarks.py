@@ -13,6 +13,8 @@ import pytest
 from tests.conftest import REPO
 
 TINY = {
+    "coder_fuzz.py": ["--windows", "3000", "--examples", "8", "--length", "512", "--lanes", "16",
+                      "--bank", "64"],
     "m1_resume_bench.py": ["--repeats", "1", "--fraction", "0.5", "--shuffle_buffer", "64",
                            "--batch_size", "16"],
     "exact_m1_bench.py": ["--size", "tiny", "--lanes", "8", "--symbols", "32"],
@@ -135,3 +137,14 @@ def test_m2_step_bench():
       result["packed"]["steps_per_s"] / result["rows"]["steps_per_s"], abs=2e-3)
   assert result["chunked_over_whole"] == pytest.approx(
       result["rows_chunked_logits"]["steps_per_s"] / result["rows"]["steps_per_s"], abs=2e-3)
+
+
+def test_coder_fuzz():
+  result = run_benchmark("coder_fuzz.py", None)
+  assert result["mismatches"] == 0 and result["windows"] >= 3000
+  settings = result["settings"]
+  assert len(settings) == 3 * 6 * 2  # modes x b x v
+  assert all(s["mismatches"] == 0 and s["windows"] > 0 for s in settings.values())
+  assert result["literal_windows"] > 0  # random first symbols took the literal escape
+  peaked = settings["peaked equal_info_ac[b=16,v=256]"]
+  assert peaked["symbols"] / peaked["windows"] > 50  # the longest windows were coded
