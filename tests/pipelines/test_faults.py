@@ -1,0 +1,76 @@
+"""Faults a long compress job meets: each ends in a whole, accounted result or a clean failure."""
+import gzip
+import json
+import random
+
+from compressor import corpus
+from pipelines import compress, options
+from training import shards
+
+SINGLE = ["--direct_num_workers=1", "--direct_running_mode=in_memory"]
+
+
+def _run(output, **flags) -> dict:
+  config = options.CompressConfig(output=str(output), num_shards=2, **flags)
+  return compress.compress(config, SINGLE)
+
+
+def _decoded(output) -> list[bytes]:
+  """Every record's symbols, decoded with the `bytes` method, in key order."""
+  from compressor import get_method  # pylint: disable=import-outside-toplevel
+  records = [r for p in shards.shard_paths(str(output)) for r in shards.read_shard(p)]
+  records.sort(key=lambda r: r["key"])
+  method = get_method("bytes", None)
+  return [method.decode(r["targets"]).astype("uint16").tobytes() for r in records]
+
+
+def test_a_binary_file_given_as_text_round_trips(tmp_path):
+  """Random bytes (NULs, invalid UTF-8) as one `text:` document: coded, decoded, exact."""
+  data = random.Random(0).randbytes(30_000) + b"\x00" * 500
+  (tmp_path / "blob.bin").write_bytes(data)
+  stats = _run(tmp_path / "out", input="text:" + str(tmp_path / "*.bin"),
+               method="equal_info_ac[b=16,v=256]", m1="context[order=2,fit=builtin:pydoc]")
+  assert stats["verification_failures"] == 0 and stats["records_verified"] == stats["examples"]
+  assert stats["bytes"] == stats["bytes_in"] == len(data) + 1  # + EOS
+  assert stats["windows"] > len(data) / 4  # random bytes cost about 8 bits: 2 per window
+
+
+def test_one_large_document_is_coded_whole(tmp_path):
+  """A single 10 MB document becomes about a thousand examples, every byte in a record."""
+  text = ("eqinfo " * (10 * 1024 * 1024 // 7 + 1))[:10 * 1024 * 1024]
+  path = tmp_path / "big.jsonl.gz"
+  path.write_bytes(gzip.compress(json.dumps({"text": text}).encode() + b"\n", compresslevel=1))
+  stats = _run(tmp_path / "out", input=str(path), method="bytes")
+  assert stats["bytes"] == stats["bytes_in"] == len(text) + 1 and stats["bytes_dropped"] == 0
+  assert stats["m1_examples"] == -(-(len(text) + 1) // 10_240)
+  assert stats["verification_failures"] == 0
+
+
+def test_a_hundred_thousand_one_byte_documents(tmp_path):
+  path = tmp_path / "tiny.jsonl"
+  path.write_text("".join(json.dumps({"text": chr(97 + i % 26)}) + "\n" for i in range(100_000)))
+  stats = _run(tmp_path / "out", input=str(path), method="bytes")
+  assert stats["bytes"] == stats["bytes_in"] == 200_000  # a byte and an EOS each
+  assert stats["examples"] == stats["records_verified"] and stats["bytes_dropped"] == 0
+  symbols = b"".join(_decoded(tmp_path / "out"))
+  assert symbols.count(b"\x00\x01") == 100_000  # EOS (256) as little-endian uint16
+
+
+def test_an_input_file_that_disappears_after_planning_is_accounted(tmp_path):
+  """The job lists its files, one is deleted before it is read: the job finishes, and
+  errors/ and stats.json name the missing file; every byte read is in a record."""
+  for name in ("a", "b"):
+    (tmp_path / f"{name}.jsonl").write_text(
+        "".join(json.dumps({"text": f"{name} document {i}"}) + "\n" for i in range(50)))
+  config = options.CompressConfig(input=str(tmp_path / "*.jsonl"), method="bytes",
+                                  output=str(tmp_path / "out"), num_shards=2)
+  pipeline = compress.make_pipeline(config, SINGLE)
+  (tmp_path / "b.jsonl").unlink()
+  pipeline.run().wait_until_finish()
+  assert shards.is_completed(str(tmp_path / "out"))
+  stats = shards.load_stats(str(tmp_path / "out"))
+  assert stats["dropped"]["missing_file"]["inputs"] == 1
+  a_bytes = sum(len(d.data) + 1 for d in corpus.read_documents(str(tmp_path / "a.jsonl")))
+  assert stats["bytes"] == a_bytes and stats["bytes_in"] == a_bytes
+  errors = (tmp_path / "out" / shards.ERRORS_DIR / shards.ERRORS_FILE).read_text()
+  assert "b.jsonl" in errors and "missing_file" in errors
