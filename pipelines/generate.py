@@ -20,6 +20,7 @@ import numpy as np
 from compressor import EOS, help_format
 from compressor.symbols import as_symbols
 from pipelines import m1_loader
+from training import accelerator
 from training import evaluate
 from training import model as model_lib
 from training import shards
@@ -39,6 +40,7 @@ def parse_flags(argv) -> argparse.Namespace:
   parser.add_argument("--max_tokens", type=int, default=128, help="M2 tokens per sample")
   parser.add_argument("--temperature", type=float, default=1.0, help="0 samples greedily")
   parser.add_argument("--seed", type=int, default=0, help="sampling seed")
+  accelerator.add_flag(parser)
   return parser.parse_args(argv)
 
 
@@ -96,6 +98,7 @@ def _text(symbols: np.ndarray) -> str:
 
 def run(argv=None) -> int:
   args = parse_flags(argv)
+  accelerator.require(args.accelerator)
   stats = shards.load_stats(args.shards)
   method = m1_loader.shards_method(args.shards, stats, args.m1,
                                    check_fingerprint=not args.ignore_m1_fingerprint)

@@ -8,6 +8,7 @@ from typing import Sequence
 from compressor import constants, corpus, help_format
 from compressor.packing import PACKING_POLICIES
 from pipelines.m1_loader import CODERS, VERIFY_DEVICES
+from training import accelerator
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,6 +44,7 @@ class CompressConfig:
   # coded on a GPU/TPU, which shows that machines without one decode the shards (the
   # integer-exact M1 only); "worker": on the device that coded them.
   verify_device: str = "cpu"
+  accelerator: str = "auto"       # gpu/tpu: coding workers must see one (training.accelerator)
   # How M1's windows are coded: "vocabulary" (b=16: the window vocabulary is built once
   # per job with M1, then workers code by longest match and verify by lookup, with no
   # M1), "arithmetic" (M1 runs for every symbol), "auto" (vocabulary wherever b=16).
@@ -87,6 +89,9 @@ class CompressConfig:
         raise ValueError(f"--{name} must be an integer >= 0, got {value!r}")
     if not 0 < self.verify_fraction <= 1:
       raise ValueError(f"--verify_fraction must lie in (0, 1], got {self.verify_fraction!r}")
+    if self.accelerator not in accelerator.CHOICES:
+      raise ValueError(f"--accelerator must be one of {accelerator.CHOICES}, "
+                       f"got {self.accelerator!r}")
     if self.verify_device not in VERIFY_DEVICES:
       raise ValueError(f"--verify_device must be one of {VERIFY_DEVICES}, "
                        f"got {self.verify_device!r}")
@@ -150,6 +155,9 @@ def parser() -> argparse.ArgumentParser:
                  help="write records without decoding them")
   p.add_argument("--verify_fraction", type=float, default=d.verify_fraction,
                  help="share of records verified, picked by key hash (1: all)")
+  p.add_argument("--accelerator", default=d.accelerator, choices=accelerator.CHOICES,
+                 help="gpu or tpu: every coding worker (and, on a local runner, this machine) "
+                 "must see one, or the job stops before coding; cpu: code on CPUs")
   p.add_argument("--verify_device", default=d.verify_device, choices=VERIFY_DEVICES,
                  help="decode with M1 on the host CPU (also where M1 codes on a GPU/TPU) "
                       "or on the device that coded")

@@ -22,6 +22,7 @@ from compressor.methods import CodingError
 from pipelines import device_check, m1_loader
 from pipelines.device_check import DeviceMismatchError
 from pipelines.sources import ERRORS
+from training import accelerator
 
 _NAMESPACE = "eqinfo"
 
@@ -198,9 +199,10 @@ class CompressFn(beam.DoFn):
   """
 
   def __init__(self, method_spec: str, m1_spec: str | None, max_tokens: int, packing: str,
-               keep_symbols: bool, by_vocabulary: bool = False):
+               keep_symbols: bool, by_vocabulary: bool = False, accelerator_kind: str = "auto"):
     super().__init__()
     self._by_vocabulary = by_vocabulary
+    self._accelerator = accelerator_kind
     self._method_spec = method_spec
     self._m1_spec = m1_spec
     self._max_tokens = max_tokens
@@ -216,6 +218,7 @@ class CompressFn(beam.DoFn):
     self._truncated = _counter("bytes_truncated")
 
   def setup(self):
+    accelerator.require(self._accelerator)  # a worker without its GPU/TPU stops here
     if self._by_vocabulary:
       return  # the method comes with the vocabulary (`process`)
     self._method = m1_loader.shared_method(self._method_spec, self._m1_spec)
@@ -377,10 +380,11 @@ class Compress(beam.PTransform):
 
   def __init__(self, method_spec: str, m1_spec: str | None, max_tokens: int, packing: str,
                batch_size: int, verify: bool, verify_fraction: float = 1.0,
-               verify_device: str = "cpu", vocab=None):
+               verify_device: str = "cpu", vocab=None, accelerator_kind: str = "auto"):
     """Raises ValueError on a bad packing policy, max_tokens, batch_size or verify settings."""
     super().__init__()
     self._vocab = vocab
+    self._accelerator = accelerator_kind
     if packing not in packing_lib.PACKING_POLICIES:
       raise ValueError(f"packing must be one of {packing_lib.PACKING_POLICIES}, got {packing!r}")
     if max_tokens < 1 or batch_size < 1:
@@ -407,7 +411,8 @@ class Compress(beam.PTransform):
         | "BatchExamples" >> beam.BatchElements(min_batch_size=self._batch_size,
                                                 max_batch_size=self._batch_size)
         | "Pack" >> beam.ParDo(CompressFn(self._method_spec, self._m1_spec, self._max_tokens,
-                                          self._packing, self._verify, by_vocabulary), *side
+                                          self._packing, self._verify, by_vocabulary,
+                                          self._accelerator), *side
                                ).with_outputs(ERRORS, main="records"))
     if not self._verify:
       return {"records": coded.records, "errors": coded[ERRORS]}

@@ -30,6 +30,7 @@ import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec
 
 from compressor import help_format
+from training import accelerator
 from training import checkpoint as checkpoint_lib
 from training import configs
 from training import m1_input
@@ -68,6 +69,7 @@ def parse_flags(argv) -> argparse.Namespace:
   parser.add_argument("--tfds_data_dir", help="TFDS data_dir for tfds: specs (M1)")
   parser.add_argument("--out", help="also write the result to this JSON file "
                                     "(`eqinfo report FILE` shows it beside the baselines)")
+  accelerator.add_flag(parser)
   return parser.parse_args(argv)
 
 
@@ -196,6 +198,7 @@ def run(argv=None) -> int:
   """Entry point of `eqinfo eval`: prints the result as JSON."""
   log_setup.configure()
   args = parse_flags(argv)
+  accelerator.require(args.accelerator)
   result = evaluate(args)
   text = json.dumps(result, indent=2) + "\n"
   sys.stdout.write(text)

@@ -12,6 +12,7 @@ import contextlib
 import dataclasses
 import logging
 import os
+import signal
 import time
 from typing import Any, Callable, Iterator, Protocol
 
@@ -26,12 +27,14 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 from training import checkpoint as checkpoint_lib
 from training import chunked_loss
 from training import configs
+from training import accelerator
 from training import batch_layout
 from training import log_setup
 from training import loss as loss_lib
 from training import metrics as metrics_lib
 from training import model as model_lib
 from training import optim
+from training import preemption
 
 State = dict[str, Any]  # {"params", "opt_state", "step"}
 DEVICE_KEYS = ("inputs", "targets", "weights", "num_bytes")  # batch arrays sent to devices
@@ -55,6 +58,7 @@ class TrainConfig:
   eval_batches: int = 8           # validation batches per pass (a fixed sample)
   peak_flops: float = 0.0         # peak FLOP/s of all devices for MFU; 0 measures a matmul
   stop_after: int = 0             # testing: exit hard (os._exit) after this step; 0: never
+  sigterm_after: int = 0          # testing: send this process SIGTERM after this step
   log_example_ids: bool = False   # write the ids of every batch to example_ids.jsonl
   progress: bool = True           # tqdm progress bar
   profile_first: int = 0          # JAX profiler trace of steps first..last into
@@ -65,7 +69,7 @@ class TrainConfig:
                  "eval_batches"):
       if getattr(self, name) < 1:
         raise ValueError(f"TrainConfig.{name} must be >= 1, got {getattr(self, name)}")
-    for name in ("eval_every", "stop_after", "checkpoint_minutes"):
+    for name in ("eval_every", "stop_after", "sigterm_after", "checkpoint_minutes"):
       if getattr(self, name) < 0:
         raise ValueError(f"TrainConfig.{name} must be >= 0, got {getattr(self, name)}")
     if (self.profile_first, self.profile_last) != (0, 0) and not (
@@ -277,7 +281,11 @@ def prepare(argv, parse_flags, build_task) -> tuple[argparse.Namespace, Task, Tr
   """
   log_setup.configure()
   args = parse_flags(argv)
+  if args.accelerator == "cpu":
+    accelerator.require("cpu")  # before any backend starts
   maybe_initialize_distributed(args.multihost)
+  if args.accelerator != "cpu":
+    accelerator.require(args.accelerator)
   check_batch_size(args.batch_size)
   task, config = build_task(args)
   return args, task, config
@@ -449,14 +457,16 @@ class _Loop:
                               enabled=self.config.progress and jax.process_index() == 0)
     profiler = metrics_lib.StepProfiler(self.config.profile_first, self.config.profile_last,
                                         os.path.join(self.config.out, "tensorboard"))
-    with tqdm_logging.logging_redirect_tqdm():
-      state = self._steps(state, start, ckpt, bar, profiler)
+    with tqdm_logging.logging_redirect_tqdm(), preemption.SigtermWatch(
+        self.config.log_every) as sigterm:
+      state = self._steps(state, start, ckpt, bar, profiler, sigterm)
       profiler.close(state)
     bar.close()
     return state
 
   def _steps(self, state: State, start: int, ckpt: checkpoint_lib.Checkpointer,
-             bar: metrics_lib.StepBar, profiler: metrics_lib.StepProfiler) -> State:
+             bar: metrics_lib.StepBar, profiler: metrics_lib.StepProfiler,
+             sigterm: preemption.SigtermWatch) -> State:
     cfg, batches = self.config, self.task.train_batches
     rates = metrics_lib.Throughput(self.task.model_config, self.task.extra_flops_per_byte,
                                    self.task.model_config.max_len, self._peak_flops(),
@@ -479,9 +489,15 @@ class _Loop:
         self.writer.write("train", done, metrics)
         bar.set_postfix(loss=f"{metrics['loss']:.3f}", bpb=f"{metrics['bits_per_byte']:.3f}")
         meter = metrics_lib.Meter()
-      if done % cfg.checkpoint_every == 0 or done == cfg.steps or clock.due(done):
+      if done == cfg.sigterm_after:
+        os.kill(os.getpid(), signal.SIGTERM)  # testing: a preemption, through the real handler
+      preempted = sigterm.requested(done)
+      if (done % cfg.checkpoint_every == 0 or done == cfg.steps or clock.due(done)
+          or preempted):
         ckpt.save(done, state, batches.get_state(), force=True)
         clock.saved()
+      if preempted:
+        raise preemption.Preempted(done)  # train() waits for the checkpoint to be on disk
       if (cfg.eval_every and done % cfg.eval_every == 0) or done == cfg.steps:
         self._validate(state, done)
       if done == cfg.stop_after:

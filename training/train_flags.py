@@ -1,6 +1,7 @@
 """Command-line flags shared by `eqinfo train-m1` and `eqinfo train-m2`: `TrainConfig`'s,
 the model size and `--model KEY=VALUE` overrides.
 """
+from training import accelerator
 from training import configs
 from training.train import TrainConfig
 
@@ -34,12 +35,15 @@ def add_train_flags(parser, batch_size: int, seq_len: int) -> None:
   parser.add_argument("--peak_flops", type=float, default=d.peak_flops,
                       help="peak FLOP/s of all devices for MFU (0: measure a matmul)")
   parser.add_argument("--stop_after", type=int, default=0, help="testing: exit hard after step N")
+  parser.add_argument("--sigterm_after", type=int, default=0,
+                      help="testing: send this process SIGTERM after step N (a preemption)")
   parser.add_argument("--log_example_ids", action="store_true",
                       help="write every batch's example ids to example_ids.jsonl")
   parser.add_argument("--no_progress", action="store_true", help="no tqdm bar")
   parser.add_argument("--profile", default="", metavar="FIRST:LAST",
                       help="JAX profiler trace of these steps into OUT/tensorboard")
   parser.add_argument("--multihost", action="store_true", help="call jax.distributed.initialize()")
+  accelerator.add_flag(parser)
 
 
 def parse_profile(value: str) -> tuple[int, int]:
@@ -63,7 +67,8 @@ def train_config_from_flags(args) -> TrainConfig:
       checkpoint_minutes=args.checkpoint_minutes,
       keep_checkpoints=args.keep_checkpoints, async_checkpoint=not args.sync_checkpoint,
       eval_every=args.eval_every, eval_batches=args.eval_batches, peak_flops=args.peak_flops,
-      stop_after=args.stop_after, log_example_ids=args.log_example_ids,
+      stop_after=args.stop_after, sigterm_after=args.sigterm_after,
+      log_example_ids=args.log_example_ids,
       progress=not args.no_progress, profile_first=profile_first, profile_last=profile_last)
 
 

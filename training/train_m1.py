@@ -25,6 +25,7 @@ from etils import epath
 from compressor import constants, corpus, help_format
 from training import m1_input
 from training.m1 import float_m1 as m1_lib
+from training import preemption
 from training import train
 from training import train_flags
 
@@ -95,7 +96,11 @@ def build_task(args) -> tuple[train.Task, train.TrainConfig]:
 def run(argv=None) -> int:
   """Entry point of `eqinfo train-m1`."""
   args, task, config = train.prepare(argv, parse_flags, build_task)
-  state = train.train(task, config)
+  try:
+    state = train.train(task, config)
+  except preemption.Preempted as e:
+    logging.warning("%s", e)
+    return preemption.EXIT_CODE
   if jax.process_index() == 0:
     params = jax.device_get(state["params"])
     digest = export_m1(args.out, task.model_config, params)

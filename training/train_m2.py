@@ -15,14 +15,16 @@ The token vocabulary comes from the shard directory's stats.json
 larger (BOS, see training.batch_layout).
 """
 import argparse
+import logging
 
 from compressor import constants, help_format
 from training import batch_layout
-from training import m2_records
 from training import m2_input
+from training import m2_records
+from training import metrics as metrics_lib
+from training import preemption
 from training import shards
 from training import train
-from training import metrics as metrics_lib
 from training import train_flags
 
 
@@ -108,5 +110,9 @@ def build_task(args) -> tuple[train.Task, train.TrainConfig]:
 def run(argv=None) -> int:
   """Entry point of `eqinfo train-m2`."""
   _, task, config = train.prepare(argv, parse_flags, build_task)
-  train.train(task, config)
+  try:
+    train.train(task, config)
+  except preemption.Preempted as e:
+    logging.warning("%s", e)
+    return preemption.EXIT_CODE
   return 0

@@ -45,3 +45,25 @@ def test_help_of_every_command_runs(capsys):
       cli.main([name, "--help"])
     assert done.value.code == 0
     assert "usage:" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv", [
+    ["train-m1", "--train", "builtin:pydoc", "--steps", "1", "--out", "{tmp}/m1"],
+    ["train-m2", "--train", "{tmp}/none-*.array_record", "--steps", "1", "--out", "{tmp}/m2"],
+    ["eval", "--checkpoint", "{tmp}/m2", "--data", "x"],
+    ["generate", "--checkpoint", "{tmp}/m2", "--shards", "{tmp}/shards"],
+    ["check-devices"],
+    ["compress", "--input", "builtin:pydoc", "--method", "bytes", "--output", "{tmp}/out"],
+], ids=lambda argv: argv[0])
+def test_an_accelerator_that_is_not_there_is_a_one_line_error(tmp_path, capsys, argv):
+  """--accelerator gpu on a machine where JAX sees none stops before any work."""
+  import jax  # pylint: disable=import-outside-toplevel
+  if jax.default_backend() != "cpu":
+    pytest.skip("this machine has an accelerator")
+  argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
+  assert cli.main([*argv, "--accelerator", "gpu"]) == 1
+  err = capsys.readouterr().err.strip()
+  assert len(err.splitlines()) == 1, err
+  assert "--accelerator gpu: JAX sees no GPU here (it would run on cpu)" in err
+  assert "LD_LIBRARY_PATH" in err and "--accelerator cpu" in err
+  assert not any(tmp_path.iterdir())  # nothing written

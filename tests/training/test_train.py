@@ -181,6 +181,25 @@ def test_killed_then_resumed_m2_equals_uninterrupted(m2_shards, tmp_path, pack):
     assert ids == list(range(96))
 
 
+def test_sigterm_saves_the_current_step_and_the_rerun_is_bit_identical(m2_shards, tmp_path):
+  """A preemption (SIGTERM, through the real handler) after step 5 of 8, with no checkpoint
+  due until step 8: a checkpoint at step 5 and exit status 143; the rerun ends where an
+  uninterrupted run ends, parameter for parameter."""
+  whole, preempted = tmp_path / "whole", tmp_path / "preempted"
+  assert train_m2.run(m2_flags(m2_shards, whole, 8, "--checkpoint_every", "8")) == 0
+  flags = m2_flags(m2_shards, preempted, 8, "--checkpoint_every", "8", "--log_example_ids")
+  proc = run_cli(["train-m2", *flags, "--sigterm_after", "5"])
+  assert proc.returncode == 143, proc.stderr[-2000:]
+  assert "preempted (SIGTERM) at step 5: checkpoint saved" in proc.stderr
+  assert checkpoint_lib.Checkpointer(str(preempted)).latest_step() == 5
+  assert max(ids_by_step(preempted)) == 5
+  assert train_m2.run(flags) == 0
+  assert sorted(ids_by_step(preempted)) == list(range(1, 9))
+  expected, got = restore_params(whole), restore_params(preempted)
+  for (path, a), b in zip(jax.tree_util.tree_leaves_with_path(expected), jax.tree.leaves(got)):
+    np.testing.assert_array_equal(a, b, err_msg=jax.tree_util.keystr(path))
+
+
 def test_a_run_killed_after_its_time_interval_resumes_from_a_checkpoint(m2_shards, tmp_path):
   """--checkpoint_minutes saves by wall time whatever --checkpoint_every says: a run killed at
   step 6, with no step checkpoint due before step 1000, resumes from a recent step."""

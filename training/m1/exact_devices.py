@@ -29,6 +29,7 @@ import numpy as np
 
 from compressor import constants, help_format
 from compressor import corpus
+from training import accelerator
 from training import configs
 from training.m1 import exact as exact_lib
 from training.m1 import exact_params
@@ -228,12 +229,14 @@ def parse_flags(argv) -> argparse.Namespace:
                       "device (MODEL.DEVICE.PROGRAM.txt), to compare where tables differ")
   parser.add_argument("--save", help="directory for each model's exact weights (DIR/MODEL, "
                       "loadable with --m1), so tables that differ can be recomputed elsewhere")
+  accelerator.add_flag(parser)
   return parser.parse_args(argv)
 
 
 def run(argv=None) -> int:
   """Entry point: prints the comparison as JSON; exit status 1 when tables differ."""
   args = parse_flags(argv)
+  accelerator.require(args.accelerator)
   documents = [doc.data for doc in corpus.read_documents(args.text)]
   symbols = text_symbols(iter(documents), args.sequences, args.seq_len)
   if args.m1:
