@@ -42,6 +42,7 @@ deploy/dataflow/submit.sh):
 import dataclasses
 import os
 import sys
+import uuid
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
@@ -54,7 +55,7 @@ from training import accelerator
 from training import shards
 
 _OUTPUT_FILES = ("*" + shards.SHARD_SUFFIX, shards.STATS, shards.CONFIG, shards.COMPLETED,
-                 window_vocab.FILENAME, f"{shards.ERRORS_DIR}/*")
+                 shards.JOB, window_vocab.FILENAME, f"{shards.ERRORS_DIR}/*")
 
 
 def _matches(pattern: str) -> list[str]:
@@ -64,8 +65,10 @@ def _matches(pattern: str) -> list[str]:
     return []
 
 
-def prepare_output(output: str, overwrite: bool) -> None:
-  """Checks the output directory and clears what an earlier run wrote there.
+def prepare_output(output: str, overwrite: bool) -> str:
+  """Checks the output directory, clears what an earlier run wrote there, and claims it for
+  this job: returns the job token written to its `.eqinfo-job` (the shard writers and the
+  final step check it, so that a job whose directory another took over stops).
 
   Raises:
     FileExistsError: if it holds files and `overwrite` is False.
@@ -79,6 +82,9 @@ def prepare_output(output: str, overwrite: bool) -> None:
     FileSystems.delete(old)
   if "://" not in output:
     os.makedirs(output, exist_ok=True)
+  job = uuid.uuid4().hex
+  sink.write_bytes(shards.join(output, shards.JOB), job.encode())
+  return job
 
 
 def run_info(config: options.CompressConfig, method) -> dict:
@@ -109,7 +115,7 @@ def run_info(config: options.CompressConfig, method) -> dict:
 
 
 def build_pipeline(p: beam.Pipeline, config: options.CompressConfig, spec: corpus.InputSpec,
-                   info: dict):
+                   info: dict, job: str | None = None):
   """Adds the compression graph to `p`; returns the stats PCollection (one dict)."""
   read = p | "ReadDocuments" >> sources.ReadDocuments(
       spec, config.text_field, config.max_docs_per_file, config.tfds_data_dir)
@@ -128,11 +134,11 @@ def build_pipeline(p: beam.Pipeline, config: options.CompressConfig, spec: corpu
   errors = ((read["errors"], screened[sources.ERRORS], coded["errors"])
             | "AllErrors" >> beam.Flatten())
   written = coded["records"] | "WriteShards" >> sink.WriteShards(
-      config.output, config.split, info["method"], config.num_shards)
+      config.output, config.split, info["method"], config.num_shards, job)
   accounting = ((read["documents"], coded["records"], errors)
                 | "Accounting" >> accounting_lib.Accounting(info["vocab_size"]))
   return ((accounting, written, errors, *([vocab] if vocab is not None else []))
-          | "Finalize" >> sink.Finalize(config.output, info, config.to_json()))
+          | "Finalize" >> sink.Finalize(config.output, info, config.to_json(), job))
 
 
 def summary(stats: dict) -> str:
@@ -181,10 +187,9 @@ def make_pipeline(config: options.CompressConfig, beam_args: list[str],
                           config.tfds_chunk_docs)
   except FileNotFoundError as e:
     raise FileNotFoundError(f"--input: {e}") from None
-  if prepare:
-    prepare_output(config.output, config.overwrite)
+  job = prepare_output(config.output, config.overwrite) if prepare else None
   p = beam.Pipeline(options=PipelineOptions(beam_args))
-  build_pipeline(p, config, spec, run_info(config, method))
+  build_pipeline(p, config, spec, run_info(config, method), job)
   return p
 
 

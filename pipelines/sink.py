@@ -19,7 +19,7 @@ from pipelines.accounting import error_lines
 from pipelines.transforms import Record, key_name
 from training import shards as shards_lib
 from training.shards import (ARRAY_RECORD_OPTIONS, COMPLETED, CONFIG, ERRORS_DIR, ERRORS_FILE,
-                             STATS, join, shard_name)
+                             JOB, STATS, join, shard_name)
 
 _NAMESPACE = "eqinfo"
 DENSE_HISTOGRAM_MAX_VOCAB = 4096
@@ -38,6 +38,24 @@ def write_bytes(path: str, data: bytes) -> None:
   """Writes a whole file, local or gs://."""
   with FileSystems.create(path) as f:
     f.write(data)
+
+
+def check_owner(output: str, job: str | None) -> None:
+  """Stops this job if another has taken `output` over since it started (`--overwrite`).
+
+  Raises:
+    RuntimeError: the directory's job token is not `job` (None: nothing to check).
+  """
+  if job is None:
+    return
+  try:
+    with FileSystems.open(join(output, JOB)) as f:
+      owner = f.read().decode().strip()
+  except Exception:  # pylint: disable=broad-except  (gone: cleared by another job)
+    owner = None
+  if owner != job:
+    raise RuntimeError(f"another eqinfo compress job took over {output} (--overwrite); this "
+                       f"one stops without writing {COMPLETED}")
 
 
 def write_array_record(path: str, records: list[bytes]) -> None:
@@ -67,18 +85,21 @@ def write_array_record(path: str, records: list[bytes]) -> None:
 class WriteShardFn(beam.DoFn):
   """(index, {"ids", "records"}) -> writes one shard, sorted by key; yields (name, count)."""
 
-  def __init__(self, output: str, split: str, method_spec: str, num_shards: int):
+  def __init__(self, output: str, split: str, method_spec: str, num_shards: int,
+               job: str | None = None):
     super().__init__()
     self._output = output
     self._split = split
     self._method_spec = method_spec
     self._num_shards = num_shards
+    self._job = job
     self._written = beam.metrics.Metrics.counter(_NAMESPACE, "records_written")
 
   def process(self, item):
     index, grouped = item
     records = sorted(grouped["records"])  # (key, bytes): key order
     name = shard_name(self._split, self._method_spec, index, self._num_shards)
+    check_owner(self._output, self._job)
     write_array_record(join(self._output, name), [data for _, data in records])
     self._written.inc(len(records))
     yield name, len(records)
@@ -87,10 +108,11 @@ class WriteShardFn(beam.DoFn):
 class WriteShards(beam.PTransform):
   """Record -> ArrayRecord shards; outputs (shard name, record count) for every shard."""
 
-  def __init__(self, output: str, split: str, method_spec: str, num_shards: int):
+  def __init__(self, output: str, split: str, method_spec: str, num_shards: int,
+               job: str | None = None):
     super().__init__()
     self._num_shards = num_shards
-    self._write_shard = WriteShardFn(output, split, method_spec, num_shards)
+    self._write_shard = WriteShardFn(output, split, method_spec, num_shards, job)
 
   def expand(self, records):
     n = self._num_shards
@@ -155,13 +177,15 @@ class FinalizeFn(beam.DoFn):
   records + bytes dropped, or if a shard count does not match the totals.
   """
 
-  def __init__(self, output: str, info: dict, config_json: str):
+  def __init__(self, output: str, info: dict, config_json: str, job: str | None = None):
     super().__init__()
     self._output = output
     self._info = info
     self._config_json = config_json
+    self._job = job
 
   def process(self, accounting: dict, shards: list, num_errors: int, vocab: dict | None = None):
+    check_owner(self._output, self._job)
     stats = build_stats(accounting, shards, self._info)
     stats["error_lines_written"] = num_errors
     if vocab is not None:
@@ -207,11 +231,12 @@ class Finalize(beam.PTransform):
   """(accounting, shard infos, error lines[, vocabulary]) -> stats.json, config.json,
   window_vocab.json, COMPLETED."""
 
-  def __init__(self, output: str, info: dict, config_json: str):
+  def __init__(self, output: str, info: dict, config_json: str, job: str | None = None):
     super().__init__()
     self._output = output
     self._info = info
     self._config_json = config_json
+    self._job = job
 
   def expand(self, pcolls):
     accounting, shards, errors, *vocab = pcolls
@@ -221,7 +246,8 @@ class Finalize(beam.PTransform):
                   | "FirstErrorLines" >> beam.combiners.Top.Smallest(MAX_ERROR_LINES)
                   | "WriteErrors" >> beam.Map(write_errors, output))
     return (accounting
-            | "WriteStats" >> beam.ParDo(FinalizeFn(output, self._info, self._config_json),
+            | "WriteStats" >> beam.ParDo(FinalizeFn(output, self._info, self._config_json,
+                                                    self._job),
                                          beam.pvalue.AsList(shards),
                                          beam.pvalue.AsSingleton(num_errors),
                                          *[beam.pvalue.AsSingleton(v) for v in vocab]))

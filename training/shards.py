@@ -9,6 +9,8 @@ A directory holds:
   config.json      the job's resolved flags
   errors/errors.jsonl   the first dropped inputs, sorted
   window_vocab.json     where the window vocabulary coded
+  .eqinfo-job      the token of the job that writes the directory (a second job that
+                   takes the directory over makes the first stop without COMPLETED)
   COMPLETED        written last
 
 A record goes to shard crc32(key) mod n. Each record is one serialized
@@ -38,6 +40,7 @@ import numpy as np
 STATS = "stats.json"
 CONFIG = "config.json"
 COMPLETED = "COMPLETED"
+JOB = ".eqinfo-job"
 ERRORS_DIR = "errors"
 ERRORS_FILE = "errors.jsonl"
 SHARD_SUFFIX = ".array_record"

@@ -1,7 +1,10 @@
 """Faults a long compress job meets: each ends in a whole, accounted result or a clean failure."""
+import dataclasses
 import gzip
 import json
 import random
+
+import pytest
 
 from compressor import corpus
 from pipelines import compress, options
@@ -74,3 +77,25 @@ def test_an_input_file_that_disappears_after_planning_is_accounted(tmp_path):
   assert stats["bytes"] == a_bytes and stats["bytes_in"] == a_bytes
   errors = (tmp_path / "out" / shards.ERRORS_DIR / shards.ERRORS_FILE).read_text()
   assert "b.jsonl" in errors and "missing_file" in errors
+
+
+def test_a_second_job_on_the_same_output(tmp_path):
+  """A second job is refused an output another holds; with --overwrite it takes the output
+  over, and the first stops without COMPLETED instead of mixing its shards in."""
+  path = tmp_path / "docs.jsonl"
+  path.write_text("".join(json.dumps({"text": f"document {i}"}) + "\n" for i in range(300)))
+  config = options.CompressConfig(input=str(path), method="bytes", output=str(tmp_path / "out"),
+                                  num_shards=2)
+  first = compress.make_pipeline(config, SINGLE)
+  with pytest.raises(FileExistsError, match="already exists and is not empty"):
+    compress.make_pipeline(config, SINGLE)
+  second = compress.make_pipeline(dataclasses.replace(config, overwrite=True), SINGLE)
+  with pytest.raises(Exception, match="another eqinfo compress job took over"):
+    first.run().wait_until_finish()
+  assert not shards.is_completed(str(tmp_path / "out"))
+  second.run().wait_until_finish()
+  assert shards.is_completed(str(tmp_path / "out"))
+  fresh = _run(tmp_path / "fresh", input=str(path), method="bytes")
+  for name in sorted(p.name for p in (tmp_path / "fresh").glob("*.array_record")):
+    assert (tmp_path / "out" / name).read_bytes() == (tmp_path / "fresh" / name).read_bytes()
+  assert shards.load_stats(str(tmp_path / "out"))["examples"] == fresh["examples"]
