@@ -8,7 +8,7 @@ Encodes the same validation examples with equal_info_ac[b=16,v=65k] in
 `--lanes` lanes, once with a float M1 of `--size` (random weights, context
 1024) and once with its integer-exact conversion (calibrated on train text),
 and prints symbols/s of each and their ratio (`exact_over_float`). The
-float M1 steps its lanes in blocks of `m1.BLOCK_LANES` (64) rows on every
+float M1 steps its lanes in blocks of `float_m1.BLOCK_LANES` (64) rows on every
 backend, the exact M1 in blocks of `exact.ACCELERATOR_BLOCK_LANES` on
 accelerators, so there the ratio reflects their block sizes as well as
 their arithmetic. `*_model_fraction` is the share of the timed encode spent

@@ -28,7 +28,7 @@ modes after it are not run.
 MFU is 3 x the forward FLOPs per token (with attention, as the training loop
 logs it) x tokens/s over `matmul_flops_per_s`, the measured FLOP/s of a
 square `--matmul` product in the same dtype on each device, timed in the
-same process (`training.train.measure_peak_flops`, the denominator training
+same process (`training.metrics.measure_peak_flops`, the denominator training
 logs its MFU against). `peak_flops_per_s` is given with `--peak_flops` (the
 card's datasheet figure, e.g. 989e12 for an H100 SXM in bfloat16), and then
 `mfu_vs_peak` too.
