@@ -99,3 +99,20 @@ def test_a_second_job_on_the_same_output(tmp_path):
   for name in sorted(p.name for p in (tmp_path / "fresh").glob("*.array_record")):
     assert (tmp_path / "out" / name).read_bytes() == (tmp_path / "fresh" / name).read_bytes()
   assert shards.load_stats(str(tmp_path / "out"))["examples"] == fresh["examples"]
+
+
+def test_an_input_file_that_changes_after_planning_gives_the_run_of_what_was_read(tmp_path):
+  """A file rewritten between planning and reading: the job codes what it read, whole and
+  accounted, and its shards are those of an undisturbed run on the new text."""
+  path = tmp_path / "docs.jsonl"
+  path.write_text("".join(json.dumps({"text": f"old {i}"}) + "\n" for i in range(40)))
+  config = options.CompressConfig(input=str(path), method="bytes", output=str(tmp_path / "out"),
+                                  num_shards=2)
+  pipeline = compress.make_pipeline(config, SINGLE)
+  path.write_text("".join(json.dumps({"text": f"new document {i}"}) + "\n" for i in range(70)))
+  pipeline.run().wait_until_finish()
+  stats = shards.load_stats(str(tmp_path / "out"))
+  fresh = _run(tmp_path / "fresh", input=str(path), method="bytes")
+  assert stats["bytes"] == stats["bytes_in"] == fresh["bytes"]
+  for name in sorted(p.name for p in (tmp_path / "fresh").glob("*.array_record")):
+    assert (tmp_path / "out" / name).read_bytes() == (tmp_path / "fresh" / name).read_bytes()
