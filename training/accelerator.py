@@ -21,19 +21,21 @@ def add_flag(parser) -> None:
                       "host CPU; auto: whatever JAX finds")
 
 
-def require(kind: str) -> str:
-  """Checks (or, for "cpu", selects) the JAX backend before any work; returns the backend.
+def require(kind: str) -> None:
+  """Checks (or, for "cpu", selects) the JAX backend before any work; "auto" touches nothing
+  (no backend starts for a command, or a worker, that never runs JAX).
 
   Raises:
     ValueError: a GPU or TPU was asked for and JAX sees none.
   """
   if kind not in CHOICES:
     raise ValueError(f"--accelerator must be one of {CHOICES}, got {kind!r}")
+  if kind == "auto":
+    return
   if kind == "cpu":  # set before a backend starts; does not start one itself
     jax.config.update("jax_platforms", "cpu")
-    return "cpu"
+    return
   backend = jax.default_backend()
-  if kind in _HINTS and backend != kind:
+  if backend != kind:
     raise ValueError(f"--accelerator {kind}: JAX sees no {kind.upper()} here (it would run on "
                      f"{backend}); {_HINTS[kind]}, or pass --accelerator cpu")
-  return backend

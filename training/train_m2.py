@@ -77,10 +77,9 @@ def check_seq_len(args, stats: dict) -> None:
 def build_task(args) -> tuple[train.Task, train.TrainConfig]:
   """The M2 Task and TrainConfig of parsed flags."""
   try:
-    shards.list_shards(args.train)
+    stats = shards.stats_of_glob(args.train)  # lists the shards: none is an error
   except FileNotFoundError as e:
     raise FileNotFoundError(f"--train: {e}") from None
-  stats = shards.stats_of_glob(args.train)
   vocab = token_vocab(args, stats)
   check_seq_len(args, stats)
   model_config = train_flags.model_config_from_flags(args, batch_layout.model_vocab_size(vocab))
