@@ -88,7 +88,7 @@ def compress_argv(data: pathlib.Path, docs: int, output: str, beam_args: list[st
   """The `eqinfo compress` arguments of one run."""
   return ["--input", str(data / SPLITS / "*.jsonl.gz"), "--method", METHOD,
           "--m1", m1 or default_m1(data), "--coder", coder,
-          "--output", output, "--num_shards", "4", "--max_docs_per_file", str(docs),
+          "--output", output, "--max_docs_per_file", str(docs),
           "--overwrite"] + beam_args
 
 

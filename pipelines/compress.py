@@ -2,10 +2,15 @@
 
 The graph (every step labelled):
 
-  ReadDocuments -> Screen -> GroupDocuments (128 docs per group, deterministic)
-  -> MakeExamples (10,240 symbols) -> Compress (packing into <= 512 tokens; Verify)
-  -> WriteShards (ArrayRecord, group_size:1) -> Accounting -> Finalize
-     (errors/errors.jsonl, config.json, stats.json, window_vocab.json, then COMPLETED)
+  ReadShardInputs (per input file, as it is read: screen documents, groups of 128
+    documents, shard inputs of --groups_per_shard groups; [SpreadShards on Dataflow])
+  -> CodeShards (examples of 10,240 symbols, packing into <= 512 tokens, verification,
+    one shard at a time) -> WriteShard (ArrayRecord, group_size:1, written by the
+    worker that coded it) -> Accounting -> Finalize
+    (errors/errors.jsonl, config.json, stats.json, window_vocab.json, then COMPLETED)
+
+No step holds the corpus: a worker holds the shard it codes, so memory is set by
+--groups_per_shard, --batch_size and M1, not by the input's size.
 
 With equal_info_ac[b=16,...] (`--coder auto`, the default, or `vocabulary`),
 BuildVocabulary first walks M1's tree of windows once, on one worker (its
@@ -17,7 +22,7 @@ Locally (DirectRunner):
 
   eqinfo compress --input 'data/c4/en/c4-validation.*.json.gz' \\
       --method 'equal_info_ac[b=16,v=65k]' --m1 'context[order=3,fit=builtin:pydoc]' \\
-      --output /tmp/eqinfo-shards --num_shards 4 \\
+      --output /tmp/eqinfo-shards \\
       --direct_num_workers=2 --direct_running_mode=multi_processing
 
 On Dataflow with GPU workers (the worker image is deploy/dataflow/Dockerfile; see
@@ -26,13 +31,13 @@ deploy/dataflow/submit.sh):
   eqinfo compress \\
       --input 'gs://BUCKET/c4/en/3.1.0/c4-train.*.json.gz' \\
       --method 'equal_info_ac[b=16,v=65k]' --m1 gs://BUCKET/m1/3m \\
-      --output gs://BUCKET/shards/eqinfo_b16_v65k/train --split train --num_shards 4096 \\
+      --output gs://BUCKET/shards/eqinfo_b16_v65k/train --split train \\
       --packing continue --max_tokens 512 --batch_size 256 \\
       --runner DataflowRunner --project PROJECT --region us-central1 \\
       --temp_location gs://BUCKET/tmp --staging_location gs://BUCKET/staging \\
       --job_name eqinfo-compress-b16-v65k \\
-      --setup_file ./setup.py --sdk_location container \\
-      --sdk_container_image REGION-docker.pkg.dev/PROJECT/eqinfo/worker:latest \\
+      --sdk_location container \\
+      --sdk_container_image REGION-docker.pkg.dev/PROJECT/eqinfo/worker@sha256:DIGEST \\
       --experiments use_runner_v2 --experiments no_use_multiple_sdk_containers \\
       --machine_type g2-standard-8 --disk_size_gb 100 \\
       --dataflow_service_options \\
@@ -54,8 +59,10 @@ from pipelines import m1_loader, options, sink, sources, transforms, vocabulary_
 from training import accelerator
 from training import shards
 
+# What a run writes, and the temporary directories of shard writers that were killed.
 _OUTPUT_FILES = ("*" + shards.SHARD_SUFFIX, shards.STATS, shards.CONFIG, shards.COMPLETED,
-                 shards.JOB, window_vocab.FILENAME, f"{shards.ERRORS_DIR}/*")
+                 shards.JOB, window_vocab.FILENAME, f"{shards.ERRORS_DIR}/*",
+                 sink.TEMP_PREFIX + "*")
 
 
 def _matches(pattern: str) -> list[str]:
@@ -110,34 +117,35 @@ def run_info(config: options.CompressConfig, method) -> dict:
       "verify_fraction": config.verify_fraction if config.verify else 0.0,
       "verify_device": (None if not config.verify else
                         "vocabulary" if config.coder == "vocabulary" else config.verify_device),
-      "num_shards": config.num_shards,
+      "groups_per_shard": config.groups_per_shard,
   }
 
 
+def spread(config: options.CompressConfig, beam_args: list[str]) -> bool:
+  """Whether shard inputs are shuffled after reading (`--spread_shards`; auto: on Dataflow)."""
+  if config.spread_shards == "auto":
+    return not local_runner(beam_args)
+  return config.spread_shards == "on"
+
+
 def build_pipeline(p: beam.Pipeline, config: options.CompressConfig, spec: corpus.InputSpec,
-                   info: dict, job: str | None = None):
+                   info: dict, job: str | None = None, spread_shards: bool = False):
   """Adds the compression graph to `p`; returns the stats PCollection (one dict)."""
-  read = p | "ReadDocuments" >> sources.ReadDocuments(
-      spec, config.text_field, config.max_docs_per_file, config.tfds_data_dir)
-  screened = read["documents"] | "Screen" >> beam.ParDo(
-      transforms.ScreenDocumentsFn(config.max_doc_bytes)).with_outputs(
-          sources.ERRORS, main="documents")
-  examples = (screened.documents
-              | "GroupDocuments" >> transforms.GroupDocuments(config.docs_per_group)
-              | "MakeExamples" >> beam.ParDo(transforms.MakeExamplesFn(config.example_symbols)))
+  read = p | "ReadShardInputs" >> sources.ReadShardInputs(
+      spec, config.docs_per_group, config.groups_per_shard, config.text_field,
+      config.max_docs_per_file, config.max_doc_bytes, config.tfds_data_dir, spread_shards)
   vocab = (p | "Vocabulary" >> vocabulary_stage.BuildVocabulary(config.method, config.m1,
                                                                  config.vocab)
            if config.coder == "vocabulary" else None)
-  coded = examples | "Compress" >> transforms.Compress(
-      config.method, config.m1, config.max_tokens, config.packing, config.batch_size,
-      config.verify, config.verify_fraction, config.verify_device, vocab, config.accelerator)
-  errors = ((read["errors"], screened[sources.ERRORS], coded["errors"])
-            | "AllErrors" >> beam.Flatten())
-  written = coded["records"] | "WriteShards" >> sink.WriteShards(
-      config.output, config.split, info["method"], config.num_shards, job)
-  accounting = ((read["documents"], coded["records"], errors)
-                | "Accounting" >> accounting_lib.Accounting(info["vocab_size"]))
-  return ((accounting, written, errors, *([vocab] if vocab is not None else []))
+  coded = read["shards"] | "CodeShards" >> transforms.CodeShards(
+      config.method, config.m1, config.max_tokens, config.packing, config.example_symbols,
+      config.batch_size, config.verify, config.verify_fraction, config.verify_device, vocab,
+      config.accelerator)
+  summaries = coded["shards"] | "WriteShard" >> beam.ParDo(sink.WriteShardFn(
+      config.output, config.split, info["method"], info["vocab_size"], job))
+  errors = (read["errors"], coded["errors"]) | "AllErrors" >> beam.Flatten()
+  accounting = (summaries, errors) | "Accounting" >> accounting_lib.Accounting(info["vocab_size"])
+  return ((accounting, errors, *([vocab] if vocab is not None else []))
           | "Finalize" >> sink.Finalize(config.output, info, config.to_json(), job))
 
 
@@ -189,7 +197,7 @@ def make_pipeline(config: options.CompressConfig, beam_args: list[str],
     raise FileNotFoundError(f"--input: {e}") from None
   job = prepare_output(config.output, config.overwrite) if prepare else None
   p = beam.Pipeline(options=PipelineOptions(beam_args))
-  build_pipeline(p, config, spec, run_info(config, method), job)
+  build_pipeline(p, config, spec, run_info(config, method), job, spread(config, beam_args))
   return p
 
 

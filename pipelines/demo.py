@@ -33,7 +33,7 @@ def run(argv=None) -> int:
   with tempfile.TemporaryDirectory(prefix="eqinfo-demo-") as tmp:
     output = args.output or tmp
     config = options.CompressConfig(input="builtin:pydoc", method=method, m1=m1, output=output,
-                                    num_shards=2, max_docs_per_file=args.max_docs,
+                                    max_docs_per_file=args.max_docs,
                                     overwrite=True, batch_size=64)
     print(f"eqinfo demo: {method} with m1 {m1 or '-'} over builtin:pydoc -> {output}")
     stats = compress.compress(config, beam_args)

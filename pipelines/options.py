@@ -11,6 +11,12 @@ from pipelines.m1_loader import CODERS, VERIFY_DEVICES
 from training import accelerator
 
 
+SPREAD_CHOICES = ("auto", "on", "off")
+# Flags that eqinfo compress no longer takes -> what to pass instead.
+REMOVED_FLAGS = {"--num_shards": "a shard holds --groups_per_shard groups of one input file; "
+                                 "pass --groups_per_shard (default 64) instead"}
+
+
 @dataclasses.dataclass(frozen=True)
 class CompressConfig:
   """Everything that decides what `eqinfo compress` writes (saved as config.json)."""
@@ -30,8 +36,15 @@ class CompressConfig:
   packing: str = "continue"
   # M2 sequence length in tokens.
   max_tokens: int = constants.MAX_TOKENS
-  # Number of ArrayRecord shards (keep each under ~1 GB: a shard is sorted in memory).
-  num_shards: int = 16
+  # Groups of docs_per_group documents per shard: shard s of an input file holds its
+  # groups [G s, G (s + 1)), coded and written by one worker, which holds one shard at a
+  # time (64 groups of C4: about 18 MB of text, 44 shards per train file).
+  groups_per_shard: int = 64
+  # "on": shuffle the shard inputs after reading, so that many workers code the shards
+  # of one file (Dataflow); "off": a worker codes the shards of the files it reads, one
+  # at a time (a local runner, whose shuffles hold all their data in memory); "auto":
+  # on for DataflowRunner, else off. The shards are the same either way.
+  spread_shards: str = "auto"
   # Split name used in shard file names (and the TFDS split read unless tfds_split is set).
   split: str = "train"
   # Decode every record and compare it with its symbols; failures are dropped and counted.
@@ -78,7 +91,10 @@ class CompressConfig:
   def __post_init__(self):
     if self.packing not in PACKING_POLICIES:
       raise ValueError(f"--packing must be one of {PACKING_POLICIES}, got {self.packing!r}")
-    for name in ("max_tokens", "num_shards", "docs_per_group", "example_symbols", "batch_size",
+    if self.spread_shards not in SPREAD_CHOICES:
+      raise ValueError(f"--spread_shards must be one of {SPREAD_CHOICES}, "
+                       f"got {self.spread_shards!r}")
+    for name in ("max_tokens", "groups_per_shard", "docs_per_group", "example_symbols", "batch_size",
                  "tfds_chunk_docs"):
       value = getattr(self, name)
       if not isinstance(value, int) or value < 1:
@@ -129,7 +145,7 @@ def parser() -> argparse.ArgumentParser:
   """The flags of `eqinfo compress`; defaults come from `CompressConfig`."""
   d = CompressConfig(input="-", method="-", output="-")
   p = argparse.ArgumentParser(
-      prog="eqinfo compress", allow_abbrev=False,  # --num_shard is a typo, not --num_shards
+      prog="eqinfo compress", allow_abbrev=False,  # --verify_frac is a typo
       description="Beam pipeline: corpus -> M1 -> method -> ArrayRecord shards of M2 examples. "
                   "Flags not listed here are passed to Beam (e.g. --runner DataflowRunner); "
                   "a flag that Beam does not know either is an error.",
@@ -146,7 +162,14 @@ def parser() -> argparse.ArgumentParser:
   p.add_argument("--max_tokens", type=int, default=d.max_tokens,
                  help="tokens per record at most (paper: 512); train-m2's --seq_len must be at "
                  "least this")
-  p.add_argument("--num_shards", type=int, default=d.num_shards, help="ArrayRecord shards written")
+  p.add_argument("--groups_per_shard", type=int, default=d.groups_per_shard,
+                 help="groups per shard: shard s of an input file holds its groups "
+                 "[G s, G (s + 1)), so shards follow the input; one worker codes and writes "
+                 "a shard and holds one at a time (64 groups of C4: ~18 MB of text)")
+  p.add_argument("--spread_shards", default=d.spread_shards, choices=SPREAD_CHOICES,
+                 help="on: shuffle shard inputs after reading so many workers code one file's "
+                 "shards (Dataflow); off: each worker codes the files it reads, in bounded "
+                 "memory (local runners); auto: on for DataflowRunner only. Same shards")
   p.add_argument("--split", default=d.split,
                  help="split name in the shard names (and the TFDS split unless --tfds_split)")
   p.add_argument("--verify", dest="verify", action="store_true", default=d.verify,
@@ -212,7 +235,7 @@ def _beam_parser() -> argparse.ArgumentParser:
 def check_beam_args(beam_args: list[str], app: argparse.ArgumentParser) -> None:
   """Refuses a flag that neither eqinfo nor Beam's pipeline options know, before any work.
 
-  Beam passes unknown flags through, so a typo (--num_shard for --num_shards)
+  Beam passes unknown flags through, so a typo (--batch for --batch_size)
   would otherwise run a whole job with the default.
 
   Raises:
@@ -223,6 +246,9 @@ def check_beam_args(beam_args: list[str], app: argparse.ArgumentParser) -> None:
   flags = [a.split("=", 1)[0] for a in unknown if a.startswith("--")]
   if not flags:
     return
+  if flags[0] in REMOVED_FLAGS:
+    raise ValueError(f"{flags[0]} is no longer a flag of eqinfo compress: "
+                     f"{REMOVED_FLAGS[flags[0]]}")
   known = [o for p in (app, beam_parser) for a in p._actions  # pylint: disable=protected-access
            for o in a.option_strings if o.startswith("--")]
   close = difflib.get_close_matches(flags[0], known, n=1, cutoff=0.6)

@@ -1,10 +1,12 @@
 """The ArrayRecord sink: writes a shard directory (shards, errors/, stats.json,
 config.json, COMPLETED) in the format `training/shards.py` owns.
 
-A record goes to shard crc32(key) mod N; a shard holds its records sorted by
-key. Both depend only on the keys, so the same input and options give
-byte-identical shards on any number of workers. `COMPLETED` is written last,
-once bytes in = bytes in records + bytes dropped.
+A shard holds the records of `groups_per_shard` groups of one input file
+(`sources.ShardInput`), sorted by key. Both depend only on the input's line
+indices, so the same input and options give byte-identical shards on any
+number of workers; each shard is written by the worker that coded it, as soon
+as it is coded. `COMPLETED` is written last, once bytes in = bytes in records
++ bytes dropped.
 """
 import json
 import os
@@ -15,8 +17,8 @@ import numpy as np
 from apache_beam.io.filesystems import FileSystems
 
 from compressor import constants, window_vocab
-from pipelines.accounting import error_lines
-from pipelines.transforms import Record, key_name
+from pipelines.accounting import error_lines, shard_totals
+from pipelines.transforms import CodedShard, Record, key_name
 from training import shards as shards_lib
 from training.shards import (ARRAY_RECORD_OPTIONS, COMPLETED, CONFIG, ERRORS_DIR, ERRORS_FILE,
                              JOB, STATS, join, shard_name)
@@ -25,6 +27,7 @@ _NAMESPACE = "eqinfo"
 DENSE_HISTOGRAM_MAX_VOCAB = 4096
 # errors/errors.jsonl keeps the first lines in sorted order; stats.json counts all.
 MAX_ERROR_LINES = 100_000
+TEMP_PREFIX = ".shard-"  # a shard is written in such a directory, then renamed into place
 
 
 def serialize_record(rec: Record) -> bytes:
@@ -66,7 +69,7 @@ def write_array_record(path: str, records: list[bytes]) -> None:
   """
   from array_record.python import array_record_module  # pylint: disable=import-outside-toplevel
   local_dir = os.path.dirname(path) if "://" not in path else None
-  with tempfile.TemporaryDirectory(dir=local_dir, prefix=".shard-") as tmp:
+  with tempfile.TemporaryDirectory(dir=local_dir, prefix=TEMP_PREFIX) as tmp:
     local = os.path.join(tmp, "shard.array_record")
     writer = array_record_module.ArrayRecordWriter(local, ARRAY_RECORD_OPTIONS)
     for data in records:
@@ -83,47 +86,32 @@ def write_array_record(path: str, records: list[bytes]) -> None:
 
 
 class WriteShardFn(beam.DoFn):
-  """(index, {"ids", "records"}) -> writes one shard, sorted by key; yields (name, count)."""
+  """CodedShard -> its ArrayRecord file (records in key order); yields the shard's summary.
 
-  def __init__(self, output: str, split: str, method_spec: str, num_shards: int,
+  The summary is `accounting.shard_totals` plus "shard": (file name, records), or
+  None for a shard left without records (no file is written for it).
+  """
+
+  def __init__(self, output: str, split: str, method_spec: str, vocab_size: int,
                job: str | None = None):
     super().__init__()
     self._output = output
     self._split = split
     self._method_spec = method_spec
-    self._num_shards = num_shards
+    self._vocab_size = vocab_size
     self._job = job
     self._written = beam.metrics.Metrics.counter(_NAMESPACE, "records_written")
 
-  def process(self, item):
-    index, grouped = item
-    records = sorted(grouped["records"])  # (key, bytes): key order
-    name = shard_name(self._split, self._method_spec, index, self._num_shards)
-    check_owner(self._output, self._job)
-    write_array_record(join(self._output, name), [data for _, data in records])
-    self._written.inc(len(records))
-    yield name, len(records)
-
-
-class WriteShards(beam.PTransform):
-  """Record -> ArrayRecord shards; outputs (shard name, record count) for every shard."""
-
-  def __init__(self, output: str, split: str, method_spec: str, num_shards: int,
-               job: str | None = None):
-    super().__init__()
-    self._num_shards = num_shards
-    self._write_shard = WriteShardFn(output, split, method_spec, num_shards, job)
-
-  def expand(self, records):
-    n = self._num_shards
-    keyed = (records
-             | "Serialize" >> beam.Map(lambda r: (shards_lib.shard_index(key_name(r.key), n),
-                                                  (r.key, serialize_record(r)))))
-    ids = (records.pipeline
-           | "ShardIds" >> beam.Create([(i, None) for i in range(n)]))
-    return ({"ids": ids, "records": keyed}
-            | "GroupByShard" >> beam.CoGroupByKey()
-            | "WriteShard" >> beam.ParDo(self._write_shard))
+  def process(self, shard: CodedShard):
+    summary = shard_totals(shard.records, self._vocab_size, shard.document_symbols)
+    summary["shard"] = None
+    if shard.records:
+      name = shard_name(self._split, self._method_spec, shard.file_index, shard.shard_index)
+      check_owner(self._output, self._job)
+      write_array_record(join(self._output, name), [serialize_record(r) for r in shard.records])
+      self._written.inc(len(shard.records))
+      summary["shard"] = (name, len(shard.records))
+    yield summary
 
 
 def write_errors(lines: list[str], output: str) -> int:
@@ -144,9 +132,9 @@ def histogram_json(histogram: list[int], vocab_size: int):
   return {str(i): int(c) for i, c in enumerate(histogram) if c}
 
 
-def build_stats(accounting: dict, shards: list, info: dict) -> dict:
-  """The stats.json dict from the accounting totals, written shards and run info."""
-  shards = sorted(shards)
+def build_stats(accounting: dict, info: dict) -> dict:
+  """The stats.json dict from the accounting totals (with the written shards) and run info."""
+  shards = sorted(accounting["shards"])
   return {
       **info,
       "wire_format": constants.wire_format(),
@@ -184,9 +172,10 @@ class FinalizeFn(beam.DoFn):
     self._config_json = config_json
     self._job = job
 
-  def process(self, accounting: dict, shards: list, num_errors: int, vocab: dict | None = None):
+  def process(self, accounting: dict, num_errors: int, vocab: dict | None = None):
     check_owner(self._output, self._job)
-    stats = build_stats(accounting, shards, self._info)
+    shards = accounting["shards"]
+    stats = build_stats(accounting, self._info)
     stats["error_lines_written"] = num_errors
     if vocab is not None:
       stats["window_vocab"] = vocab_stats(vocab, accounting["histogram"], stats["token_bits"])
@@ -228,7 +217,7 @@ def vocab_stats(vocab: dict, histogram: np.ndarray, token_bits: int) -> dict:
 
 
 class Finalize(beam.PTransform):
-  """(accounting, shard infos, error lines[, vocabulary]) -> stats.json, config.json,
+  """(accounting, errors[, vocabulary]) -> errors/errors.jsonl, stats.json, config.json,
   window_vocab.json, COMPLETED."""
 
   def __init__(self, output: str, info: dict, config_json: str, job: str | None = None):
@@ -239,7 +228,7 @@ class Finalize(beam.PTransform):
     self._job = job
 
   def expand(self, pcolls):
-    accounting, shards, errors, *vocab = pcolls
+    accounting, errors, *vocab = pcolls
     output = self._output
     num_errors = (errors
                   | "ErrorLines" >> beam.FlatMap(lambda d: error_lines([d]))
@@ -248,7 +237,6 @@ class Finalize(beam.PTransform):
     return (accounting
             | "WriteStats" >> beam.ParDo(FinalizeFn(output, self._info, self._config_json,
                                                     self._job),
-                                         beam.pvalue.AsList(shards),
                                          beam.pvalue.AsSingleton(num_errors),
                                          *[beam.pvalue.AsSingleton(v) for v in vocab]))
 

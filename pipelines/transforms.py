@@ -1,11 +1,11 @@
-"""Composite PTransforms: documents -> groups -> examples -> coded, verified M2 records.
+"""Coding one shard: its groups -> examples -> coded, verified M2 records.
 
-Determinism: a document's id is (file index, line index); group g of file f
-holds the documents with line index in [128 g, 128 (g + 1)), sorted by line, so
-groups and examples do not depend on bundling or worker count. Records are
-keyed (file, group, example, piece). Batches of examples go through the method
-together only for speed: a method codes each example as if it were alone (the
-M1 inference contract), so batch composition never changes a token.
+Determinism: a document's id is (file index, line index); groups and shards
+are ranges of line indices (`sources`), so they do not depend on bundling or
+worker count. Records are keyed (file, group, example, piece). Batches of
+examples go through the method together only for speed: a method codes each
+example as if it were alone (the M1 inference contract), so batch composition
+never changes a token.
 """
 import dataclasses
 import logging
@@ -17,22 +17,14 @@ import numpy as np
 
 from compressor import examples as examples_lib
 from compressor import packing as packing_lib
-from compressor.corpus import Document, Dropped
+from compressor.corpus import Dropped
 from compressor.methods import CodingError
 from pipelines import device_check, m1_loader
 from pipelines.device_check import DeviceMismatchError
-from pipelines.sources import ERRORS
+from pipelines.sources import ERRORS, DocGroup, ShardInput
 from training import accelerator
 
 _NAMESPACE = "eqinfo"
-
-
-class DocGroup(NamedTuple):
-  """Up to `docs_per_group` consecutive documents of one file, in line order."""
-  file_index: int
-  group_index: int
-  sources: tuple[str, ...]
-  docs: tuple[bytes, ...]
 
 
 class Example(NamedTuple):
@@ -125,67 +117,14 @@ def _counter(name: str):
   return beam.metrics.Metrics.counter(_NAMESPACE, name)
 
 
-class ScreenDocumentsFn(beam.DoFn):
-  """Routes empty documents and documents over `max_doc_bytes` to the errors output."""
-
-  def __init__(self, max_doc_bytes: int | None = None):
-    super().__init__()
-    self._max_doc_bytes = max_doc_bytes
-    self._bytes_in = _counter("bytes_in")
-    self._dropped = _counter("documents_dropped")
-
-  def process(self, doc: Document):
-    size = len(doc.data) + 1  # EOS counts as one symbol
-    self._bytes_in.inc(size)
-    reason = None
-    if not doc.data:
-      reason, detail = "empty_document", "no bytes"
-    elif self._max_doc_bytes is not None and len(doc.data) > self._max_doc_bytes:
-      reason, detail = "too_large", f"{len(doc.data)} bytes > --max_doc_bytes {self._max_doc_bytes}"
-    if reason is None:
-      yield doc
-    else:
-      self._dropped.inc()
-      _counter(f"dropped_{reason}").inc()
-      yield beam.pvalue.TaggedOutput(ERRORS, Dropped(doc.source, reason, size, "screen", detail))
-
-
-def _to_group(item) -> DocGroup:
-  (file_index, group_index), docs = item
-  docs = sorted(docs, key=lambda d: d.doc_index)
-  return DocGroup(file_index, group_index, tuple(d.source for d in docs),
-                  tuple(d.data for d in docs))
-
-
-class GroupDocuments(beam.PTransform):
-  """Document -> DocGroup: groups of `docs_per_group` lines of one file, in line order."""
-
-  def __init__(self, docs_per_group: int):
-    super().__init__()
-    self._n = docs_per_group
-
-  def expand(self, docs):
-    n = self._n
-    return (docs
-            | "KeyByGroup" >> beam.Map(lambda d: ((d.file_index, d.doc_index // n), d))
-            | "GroupByKey" >> beam.GroupByKey()
-            | "SortGroup" >> beam.Map(_to_group))
-
-
-class MakeExamplesFn(beam.DoFn):
-  """DocGroup -> Examples of `example_symbols` symbols (the last one of a group shorter)."""
-
-  def __init__(self, example_symbols: int):
-    super().__init__()
-    self._example_symbols = example_symbols
-    self._examples = _counter("m1_examples")
-
-  def process(self, group: DocGroup):
-    for span in examples_lib.split_group(group.docs, self._example_symbols):
-      self._examples.inc()
-      docs = range(span.first_doc, span.first_doc + span.doc_starts.size)
-      yield Example((group.file_index, group.group_index, span.index), span.symbols,
-                    span.doc_starts, tuple(group.sources[i] for i in docs))
+def make_examples(group: DocGroup, example_symbols: int) -> list[Example]:
+  """DocGroup -> its Examples of `example_symbols` symbols (the last one shorter)."""
+  out = []
+  for span in examples_lib.split_group(group.docs, example_symbols):
+    docs = range(span.first_doc, span.first_doc + span.doc_starts.size)
+    out.append(Example((group.file_index, group.group_index, span.index), span.symbols,
+                       span.doc_starts, tuple(group.sources[i] for i in docs)))
+  return out
 
 
 class CompressFn(beam.DoFn):
@@ -371,58 +310,103 @@ class VerifyFn(beam.DoFn):
           f"another machine; run eqinfo check-devices --m1 DIR there, or code on the CPU")
 
 
-class Compress(beam.PTransform):
-  """Example -> {"records": Record, "errors": Dropped}: packing, then optional verification.
+class CodedShard(NamedTuple):
+  """One shard's records, in key order, before writing.
+
+  Attributes:
+    file_index, shard_index: the shard's place (`sources.ShardInput`).
+    records: its Records, sorted by key.
+    document_symbols: what its documents brought to bytes in.
+  """
+  file_index: int
+  shard_index: int
+  records: tuple[Record, ...]
+  document_symbols: int
+
+  def __repr__(self):
+    return (f"CodedShard(f{self.file_index:05d}-s{self.shard_index:05d}, "
+            f"<{len(self.records)} records>)")
+
+
+def _split(outputs, main: list, errors: list) -> None:
+  """Sorts a DoFn's outputs into main outputs and tagged `errors`."""
+  for out in outputs:
+    (errors if isinstance(out, beam.pvalue.TaggedOutput) else main).append(out)
+
+
+class CodeShardFn(beam.DoFn):
+  """ShardInput -> one CodedShard; Dropped (and truncated counts) to the `errors` output.
+
+  The shard's examples are coded `batch_size` at a time (`CompressFn`), and each
+  batch's records are verified (`VerifyFn`) before the next batch is coded, so a
+  worker holds one shard's records and one batch's symbols. With `by_vocabulary`
+  the window vocabulary comes as a side input and no M1 runs.
+  """
+
+  def __init__(self, method_spec: str, m1_spec: str | None, max_tokens: int, packing: str,
+               example_symbols: int, batch_size: int, verify: bool,
+               verify_fraction: float = 1.0, verify_device: str = "cpu",
+               by_vocabulary: bool = False, accelerator_kind: str = "auto"):
+    super().__init__()
+    self._example_symbols = example_symbols
+    self._batch_size = batch_size
+    self._compress = CompressFn(method_spec, m1_spec, max_tokens, packing, verify, by_vocabulary,
+                            accelerator_kind)
+    self._verify = (VerifyFn(method_spec, m1_spec, verify_fraction, verify_device,
+                             by_vocabulary) if verify else None)
+    self._examples = _counter("m1_examples")
+
+  def setup(self):
+    self._compress.setup()
+    if self._verify is not None:
+      self._verify.setup()
+
+  def process(self, shard: ShardInput, vocab: dict | None = None):
+    examples = [ex for g in shard.groups for ex in make_examples(g, self._example_symbols)]
+    self._examples.inc(len(examples))
+    records, errors = [], []
+    for start in range(0, len(examples), self._batch_size):
+      coded = []
+      _split(self._compress.process(examples[start:start + self._batch_size], vocab), coded, errors)
+      if self._verify is not None:
+        checked = []
+        _split(self._verify.process(coded, vocab), checked, errors)
+        coded = checked
+      records += coded
+    yield CodedShard(shard.file_index, shard.shard_index,
+                     tuple(sorted(records, key=lambda r: r.key)), shard.document_symbols)
+    yield from errors
+
+
+class CodeShards(beam.PTransform):
+  """ShardInput -> {"shards": CodedShard, "errors": Dropped}: examples, packing, verification.
 
   With `vocab` (the PCollection of `vocabulary_stage.BuildVocabulary`), coding and
   verification take it as a side input and run no M1.
   """
 
   def __init__(self, method_spec: str, m1_spec: str | None, max_tokens: int, packing: str,
-               batch_size: int, verify: bool, verify_fraction: float = 1.0,
-               verify_device: str = "cpu", vocab=None, accelerator_kind: str = "auto"):
+               example_symbols: int, batch_size: int, verify: bool,
+               verify_fraction: float = 1.0, verify_device: str = "cpu", vocab=None,
+               accelerator_kind: str = "auto"):
     """Raises ValueError on a bad packing policy, max_tokens, batch_size or verify settings."""
     super().__init__()
-    self._vocab = vocab
-    self._accelerator = accelerator_kind
     if packing not in packing_lib.PACKING_POLICIES:
       raise ValueError(f"packing must be one of {packing_lib.PACKING_POLICIES}, got {packing!r}")
     if max_tokens < 1 or batch_size < 1:
       raise ValueError(f"max_tokens and batch_size must be >= 1, got {max_tokens}, {batch_size}")
-    self._method_spec = method_spec
-    self._m1_spec = m1_spec
-    self._max_tokens = max_tokens
-    self._packing = packing
-    self._batch_size = batch_size
     if not 0 < verify_fraction <= 1:
       raise ValueError(f"verify_fraction must lie in (0, 1], got {verify_fraction}")
     if verify_device not in m1_loader.VERIFY_DEVICES:
       raise ValueError(f"verify_device must be one of {m1_loader.VERIFY_DEVICES}, "
                        f"got {verify_device!r}")
-    self._verify = verify
-    self._verify_fraction = verify_fraction
-    self._verify_device = verify_device
+    self._vocab = vocab
+    self._fn = CodeShardFn(method_spec, m1_spec, max_tokens, packing, example_symbols,
+                           batch_size, verify, verify_fraction, verify_device,
+                           vocab is not None, accelerator_kind)
 
-  def expand(self, examples):
-    by_vocabulary = self._vocab is not None
-    side = (beam.pvalue.AsSingleton(self._vocab),) if by_vocabulary else ()
-    coded = (
-        examples
-        | "BatchExamples" >> beam.BatchElements(min_batch_size=self._batch_size,
-                                                max_batch_size=self._batch_size)
-        | "Pack" >> beam.ParDo(CompressFn(self._method_spec, self._m1_spec, self._max_tokens,
-                                          self._packing, self._verify, by_vocabulary,
-                                          self._accelerator), *side
-                               ).with_outputs(ERRORS, main="records"))
-    if not self._verify:
-      return {"records": coded.records, "errors": coded[ERRORS]}
-    checked = (
-        coded.records
-        | "BatchRecords" >> beam.BatchElements(min_batch_size=4 * self._batch_size,
-                                               max_batch_size=4 * self._batch_size)
-        | "Verify" >> beam.ParDo(VerifyFn(self._method_spec, self._m1_spec,
-                                          self._verify_fraction, self._verify_device,
-                                          by_vocabulary), *side
-                                 ).with_outputs(ERRORS, main="records"))
-    errors = (coded[ERRORS], checked[ERRORS]) | "MergeErrors" >> beam.Flatten()
-    return {"records": checked.records, "errors": errors}
+  def expand(self, shard_inputs):
+    side = (beam.pvalue.AsSingleton(self._vocab),) if self._vocab is not None else ()
+    coded = shard_inputs | "CodeShard" >> beam.ParDo(self._fn, *side).with_outputs(
+        ERRORS, main="shards")
+    return {"shards": coded.shards, "errors": coded[ERRORS]}

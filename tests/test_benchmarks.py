@@ -23,6 +23,7 @@ TINY = {
     "compressor_bench.py": ["--greedy_sample", "2000", "--lanes", "8", "--lane_symbols", "64",
                             "--sp_vocab", "500"],
     "pipeline_bench.py": ["--docs", "40", "--overhead_docs", "2", "--repeats", "1"],
+    "pipeline_memory_bench.py": ["--sizes_mb", "1,3", "--methods", "bytes"],
     "window_vocab_bench.py": ["--m1_size", "tiny", "--m1_steps", "4", "--arith_lanes", "8",
                               "--arith_symbols", "32", "--sp_vocab", "500", "--sp_docs", "200"],
     "m2_bench.py": ["--sizes", "tiny", "--steps", "3", "--batch_size", "4"],
@@ -95,6 +96,19 @@ def test_pipeline_bench(webtext_dir):
     extra = max(cpu(run) - cpu(small), 1e-9)
     assert run["steady_bytes_per_cpu_s"] == pytest.approx(
         (run["bytes_in"] - small["bytes_in"]) / extra, rel=1e-6, abs=1)
+
+
+def test_pipeline_memory_bench(webtext_dir):
+  result = run_benchmark("pipeline_memory_bench.py", webtext_dir)
+  (method,) = result["methods"]
+  small, large = result["methods"][method]["runs"]
+  assert 1e6 <= small["bytes_in"] < 3e6 <= large["bytes_in"] and small["peak_rss_mb"] > 0
+  assert result["methods"][method]["rss_bytes_per_input_byte"] == pytest.approx(
+      (large["peak_rss_mb"] - small["peak_rss_mb"]) * 1e6 / (large["bytes_in"]
+                                                           - small["bytes_in"]), abs=1e-3)
+  assert result["methods"][method]["bytes_per_s_vs_read"] == [
+      pytest.approx(r["bytes_per_s"] / result["read_bytes_per_s"], abs=1e-3)
+      for r in (small, large)]
 
 
 def test_window_vocab_bench(webtext_dir):

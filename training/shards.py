@@ -4,7 +4,7 @@ inspect, report, generate and the vocabulary view read with it.
 
 A directory holds:
 
-  {split}-{method}-{i:05d}-of-{n:05d}.array_record   ArrayRecord shards (`group_size:1`)
+  {split}-{method}-f{file:05d}-{s:05d}.array_record   ArrayRecord shards (`group_size:1`)
   stats.json       totals, the method, the M1 and its fingerprint, the histogram
   config.json      the job's resolved flags
   errors/errors.jsonl   the first dropped inputs, sorted
@@ -13,8 +13,9 @@ A directory holds:
                    takes the directory over makes the first stop without COMPLETED)
   COMPLETED        written last
 
-A record goes to shard crc32(key) mod n. Each record is one serialized
-`tf.train.Example`:
+Shard s of input file (read task) f holds the records of its groups
+[G s, G (s + 1)), G = --groups_per_shard, sorted by key, so the shards in name
+order are the input in order. Each record is one serialized `tf.train.Example`:
 
   targets              int64 list  the M2 tokens
   num_bytes            int64       raw symbols covered (EOS counted as one)
@@ -33,7 +34,6 @@ import os
 import posixpath
 import re
 import sys
-import zlib
 
 import numpy as np
 
@@ -138,15 +138,13 @@ def sanitize_spec(spec: str) -> str:
   return re.sub(r"_+", "_", re.sub(r"[^A-Za-z0-9.]", "_", spec)).strip("_")
 
 
-def shard_name(split: str, method_spec: str, index: int, num_shards: int) -> str:
-  """"train-gzip_v_256-00003-of-00016.array_record"."""
-  return (f"{split}-{sanitize_spec(method_spec)}-{index:05d}-of-{num_shards:05d}"
+def shard_name(split: str, method_spec: str, file_index: int, shard_index: int) -> str:
+  """Shard `shard_index` of input file (read task) `file_index`.
+
+  "train-gzip_v_256-f00003-00012.array_record".
+  """
+  return (f"{split}-{sanitize_spec(method_spec)}-f{file_index:05d}-{shard_index:05d}"
           f"{SHARD_SUFFIX}")
-
-
-def shard_index(key: str, num_shards: int) -> int:
-  """The shard of a record key (crc32 of its name), stable on every machine."""
-  return zlib.crc32(key.encode()) % num_shards
 
 
 def join(directory: str, *names: str) -> str:

@@ -8,7 +8,7 @@
 # e.g.
 #   IMAGE=us-central1-docker.pkg.dev/my-proj/eqinfo/worker@sha256:... \
 #   deploy/dataflow/submit.sh my-proj my-bucket 'equal_info_ac[b=16,v=65k]' gs://my-bucket/m1/3m \
-#       --input 'gs://my-bucket/c4/en/c4-train.*.json.gz' --split train --num_shards 4096
+#       --input 'gs://my-bucket/c4/en/c4-train.*.json.gz' --split train
 #
 # Environment: ACCELERATOR (cpu, nvidia-l4, tpu-v5e or tpu-v6e; default cpu for b=16 methods,
 # else nvidia-l4), REGION (us-central1), IMAGE (the worker image built from

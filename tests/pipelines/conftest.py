@@ -19,6 +19,18 @@ def small_jsonl(tmp_path_factory, validation_docs) -> pathlib.Path:
   return path
 
 
+@pytest.fixture(scope="session")
+def two_jsonl(tmp_path_factory, validation_docs) -> str:
+  """The first 50 validation documents as two C4-layout files of 25; returns their glob."""
+  directory = tmp_path_factory.mktemp("two")
+  for f in range(2):
+    with gzip.open(directory / f"c4-validation.{f:05d}-of-00002.json.gz", "wt",
+                   encoding="utf-8") as out:
+      for text in validation_docs[25 * f:25 * (f + 1)]:
+        out.write(json.dumps({"text": text}) + "\n")
+  return str(directory / "c4-validation.*.json.gz")
+
+
 BAD_LINES = [
     json.dumps({"text": "A good first document.\nWith two lines."}).encode(),
     b'{"text": "unterminated',                                  # malformed_json

@@ -74,15 +74,17 @@ def test_submit_script_builds_the_dataflow_job(tmp_path, accelerator, method, m1
   argv = replace_flag(argv, "--output", str(tmp_path / "out"))
   assert "--setup_file" not in argv  # one copy of the code on the workers: the image's
   argv = argv + ["--no_auth", "--dry_run=True"]
-  config, beam_args = options.parse(argv + ["--num_shards", "8"])
+  config, beam_args = options.parse(argv + ["--groups_per_shard", "8"])
   result = compress.make_pipeline(config, beam_args).run()
   job = result.job.proto
   assert job.name == "eqinfo-compress-dry-run"
   labels = {t.unique_name for t in result.job.proto_pipeline.components.transforms.values()}
-  for step in ("ReadDocuments/ReadTask", "Screen", "GroupDocuments/GroupByKey", "MakeExamples",
-               "Compress/Pack", "WriteShards/WriteShard", "Finalize/WriteStats"):
+  for step in ("ReadShardInputs/ReadTask", "ReadShardInputs/SpreadShards",  # auto: on Dataflow
+               "CodeShards/CodeShard", "WriteShard", "Finalize/WriteStats"):
     assert step in labels, sorted(labels)
-  assert ("Compress/Verify" in labels) == config.verify
+  assert not [label for label in labels if "GroupByKey" in label and "Spread" not in label
+              and "Finalize" not in label and "Vocabulary" not in label
+              and "Accounting" not in label], sorted(labels)  # no shuffle of documents
   machine_type, service_option, image_name = ACCELERATORS[accelerator]
   assert (result.job.google_cloud_options.dataflow_service_options or []) == (
       [service_option] if service_option else [])
@@ -139,16 +141,16 @@ def test_every_script_passes_bash_n_and_shellcheck():
 
 def test_every_dofn_pickles():
   dofns = [
-      sources.ReadTaskFn(corpus.InputSpec("jsonl", "gs://b/*.json.gz", ((0, "gs://b/a.json.gz"),))),
-      sources.ReadTaskFn(corpus.InputSpec("tfds", "tfds:c4/en:3.1.0", ((0, "0:10"),),
-                                          "c4/en:3.1.0", "train"), tfds_data_dir="gs://b/tfds"),
-      transforms.ScreenDocumentsFn(10),
-      transforms.MakeExamplesFn(10240),
-      transforms.CompressFn("equal_info_ac[b=16,v=65k]", "gs://b/m1", 512, "continue", True),
-      transforms.VerifyFn("equal_info_ac[b=16,v=65k]", "gs://b/m1"),
-      accounting.RecordStatsFn(65536),
+      sources.ReadShardInputsFn(corpus.InputSpec("jsonl", "gs://b/*.json.gz",
+                                                 ((0, "gs://b/a.json.gz"),)), 128, 64),
+      sources.ReadShardInputsFn(corpus.InputSpec("tfds", "tfds:c4/en:3.1.0", ((0, "0:10"),),
+                                                 "c4/en:3.1.0", "train"), 128, 64,
+                                tfds_data_dir="gs://b/tfds"),
+      transforms.CodeShardFn("equal_info_ac[b=16,v=65k]", "gs://b/m1", 512, "continue", 10240,
+                             256, True),
+      accounting.ShardTotalsFn(65536),
       accounting.DropStatsFn(),
-      sink.WriteShardFn("gs://b/out", "train", "gzip[v=256]", 4),
+      sink.WriteShardFn("gs://b/out", "train", "gzip[v=256]", 256),
       sink.FinalizeFn("gs://b/out", {"vocab_size": 256}, "{}"),
   ]
   for fn in dofns:

@@ -2,7 +2,12 @@
 import dataclasses
 import gzip
 import json
+import os
 import random
+import signal
+import subprocess
+import sys
+import time
 
 import pytest
 
@@ -14,7 +19,7 @@ SINGLE = ["--direct_num_workers=1", "--direct_running_mode=in_memory"]
 
 
 def _run(output, **flags) -> dict:
-  config = options.CompressConfig(output=str(output), num_shards=2, **flags)
+  config = options.CompressConfig(output=str(output), **flags)
   return compress.compress(config, SINGLE)
 
 
@@ -66,7 +71,7 @@ def test_an_input_file_that_disappears_after_planning_is_accounted(tmp_path):
     (tmp_path / f"{name}.jsonl").write_text(
         "".join(json.dumps({"text": f"{name} document {i}"}) + "\n" for i in range(50)))
   config = options.CompressConfig(input=str(tmp_path / "*.jsonl"), method="bytes",
-                                  output=str(tmp_path / "out"), num_shards=2)
+                                  output=str(tmp_path / "out"))
   pipeline = compress.make_pipeline(config, SINGLE)
   (tmp_path / "b.jsonl").unlink()
   pipeline.run().wait_until_finish()
@@ -84,8 +89,7 @@ def test_a_second_job_on_the_same_output(tmp_path):
   over, and the first stops without COMPLETED instead of mixing its shards in."""
   path = tmp_path / "docs.jsonl"
   path.write_text("".join(json.dumps({"text": f"document {i}"}) + "\n" for i in range(300)))
-  config = options.CompressConfig(input=str(path), method="bytes", output=str(tmp_path / "out"),
-                                  num_shards=2)
+  config = options.CompressConfig(input=str(path), method="bytes", output=str(tmp_path / "out"))
   first = compress.make_pipeline(config, SINGLE)
   with pytest.raises(FileExistsError, match="already exists and is not empty"):
     compress.make_pipeline(config, SINGLE)
@@ -106,8 +110,7 @@ def test_an_input_file_that_changes_after_planning_gives_the_run_of_what_was_rea
   accounted, and its shards are those of an undisturbed run on the new text."""
   path = tmp_path / "docs.jsonl"
   path.write_text("".join(json.dumps({"text": f"old {i}"}) + "\n" for i in range(40)))
-  config = options.CompressConfig(input=str(path), method="bytes", output=str(tmp_path / "out"),
-                                  num_shards=2)
+  config = options.CompressConfig(input=str(path), method="bytes", output=str(tmp_path / "out"))
   pipeline = compress.make_pipeline(config, SINGLE)
   path.write_text("".join(json.dumps({"text": f"new document {i}"}) + "\n" for i in range(70)))
   pipeline.run().wait_until_finish()
@@ -116,3 +119,58 @@ def test_an_input_file_that_changes_after_planning_gives_the_run_of_what_was_rea
   assert stats["bytes"] == stats["bytes_in"] == fresh["bytes"]
   for name in sorted(p.name for p in (tmp_path / "fresh").glob("*.array_record")):
     assert (tmp_path / "out" / name).read_bytes() == (tmp_path / "fresh" / name).read_bytes()
+
+
+def _wait_for(predicate, what: str, timeout_s: float = 300.0) -> None:
+  deadline = time.monotonic() + timeout_s
+  while not predicate():
+    if time.monotonic() > deadline:
+      raise AssertionError(f"timed out waiting for {what}")
+    time.sleep(0.02)
+
+
+def test_a_job_killed_mid_run_leaves_whole_shards_and_the_rerun_completes(tmp_path):
+  """SIGKILL of a local job (the runner and its two SDK worker processes) once shards have
+  landed: no COMPLETED and no stats.json, every shard left is whole (each is renamed into
+  place), and the same command with --overwrite gives a complete run whose shards include
+  those, byte for byte.
+
+  One input is a named pipe that nobody writes, so the job cannot finish before the kill
+  (the worker reading it blocks); the rerun finds a regular file there.
+  """
+  corpus_dir, out = tmp_path / "corpus", tmp_path / "out"
+  corpus_dir.mkdir()
+  def text(f, i):
+    return f"file {f} document {i} " * 20
+
+  for f in range(4):
+    (corpus_dir / f"part-{f}.jsonl").write_text("".join(
+        json.dumps({"text": text(f, i)}) + "\n" for i in range(300)))
+  os.mkfifo(corpus_dir / "part-9.jsonl")
+  argv = [sys.executable, "-m", "pipelines.cli", "compress", "--input",
+          str(corpus_dir / "*.jsonl"), "--method", "bytes", "--output", str(out),
+          "--groups_per_shard", "1", "--direct_num_workers=2",
+          "--direct_running_mode=multi_processing"]
+  job = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                         start_new_session=True)
+  try:
+    _wait_for(lambda: len(list(out.glob("*.array_record"))) >= 2, "shards of the first job")
+  finally:
+    os.killpg(job.pid, signal.SIGKILL)
+    job.wait()
+  left = {p.name: p.read_bytes() for p in out.glob("*.array_record")}
+  assert not shards.is_completed(str(out)) and not (out / shards.STATS).exists()
+  for name in left:  # whole: the records of one group of 128 documents
+    f, g = (int(x) for x in name.split("-f", 1)[1].split(".")[0].split("-"))
+    expected = sum(len(text(f, i)) + 1 for i in range(128 * g, min(128 * (g + 1), 300)))
+    assert sum(int(r["num_bytes"][0]) for r in shards.read_shard(str(out / name))) == expected
+
+  (corpus_dir / "part-9.jsonl").unlink()
+  (corpus_dir / "part-9.jsonl").write_text(json.dumps({"text": "the last file"}) + "\n")
+  rerun = subprocess.run(argv + ["--overwrite"], capture_output=True, text=True, check=False)
+  assert rerun.returncode == 0, rerun.stderr[-2000:]
+  stats = shards.load_stats(str(out))
+  assert stats["bytes_in"] == stats["bytes"] and len(stats["shards"]) == 4 * 3 + 1
+  for name, data in left.items():
+    assert (out / name).read_bytes() == data
+  assert sorted(p.name for p in out.iterdir() if p.name.startswith(".shard-")) == []

@@ -44,8 +44,13 @@ def test_flags_split_app_and_beam():
   assert not config.verify and config.max_doc_bytes is None and config.packing == "continue"
   assert beam_args == ["--runner", "DirectRunner", "--direct_num_workers=2"]
   assert json.loads(config.to_json())["max_tokens"] == 512
-  with pytest.raises(ValueError, match="--num_shards"):
-    options.parse(["--input", "a", "--method", "b", "--output", "c", "--num_shards", "0"])
+  with pytest.raises(ValueError, match="--groups_per_shard"):
+    options.parse(["--input", "a", "--method", "b", "--output", "c", "--groups_per_shard", "0"])
+  with pytest.raises(ValueError, match="--num_shards is no longer a flag of eqinfo compress: "
+                     "a shard holds --groups_per_shard groups"):
+    options.parse(["--input", "a", "--method", "b", "--output", "c", "--num_shards", "4"])
+  with pytest.raises(ValueError, match="--spread_shards"):
+    options.CompressConfig(input="a", method="b", output="c", spread_shards="x")
   base = ["--input", "a", "--method", "b", "--output", "c"]
   assert options.parse(base + ["--verify_fraction", "0.01"])[0].verify_fraction == 0.01
   for bad in ("0", "1.5"):
@@ -64,7 +69,7 @@ def test_demo_smoke(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("flag, hint", [
-    ("--num_shard", "did you mean --num_shards?"),
+    ("--groups_per_shards", "did you mean --groups_per_shard?"),
     ("--bogus_flag", "eqinfo compress --help"),
     ("--direct_num_worker", "did you mean --direct_num_workers?"),
 ])
@@ -95,5 +100,5 @@ def test_dry_run_builds_the_graph_and_runs_nothing(tmp_path, capsys):
                    "--output", str(out), "--dry_run=True"]) == 0
   text = capsys.readouterr().out
   assert "--dry_run: built the pipeline and ran nothing;" in text
-  assert "ReadDocuments -> Screen -> GroupDocuments -> MakeExamples" in text
+  assert "ReadShardInputs -> CodeShards -> WriteShard -> AllErrors -> Accounting" in text
   assert sorted(p.name for p in out.iterdir()) == ["keep.txt"]  # nothing written or cleared

@@ -144,7 +144,7 @@ def test_sentencepiece_ratio_is_the_same_in_codec_inspect_and_report(train_docs,
   spec = f"sentencepiece[path={model}]"
   out = tmp_path / "shards"
   assert cli.main(["compress", "--input", "builtin:pydoc", "--method", spec, "--output", str(out),
-                   "--max_docs_per_file", "1", "--num_shards", "1"]) == 0
+                   "--max_docs_per_file", "1"]) == 0
   stats = json.loads((out / "stats.json").read_text())
   assert stats["token_bits"] == 10  # about 600 pieces
   ratio = stats["bytes"] / stats["tokens"]

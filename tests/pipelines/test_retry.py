@@ -82,7 +82,7 @@ class FailOnceModel(ProbabilityModel):
 
 def _config(corpus: pathlib.Path, output: pathlib.Path, **flags) -> options.CompressConfig:
   return options.CompressConfig(input=str(corpus), method=METHOD, output=str(output),
-                                m1=f"context[order=3,fit={corpus}]", num_shards=3,
+                                m1=f"context[order=3,fit={corpus}]",
                                 batch_size=8, **flags)
 
 

@@ -1,5 +1,4 @@
 """Sources, transforms and the record schema on tiny fixtures (TestPipeline + assert_that)."""
-import random
 import zlib
 
 import apache_beam as beam
@@ -15,79 +14,104 @@ from pipelines import accounting, sink, sources, transforms
 from training import shards as shards_lib
 
 
-def test_read_documents_routes_bad_lines(bad_jsonl, large_doc_bytes):
+def _docs_of(shard_input):
+  return [(src, data) for g in shard_input.groups for src, data in zip(g.sources, g.docs)]
+
+
+def test_read_shard_inputs_routes_bad_lines(bad_jsonl, large_doc_bytes):
   spec = corpus.resolve(str(bad_jsonl))
   with BeamTestPipeline() as p:
-    out = p | sources.ReadDocuments(spec)
-    docs = out["documents"] | beam.Map(lambda d: (d.doc_index, len(d.data)))
+    out = p | sources.ReadShardInputs(spec, docs_per_group=128, groups_per_shard=64)
+    docs = out["shards"] | beam.FlatMap(
+        lambda s: [(int(src.rsplit(":", 1)[1]) - 1, len(data)) for src, data in _docs_of(s)])
     errors = out["errors"] | beam.Map(lambda e: (e.source.rsplit(":", 1)[1], e.reason, e.stage))
-    sizes = [(0, 38), (2, 0), (3, len(b"NUL \x00 inside")),
+    sizes = [(0, 38), (3, len(b"NUL \x00 inside")),
              (4, len(b"invalid UTF-8: \xff\xfe and \xc3(")),
              (7, len(b"lone surrogate \xed\xa0\x80 escape")), (8, large_doc_bytes), (9, 18)]
     assert_that(docs, equal_to(sizes), label="docs")
-    assert_that(errors, equal_to([("2", "malformed_json", "read"), ("6", "blank_line", "read"),
+    assert_that(errors, equal_to([("2", "malformed_json", "read"),
+                                  ("3", "empty_document", "screen"),
+                                  ("6", "blank_line", "read"),
                                   ("7", "missing_text_field", "read")]), label="errors")
 
 
 def test_train_m1_and_compress_read_the_same_documents(bad_jsonl):
-  """The reader outside Beam (train-m1, codec) and the pipeline's give the same documents."""
+  """The reader outside Beam (train-m1, codec) and the pipeline's give the same documents
+  (the pipeline drops the empty one as empty_document)."""
   spec = corpus.resolve(str(bad_jsonl))
-  outside = [(d.file_index, d.doc_index, d.source, d.data)
-             for d in corpus.read_documents(str(bad_jsonl))]
-  assert len(outside) == 7
+  outside = [(d.source, d.data) for d in corpus.read_documents(str(bad_jsonl))]
+  assert len(outside) == 7 and sum(not data for _, data in outside) == 1
   with BeamTestPipeline() as p:
-    docs = p | sources.ReadDocuments(spec)
-    assert_that(docs["documents"] | beam.Map(tuple), equal_to(outside))
+    out = p | sources.ReadShardInputs(spec, docs_per_group=2, groups_per_shard=2)
+    assert_that(out["shards"] | beam.FlatMap(_docs_of),
+                equal_to([d for d in outside if d[1]]), label="docs")
+    assert_that(out["errors"] | beam.Filter(lambda e: e.reason == "empty_document")
+                | beam.Map(lambda e: e.source), equal_to([s for s, d in outside if not d]),
+                label="empty")
 
 
-def test_screen_documents():
-  docs = [Document(0, 0, "a:1", b"ok"), Document(0, 1, "a:2", b""),
-          Document(0, 2, "a:3", b"x" * 11)]
-  with BeamTestPipeline() as p:
-    out = (p | beam.Create(docs)
-           | beam.ParDo(transforms.ScreenDocumentsFn(max_doc_bytes=10)).with_outputs(
-               sources.ERRORS, main="documents"))
-    assert_that(out.documents | beam.Map(lambda d: d.source), equal_to(["a:1"]), label="kept")
-    assert_that(out[sources.ERRORS] | beam.Map(lambda e: (e.source, e.reason, e.num_bytes)),
-                equal_to([("a:2", "empty_document", 1), ("a:3", "too_large", 12)]),
-                label="dropped")
+def test_screen():
+  assert sources.screen(Document(0, 0, "a:1", b"ok"), 10) is None
+  assert sources.screen(Document(0, 1, "a:2", b""), 10) == Dropped(
+      "a:2", "empty_document", 1, "screen", "no bytes")
+  dropped = sources.screen(Document(0, 2, "a:3", b"x" * 11), 10)
+  assert (dropped.reason, dropped.num_bytes) == ("too_large", 12)
+  assert sources.screen(Document(0, 2, "a:3", b"x" * 11), None) is None
 
 
-def test_group_documents_is_order_independent():
-  docs = [Document(f, i, f"f{f}:{i}", b"d%d" % i) for f in range(2) for i in range(7)]
-  random.Random(0).shuffle(docs)
-  with BeamTestPipeline() as p:
-    groups = (p | beam.Create(docs) | transforms.GroupDocuments(docs_per_group=3)
-              | beam.Map(lambda g: (g.file_index, g.group_index, g.docs)))
-    expected = [(f, g, tuple(b"d%d" % i for i in range(3 * g, min(3 * g + 3, 7))))
-                for f in range(2) for g in range(3)]
-    assert_that(groups, equal_to(expected))
+def test_shard_inputs_are_ranges_of_line_indices():
+  """Groups of 3 lines, shards of 2 groups: lines [0, 6) then [6, 12); a dropped line or a
+  screened document leaves a hole, and an empty shard still brings its bytes in."""
+  lines = [Document(4, i, f"f:{i}", b"d%d" % i) for i in range(14)]
+  lines[4] = Dropped("f:4", "malformed_json", 9)       # a line that is not a document
+  lines[7] = Document(4, 7, "f:7", b"")               # screened: empty
+  items = [x for i, x in enumerate(lines) if i not in (12, 13)] + [
+      Document(4, 13, "f:13", b"")]                     # shard 2 holds only a screened doc
+  out = list(sources.shard_inputs(items, 4, docs_per_group=3, groups_per_shard=2))
+  shards = [o for o in out if isinstance(o, sources.ShardInput)]
+  assert [(s.file_index, s.shard_index) for s in shards] == [(4, 0), (4, 1), (4, 2)]
+  assert [[(g.group_index, g.docs) for g in s.groups] for s in shards] == [
+      [(0, (b"d0", b"d1", b"d2")), (1, (b"d3", b"d5"))],
+      [(2, (b"d6", b"d8")), (3, (b"d9", b"d10", b"d11"))],
+      []]
+  assert [s.document_symbols for s in shards] == [5 * 3, 3 + 1 + 3 + 3 + 4 + 4, 1]
+  assert [(o.source, o.reason) for o in out if isinstance(o, Dropped)] == [
+      ("f:4", "malformed_json"), ("f:7", "empty_document"), ("f:13", "empty_document")]
+  assert list(sources.shard_inputs([], 0, 3, 2)) == []
 
 
-def test_examples_compress_and_verify_round_trip(validation_docs):
+def _shard_input(docs, docs_per_group=128, groups_per_shard=64):
+  (shard,) = sources.shard_inputs(docs, 0, docs_per_group, groups_per_shard)
+  return shard
+
+
+def test_code_shards_round_trip(validation_docs):
   method = get_method("gzip[v=256]")
   docs = [Document(0, i, f"v:{i + 1}", t.encode()) for i, t in enumerate(validation_docs[:20])]
 
-  def check(records):
-    records = sorted(records, key=lambda r: r.key)
+  def check(coded):
+    (shard,) = coded
+    records = list(shard.records)
     assert records, "no records"
+    assert [r.key for r in records] == sorted(r.key for r in records)
     by_example = {}
     for r in records:
       by_example.setdefault(r.key[:3], []).append(r)
-      assert r.tokens.size <= 200 and r.symbols is None
+      assert r.tokens.size <= 200 and r.symbols is None and r.verified
       assert r.source.startswith("v:")
+    assert {k[1] for k in by_example} == {0, 1, 2}  # groups of 8 documents
     for rs in by_example.values():
       assert [r.key[3] for r in rs] == list(range(len(rs)))
     assert sum(r.num_bytes for r in records) == sum(len(d.data) + 1 for d in docs)
+    assert shard.document_symbols == sum(len(d.data) + 1 for d in docs)
     np.testing.assert_array_equal(method.decode(records[0].tokens)[:5],
                                   np.frombuffer(docs[0].data[:5], np.uint8))
 
   with BeamTestPipeline() as p:
-    out = (p | beam.Create(docs) | transforms.GroupDocuments(8)
-           | beam.ParDo(transforms.MakeExamplesFn(3000))
-           | transforms.Compress("gzip[v=256]", None, max_tokens=200, packing="continue",
-                                 batch_size=4, verify=True))
-    assert_that(out["records"], check, label="records")
+    out = (p | beam.Create([_shard_input(docs, docs_per_group=8)])
+           | transforms.CodeShards("gzip[v=256]", None, max_tokens=200, packing="continue",
+                                   example_symbols=3000, batch_size=4, verify=True))
+    assert_that(out["shards"], check, label="records")
     assert_that(out["errors"], equal_to([]), label="no_errors")
 
 
@@ -95,11 +119,11 @@ def test_truncate_counts_dropped_symbols(validation_docs):
   docs = [Document(0, i, f"v:{i}", t.encode()) for i, t in enumerate(validation_docs[:4])]
   total = sum(len(d.data) + 1 for d in docs)
   with BeamTestPipeline() as p:
-    out = (p | beam.Create(docs) | transforms.GroupDocuments(128)
-           | beam.ParDo(transforms.MakeExamplesFn(2000))
-           | transforms.Compress("bytes", None, max_tokens=100, packing="truncate",
-                                 batch_size=2, verify=False))
-    kept = out["records"] | "KeptBytes" >> beam.Map(lambda r: r.num_bytes)
+    out = (p | beam.Create([_shard_input(docs)])
+           | transforms.CodeShards("bytes", None, max_tokens=100, packing="truncate",
+                                   example_symbols=2000, batch_size=2, verify=False))
+    kept = out["shards"] | "KeptBytes" >> beam.FlatMap(
+        lambda s: [r.num_bytes for r in s.records])
     dropped = out["errors"] | "DroppedBytes" >> beam.Map(lambda e: e.num_bytes)
     both = ((kept, dropped) | beam.Flatten() | beam.CombineGlobally(sum))
     assert_that(both, equal_to([total]), label="balance")
@@ -140,21 +164,24 @@ def test_verify_fraction_decodes_only_the_sampled_records():
     assert_that(out[sources.ERRORS] | beam.Map(lambda e: e.source),
                 equal_to([transforms.key_name(k) for k in sampled]), label="failed")
   with pytest.raises(ValueError, match="verify_fraction"):
-    transforms.Compress("bytes", None, 10, "continue", 1, True, verify_fraction=0.0)
+    transforms.CodeShards("bytes", None, 10, "continue", 100, 1, True, verify_fraction=0.0)
 
 
 def test_accounting_balances():
-  docs = [Document(0, 0, "a", b"abc"), Document(0, 1, "b", b"")]
   records = [transforms.Record((0, 0, 0, 0), np.array([1, 2, 2], np.int32), 4, 1, 0, "a", 0)]
+  summaries = [{**accounting.shard_totals(records, 4, document_symbols=4 + 1),
+                "shard": ("s-f00000-00000.array_record", 1)},
+               {**accounting.shard_totals([], 4, document_symbols=0), "shard": None}]
   drops = [Dropped("b", "empty_document", 1, "screen"), Dropped("c:9", "malformed_json", 17)]
   with BeamTestPipeline() as p:
-    acc = ((p | "Docs" >> beam.Create(docs), p | "Records" >> beam.Create(records),
+    acc = ((p | "Summaries" >> beam.Create(summaries),
             p | "Drops" >> beam.Create(drops)) | accounting.Accounting(vocab_size=4))
 
     def check(out):
       (a,) = out
       assert a["bytes_in"] == 4 + 1 + 17 and a["balanced"]
       assert a["histogram"] == [0, 1, 2, 0] and a["windows"] == 1
+      assert a["shards"] == [("s-f00000-00000.array_record", 1)]
       assert a["dropped"] == {"empty_document": {"inputs": 1, "bytes": 1},
                               "malformed_json": {"inputs": 1, "bytes": 17}}
 
@@ -187,29 +214,24 @@ def test_serialized_record_is_a_tf_example():
       rec._replace(symbols_crc32=None)))
 
 
-def test_shard_names_and_assignment_are_stable():
+def test_shard_names_follow_the_input():
   assert shards_lib.sanitize_spec("equal_info_ac[b=16,v=65k]") == "equal_info_ac_b_16_v_65k"
   assert (shards_lib.shard_name("train", "gzip[v=256]", 3, 16)
-          == "train-gzip_v_256-00003-of-00016.array_record")
-  keys = [transforms.key_name((0, g, e, 0)) for g in range(20) for e in range(5)]
-  shards = [shards_lib.shard_index(k, 4) for k in keys]
-  assert shards == [shards_lib.shard_index(k, 4) for k in keys]
-  assert shards_lib.shard_index("f00000-g000000-e000-p000", 7) == zlib.crc32(
-      b"f00000-g000000-e000-p000") % 7
-  assert sorted(set(shards)) == [0, 1, 2, 3]
+          == "train-gzip_v_256-f00003-00016.array_record")
+  names = [shards_lib.shard_name("train", "bytes", f, s) for f in (0, 1, 10) for s in (0, 2, 11)]
+  assert sorted(names) == names  # name order is input order
 
 
 def test_finalize_refuses_an_unbalanced_run(tmp_path):
   accounting = {"records": 1, "m1_examples": 1, "tokens": 3, "bytes": 4, "windows": 0,
                 "literal_windows": 0, "verified": 1, "m1_devices": {}, "histogram": [0, 1, 2, 0],
-                "bytes_in": 9,
+                "bytes_in": 9, "shards": [("s-f00000-00000.array_record", 1)],
                 "bytes_dropped": 1, "dropped": {}, "balanced": False}
   fn = sink.FinalizeFn(str(tmp_path), {"vocab_size": 4}, "{}")
   with pytest.raises(AssertionError, match="bytes in"):
-    list(fn.process(accounting, [("s-00000-of-00001.array_record", 1)], 0))
+    list(fn.process(accounting, 0))
   assert not (tmp_path / shards_lib.COMPLETED).exists()
-  (stats,) = fn.process({**accounting, "bytes_in": 5, "balanced": True},
-                        [("s-00000-of-00001.array_record", 1)], 0)
+  (stats,) = fn.process({**accounting, "bytes_in": 5, "balanced": True}, 0)
   assert stats["m1_examples"] == 1 and (tmp_path / shards_lib.COMPLETED).exists()
 
 

@@ -71,7 +71,7 @@ def test_verify_device_flag():
   with pytest.raises(ValueError, match="--verify_device"):
     options.CompressConfig(input="a", method="b", output="c", verify_device="tpu")
   with pytest.raises(ValueError, match="verify_device"):
-    transforms.Compress("bytes", None, 10, "continue", 1, True, verify_device="gpu")
+    transforms.CodeShards("bytes", None, 10, "continue", 100, 1, True, verify_device="gpu")
   with pytest.raises(ValueError, match="--verify_device"):
     m1_loader.verifying_method("bytes", None, "gpu")
 

@@ -21,16 +21,15 @@ def test_build_vocab_writes_the_file_compress_writes(vocab_file, tmp_path, capsy
   out = tmp_path / "shards"
   assert cli.main(["compress", "--input", "builtin:pydoc", "--method",
                    "equal_info_ac[b=16,v=65k]", "--m1", M1, "--output", str(out),
-                   "--max_docs_per_file", "20", "--num_shards", "1"]) == 0
+                   "--max_docs_per_file", "20"]) == 0
   assert (out / window_vocab.FILENAME).read_bytes() == vocab_file.read_bytes()
   stats = json.loads((out / "stats.json").read_text())
   assert stats["window_vocab"]["digest"] == window_vocab.WindowVocabulary.load(vocab_file).digest
   with_file = tmp_path / "with_file"
   assert cli.main(["compress", "--input", "builtin:pydoc", "--method",
                    "equal_info_ac[b=16,v=65k]", "--m1", M1, "--vocab", str(vocab_file),
-                   "--output", str(with_file), "--max_docs_per_file", "20",
-                   "--num_shards", "1"]) == 0
-  shard = "train-equal_info_ac_b_16_v_65k-00000-of-00001.array_record"
+                   "--output", str(with_file), "--max_docs_per_file", "20"]) == 0
+  shard = "train-equal_info_ac_b_16_v_65k-f00000-00000.array_record"
   assert (with_file / shard).read_bytes() == (out / shard).read_bytes()
   assert json.loads((with_file / "stats.json").read_text())["window_vocab"]["from_file"] == \
       str(vocab_file)
@@ -62,7 +61,7 @@ def test_inspect_vocab_prints_the_vocabulary(vocab_file, tmp_path, capsys):
   out = tmp_path / "shards"
   assert cli.main(["compress", "--input", "builtin:pydoc", "--method",
                    "equal_info_ac[b=16,v=256]", "--m1", M1, "--output", str(out),
-                   "--max_docs_per_file", "20", "--num_shards", "1"]) == 0
+                   "--max_docs_per_file", "20"]) == 0
   capsys.readouterr()
   assert cli.main(["inspect", str(out), "--vocab", "5"]) == 0
   text = capsys.readouterr().out
