@@ -20,6 +20,7 @@ INSTALL_REQUIRES = [
     "grain==0.2.18",
     "sentencepiece==0.2.3",
     "tqdm==4.70.1",
+    "matplotlib==3.10.8",
 ]
 
 EXTRAS_REQUIRE = {
@@ -40,6 +41,7 @@ setuptools.setup(
     version="0.1.0",
     description="Train LLMs over neurally compressed text (Equal-Info windows, M1/M2).",
     packages=setuptools.find_packages(include=["compressor*", "training*", "pipelines*"]),
+    package_data={"pipelines": ["scales/*.toml"]},
     python_requires=">=3.11",
     install_requires=INSTALL_REQUIRES,
     extras_require=EXTRAS_REQUIRE,

@@ -21,6 +21,8 @@ COMMANDS = {
     "eval": ("training.evaluate", "bits/byte of a checkpoint, with Table 3 baselines"),
     "generate": ("pipelines.generate", "sample M2 tokens and decode them through M1"),
     "report": ("pipelines.report", "compression and bits/byte of runs beside the paper's"),
+    "reproduce": ("pipelines.reproduce",
+                  "the paper's grid end to end (--scale smoke|cpu|gpu|FILE): report, figures"),
 }
 
 

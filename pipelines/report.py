@@ -110,16 +110,17 @@ def shard_row(directory: str) -> dict:
   return row
 
 
+def metric_records(run: str) -> list[dict]:
+  """Every record of a run's metrics.jsonl ({"split", "step", ...}), in order; [] if none."""
+  path = checkpoint_lib.as_path(run) / "metrics.jsonl"
+  if not path.exists():
+    return []
+  return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
 def last_metrics(run: str) -> dict[str, dict]:
   """The last record of each split ("train", "validation") in a run's metrics.jsonl."""
-  path = checkpoint_lib.as_path(run) / "metrics.jsonl"
-  last = {}
-  if path.exists():
-    for line in path.read_text().splitlines():
-      if line.strip():
-        record = json.loads(line)
-        last[record["split"]] = record
-  return last
+  return {record["split"]: record for record in metric_records(run)}
 
 
 def size_name(model: dict) -> str:

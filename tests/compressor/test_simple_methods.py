@@ -307,7 +307,9 @@ def test_sentencepiece_cli(train_docs, tmp_path):
 def test_sentencepiece_errors(tmp_path):
   with pytest.raises(ValueError, match="no SentencePiece model"):
     SentencePieceMethod(tmp_path / "missing.model")
-  with pytest.raises(ValueError, match="no files match"):
+  with pytest.raises(FileNotFoundError, match="matches no files"):
     sentencepiece_train.train_sentencepiece(str(tmp_path / "*.jsonl.gz"), str(tmp_path / "m"), 500)
+  assert sentencepiece_train.train_sentencepiece(  # every corpus spec: Python's own docs here
+      "builtin:pydoc", str(tmp_path / "pydoc"), 400).endswith("pydoc.model")
   with pytest.raises(ValueError, match="vocab_size"):
     sentencepiece_train.train_sentencepiece(["text"], str(tmp_path / "m"), 100)

@@ -200,6 +200,28 @@ def test_sigterm_saves_the_current_step_and_the_rerun_is_bit_identical(m2_shards
     np.testing.assert_array_equal(a, b, err_msg=jax.tree_util.keystr(path))
 
 
+def test_a_half_written_newest_checkpoint_is_passed_over_and_the_resume_is_identical(
+    m2_shards, tmp_path):
+  """A run killed while saving step 8 leaves an unfinished directory (orbax's
+  `8.orbax-checkpoint-tmp-*`, some of its files written): the rerun resumes from step 4
+  and ends where an uninterrupted run ends, parameter for parameter."""
+  whole, killed = tmp_path / "whole", tmp_path / "killed"
+  assert train_m2.run(m2_flags(m2_shards, whole, 12, "--checkpoint_every", "4")) == 0
+  flags = m2_flags(m2_shards, killed, 12, "--checkpoint_every", "4")
+  assert train_m2.run(m2_flags(m2_shards, killed, 8, "--checkpoint_every", "4")) == 0
+  checkpoints = killed / "checkpoints"
+  half = checkpoints / "8.orbax-checkpoint-tmp-1234567"
+  (checkpoints / "8").rename(half)
+  files = sorted(p for p in half.rglob("*") if p.is_file())
+  for path in files[len(files) // 2:]:  # the second half was never written
+    path.unlink()
+  assert checkpoint_lib.Checkpointer(str(killed)).latest_step() == 4
+  assert train_m2.run(flags) == 0
+  expected, got = restore_params(whole), restore_params(killed)
+  for (path, a), b in zip(jax.tree_util.tree_leaves_with_path(expected), jax.tree.leaves(got)):
+    np.testing.assert_array_equal(a, b, err_msg=jax.tree_util.keystr(path))
+
+
 def test_a_run_killed_after_its_time_interval_resumes_from_a_checkpoint(m2_shards, tmp_path):
   """--checkpoint_minutes saves by wall time whatever --checkpoint_every says: a run killed at
   step 6, with no step checkpoint due before step 1000, resumes from a recent step."""

@@ -1,0 +1,301 @@
+"""`eqinfo reproduce --scale smoke|cpu|gpu|FILE.toml --out DIR`: the paper's grid, end to end.
+
+Every stage is one of the project's own commands, run in this process:
+
+  sentencepiece   train-sentencepiece on --train (for the `sentencepiece` method)
+  m1              train-m1 on --train, validated on --validation
+  compress        for each method and split: compress --method M [--m1 DIR/m1]
+  m2              for each method and M2 size: train-m2 on the method's shards
+  eval            for each M2: eval on the method's validation shards (--out)
+  report          eqinfo report of all of them, with the figures (pipelines/figures.py)
+
+A scale is a TOML file: the corpora, the methods, the M2 sizes and the flags of
+each command (`pipelines/scales/` holds smoke, cpu and gpu; write your own and
+pass its path). DIR gets:
+
+  reproduce.json   the resolved scale and every stage's command line
+  stages/NAME.json each finished stage: its command line and seconds
+  sentencepiece/, m1/, shards/METHOD/{train,validation}/, m2/METHOD-SIZE/,
+  eval/METHOD-SIZE.json, report.md, report.json, figures/
+
+A stage whose stages/NAME.json records the same command line is skipped, so a
+killed run picks up where it stopped (train-m1 and train-m2 also resume from
+their own checkpoints); a stage whose flags changed runs again.
+"""
+import argparse
+import dataclasses
+import importlib
+import json
+import os
+import pathlib
+import platform
+import shlex
+import sys
+import time
+import tomllib
+from typing import Callable
+
+import tqdm
+
+from compressor import help_format
+from pipelines import figures, report
+from pipelines.cli import COMMANDS
+from training import shards
+
+SCALES_DIR = pathlib.Path(__file__).parent / "scales"
+SCALES = tuple(sorted(p.stem for p in SCALES_DIR.glob("*.toml")))
+SENTENCEPIECE = "sentencepiece"
+SPLITS = ("train", "validation")
+_FLAG_GROUPS = ("train_m1", "compress", "train_m2", "eval")
+
+
+@dataclasses.dataclass(frozen=True)
+class Scale:
+  """A resolved scale file (see the module doc and pipelines/scales/*.toml)."""
+  name: str
+  description: str
+  train: str
+  validation: str
+  methods: tuple[str, ...]
+  m2_sizes: tuple[str, ...]
+  sentencepiece_vocab_size: int
+  flags: dict  # {"train_m1" | "compress" | "train_m2" | "eval": [flag, ...]}
+
+
+def load_scale(name_or_path: str, train: str | None = None,
+               validation: str | None = None) -> Scale:
+  """Reads a scale by name (pipelines/scales/NAME.toml) or path; --train/--validation win.
+
+  Raises:
+    FileNotFoundError: no such scale.
+    ValueError: a key missing or unknown, naming it.
+  """
+  path = pathlib.Path(name_or_path)
+  if name_or_path in SCALES:
+    path = SCALES_DIR / f"{name_or_path}.toml"
+  if not path.is_file():
+    raise FileNotFoundError(f"--scale {name_or_path}: no such scale; pass one of {SCALES} or "
+                            "the path of a .toml file like pipelines/scales/smoke.toml")
+  with path.open("rb") as f:
+    raw = tomllib.load(f)
+  fields = {f.name for f in dataclasses.fields(Scale)} - {"name"}
+  if set(raw) != fields:
+    raise ValueError(f"scale {path}: keys {sorted(raw)} must be {sorted(fields)} "
+                     f"(missing {sorted(fields - set(raw))}, unknown {sorted(set(raw) - fields)})")
+  flags = {group: list(raw["flags"].get(group, [])) for group in _FLAG_GROUPS}
+  unknown = sorted(set(raw["flags"]) - set(_FLAG_GROUPS))
+  if unknown:
+    raise ValueError(f"scale {path}: [flags] {unknown} are not among {list(_FLAG_GROUPS)}")
+  return Scale(name=path.stem, description=raw["description"],
+               train=train or raw["train"], validation=validation or raw["validation"],
+               methods=tuple(raw["methods"]), m2_sizes=tuple(raw["m2_sizes"]),
+               sentencepiece_vocab_size=int(raw["sentencepiece_vocab_size"]), flags=flags)
+
+
+@dataclasses.dataclass(frozen=True)
+class Stage:
+  """One command of the grid.
+
+  Attributes:
+    name: unique, e.g. "compress-equal_info_ac_b_16_v_256-train".
+    command: the eqinfo subcommand (pipelines/cli.py).
+    argv: its arguments.
+    output: what it writes (a directory or file under DIR).
+  """
+  name: str
+  command: str
+  argv: tuple[str, ...]
+  output: str
+
+  def command_line(self) -> str:
+    return "eqinfo " + shlex.join((self.command, *self.argv))
+
+
+@dataclasses.dataclass(frozen=True)
+class Layout:
+  """Where each output of a reproduction lives under DIR."""
+  out: pathlib.Path
+
+  def sentencepiece_model(self) -> str:
+    return str(self.out / "sentencepiece" / "sp.model")
+
+  def m1(self) -> str:
+    return str(self.out / "m1")
+
+  def shards(self, method: str, split: str) -> str:
+    return str(self.out / "shards" / shards.sanitize_spec(method) / split)
+
+  def m2(self, method: str, size: str) -> str:
+    return str(self.out / "m2" / f"{shards.sanitize_spec(method)}-{size}")
+
+  def eval_file(self, method: str, size: str) -> str:
+    return str(self.out / "eval" / f"{shards.sanitize_spec(method)}-{size}.json")
+
+
+def method_spec(method: str, layout: Layout) -> str:
+  """A scale's method name as a compress --method spec (sentencepiece: the model trained here)."""
+  if method == SENTENCEPIECE:
+    return f"sentencepiece[path={layout.sentencepiece_model()}]"
+  return method
+
+
+def uses_m1(method: str) -> bool:
+  return method.startswith(("ac[", "static_ac[", "equal_info_ac["))
+
+
+def plan(scale: Scale, layout: Layout) -> list[Stage]:
+  """Every stage of a reproduction, in the order they run."""
+  f = scale.flags
+  stages = []
+  if SENTENCEPIECE in scale.methods:
+    prefix = layout.sentencepiece_model().removesuffix(".model")
+    stages.append(Stage("sentencepiece", "train-sentencepiece",
+                        ("--train", scale.train, "--vocab_size",
+                         str(scale.sentencepiece_vocab_size), "--out", prefix),
+                        layout.sentencepiece_model()))
+  if any(uses_m1(m) for m in scale.methods):
+    stages.append(Stage("m1", "train-m1", ("--train", scale.train, "--validation",
+                                            scale.validation, *f["train_m1"], "--no_progress",
+                                            "--out", layout.m1()), layout.m1()))
+  for method in scale.methods:
+    m1 = ("--m1", layout.m1()) if uses_m1(method) else ()
+    for split, corpus in zip(SPLITS, (scale.train, scale.validation)):
+      stages.append(Stage(
+          f"compress-{shards.sanitize_spec(method)}-{split}", "compress",
+          ("--input", corpus, "--split", split, "--method", method_spec(method, layout), *m1,
+           *f["compress"], "--output", layout.shards(method, split), "--overwrite"),
+          layout.shards(method, split)))
+  for method in scale.methods:
+    for size in scale.m2_sizes:
+      name = f"{shards.sanitize_spec(method)}-{size}"
+      glob = {s: shards.join(layout.shards(method, s), "*" + shards.SHARD_SUFFIX) for s in SPLITS}
+      stages.append(Stage(f"m2-{name}", "train-m2",
+                          ("--train", glob["train"], "--validation", glob["validation"],
+                           "--size", size, *f["train_m2"], "--no_progress",
+                           "--out", layout.m2(method, size)), layout.m2(method, size)))
+      stages.append(Stage(f"eval-{name}", "eval",
+                          ("--checkpoint", layout.m2(method, size), "--data",
+                           glob["validation"], *f["eval"], "--out",
+                           layout.eval_file(method, size)), layout.eval_file(method, size)))
+  return stages
+
+
+def _record_path(out: pathlib.Path, stage: Stage) -> pathlib.Path:
+  return out / "stages" / f"{stage.name}.json"
+
+
+def finished(out: pathlib.Path, stage: Stage) -> bool:
+  """Whether the stage ran to the end with the same command line."""
+  path = _record_path(out, stage)
+  if not path.is_file():
+    return False
+  return json.loads(path.read_text()).get("command_line") == stage.command_line()
+
+
+class StageFailed(ValueError):
+  """A stage's command failed; the message names the stage and its command line."""
+
+
+def run_stage(stage: Stage, out: pathlib.Path, run_command: Callable[[list[str]], int]) -> float:
+  """Runs one stage and records it; returns its seconds.
+
+  Raises:
+    StageFailed: the command exited with a non-zero status or a one-line error.
+  """
+  start = time.perf_counter()
+  hint = (f"({stage.command_line()}); fix it and run eqinfo reproduce again, which resumes "
+          "at this stage")
+  try:
+    status = run_command([stage.command, *stage.argv])
+  except (ValueError, FileNotFoundError, FileExistsError) as e:
+    raise StageFailed(f"stage {stage.name}: {e} {hint}") from e
+  seconds = time.perf_counter() - start
+  if status != 0:
+    raise StageFailed(f"stage {stage.name} exited with status {status} {hint}")
+  path = _record_path(out, stage)
+  path.parent.mkdir(parents=True, exist_ok=True)
+  path.write_text(json.dumps({"command_line": stage.command_line(),
+                              "seconds": round(seconds, 1)}, indent=1) + "\n")
+  return seconds
+
+
+def _run_command(argv: list[str]) -> int:
+  """Runs `eqinfo argv[0] argv[1:]` in this process (its module's run(argv))."""
+  module = importlib.import_module(COMMANDS[argv[0]][0])
+  return int(module.run(argv[1:]) or 0)
+
+
+def write_report(scale: Scale, layout: Layout) -> dict:
+  """report.md, report.json and the figures of a finished grid; returns report.json's content."""
+  inputs = ([layout.shards(m, s) for m in scale.methods for s in SPLITS]
+            + ([layout.m1()] if any(uses_m1(m) for m in scale.methods) else [])
+            + [layout.m2(m, size) for m in scale.methods for size in scale.m2_sizes]
+            + [layout.eval_file(m, size) for m in scale.methods for size in scale.m2_sizes])
+  result = {"inputs": inputs, **report.build(inputs)}
+  drawn = figures.draw_all(result, layout.out / "figures")
+  result["figures"] = drawn
+  (layout.out / "report.json").write_text(json.dumps(result, indent=1) + "\n")
+  (layout.out / "report.md").write_text(
+      f"# eqinfo reproduce --scale {scale.name}\n\n{scale.description}\n\n"
+      + report.render(result) + "\n\n" + figures.markdown(drawn, layout.out) + "\n")
+  return result
+
+
+def machine() -> dict:
+  """The machine a reproduction ran on."""
+  import jax  # pylint: disable=import-outside-toplevel
+  return {"platform": platform.platform(), "python": platform.python_version(),
+          "cpu_count": os.cpu_count(), "jax_devices": [str(d) for d in jax.devices()]}
+
+
+def reproduce(scale: Scale, out: pathlib.Path, argv: list[str],
+              run_command: Callable[[list[str]], int] = _run_command) -> dict:
+  """Runs every stage not yet finished, then the report; returns report.json's content."""
+  layout = Layout(out)
+  stages = plan(scale, layout)
+  out.mkdir(parents=True, exist_ok=True)
+  (out / "reproduce.json").write_text(json.dumps({
+      "command_line": "eqinfo " + shlex.join(["reproduce", *argv]),
+      "scale": dataclasses.asdict(scale),
+      "stages": [{"name": s.name, "command_line": s.command_line()} for s in stages],
+  }, indent=1) + "\n")
+  todo = [s for s in stages if not finished(out, s)]
+  start = time.perf_counter()
+  with tqdm.tqdm(total=len(stages), initial=len(stages) - len(todo), unit="stage",
+                 desc="reproduce", file=sys.stderr, dynamic_ncols=True) as bar:
+    for stage in todo:
+      bar.set_postfix_str(stage.name)
+      tqdm.tqdm.write(f"reproduce: {stage.command_line()}", file=sys.stderr)
+      run_stage(stage, out, run_command)
+      bar.update(1)
+  result = write_report(scale, layout)
+  records = [json.loads(_record_path(out, s).read_text()) for s in stages]
+  (out / "run.json").write_text(json.dumps({
+      "command_line": "eqinfo " + shlex.join(["reproduce", *argv]), "machine": machine(),
+      "seconds_this_run": round(time.perf_counter() - start, 1),
+      "seconds_of_stages": round(sum(r["seconds"] for r in records), 1),
+      "stages": {s.name: r["seconds"] for s, r in zip(stages, records)},
+  }, indent=1) + "\n")
+  return result
+
+
+def parse_flags(argv) -> argparse.Namespace:
+  parser = argparse.ArgumentParser(prog="eqinfo reproduce", description=__doc__,
+                                   formatter_class=help_format.HelpFormatter)
+  parser.add_argument("--scale", required=True,
+                      help=f"one of {', '.join(SCALES)}, or the path of a scale .toml file")
+  parser.add_argument("--out", required=True, help="directory of the whole reproduction")
+  parser.add_argument("--train", default=None, help="train corpus spec instead of the scale's")
+  parser.add_argument("--validation", default=None,
+                      help="validation corpus spec instead of the scale's")
+  return parser.parse_args(argv)
+
+
+def run(argv=None) -> int:
+  """Entry point of `eqinfo reproduce`."""
+  argv = list(sys.argv[1:] if argv is None else argv)
+  args = parse_flags(argv)
+  scale = load_scale(args.scale, args.train, args.validation)
+  reproduce(scale, pathlib.Path(args.out), argv)
+  print(f"wrote {pathlib.Path(args.out) / 'report.md'}")
+  return 0
