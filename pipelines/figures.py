@@ -24,6 +24,11 @@ def _pyplot():
   return pyplot
 
 
+def method_label(method: str) -> str:
+  """A method's name in a legend: its spec, without a SentencePiece model's path."""
+  return "sentencepiece" if method.startswith("sentencepiece[") else method
+
+
 def fig3_points(result: dict) -> dict[str, list[dict]]:
   """{method: [{"size", "flops_per_byte", "bits_per_byte", "uniform", "unigram", "eval"}]}
   from the evaluation rows, each joined to its training run by checkpoint, in FLOPs order."""
@@ -33,7 +38,7 @@ def fig3_points(result: dict) -> dict[str, list[dict]]:
     run = runs.get(row["checkpoint"])
     if run is None or run["kind"] != "m2":
       continue
-    points.setdefault(run["method"], []).append({
+    points.setdefault(method_label(run["method"]), []).append({
         "size": run["size"], "flops_per_byte": row["flops_per_byte"],
         "bits_per_byte": row["bits_per_byte"], "uniform": row["uniform_bits_per_byte"],
         "unigram": row["unigram_bits_per_byte"], "eval": row["path"]})

@@ -140,7 +140,18 @@ def method_spec(method: str, layout: Layout) -> str:
 
 
 def uses_m1(method: str) -> bool:
-  return method.startswith(("ac[", "static_ac[", "equal_info_ac["))
+  """Whether the method codes with the M1 trained here (static_ac: a unigram fit instead)."""
+  return method.startswith(("ac[", "equal_info_ac["))
+
+
+def model_flags(method: str, scale: Scale, layout: Layout) -> tuple[str, ...]:
+  """compress's --m1 for a method: the M1 trained here, StaticAC's unigram model of the
+  train corpus (paper §3.3), or none."""
+  if uses_m1(method):
+    return ("--m1", layout.m1())
+  if method.startswith("static_ac["):
+    return ("--m1", f"unigram[fit={scale.train}]")
+  return ()
 
 
 def plan(scale: Scale, layout: Layout) -> list[Stage]:
@@ -158,7 +169,7 @@ def plan(scale: Scale, layout: Layout) -> list[Stage]:
                                             scale.validation, *f["train_m1"], "--no_progress",
                                             "--out", layout.m1()), layout.m1()))
   for method in scale.methods:
-    m1 = ("--m1", layout.m1()) if uses_m1(method) else ()
+    m1 = model_flags(method, scale, layout)
     for split, corpus in zip(SPLITS, (scale.train, scale.validation)):
       stages.append(Stage(
           f"compress-{shards.sanitize_spec(method)}-{split}", "compress",

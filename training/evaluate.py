@@ -203,5 +203,7 @@ def run(argv=None) -> int:
   text = json.dumps(result, indent=2) + "\n"
   sys.stdout.write(text)
   if args.out:
-    checkpoint_lib.as_path(args.out).write_text(text)
+    out = checkpoint_lib.as_path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text)
   return 0

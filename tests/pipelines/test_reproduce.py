@@ -1,0 +1,106 @@
+"""`eqinfo reproduce --scale smoke`: every stage through the project's own commands, every
+table and figure written, their numbers those of the runs they came from, and a rerun that
+skips what finished."""
+import json
+import math
+import pathlib
+
+import pytest
+
+from pipelines import reproduce
+from tests.conftest import REPO
+from training import shards
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory) -> pathlib.Path:
+  out = tmp_path_factory.mktemp("reproduce") / "smoke"
+  with pytest.MonkeyPatch.context() as mp:
+    mp.chdir(REPO)  # the smoke scale validates on pipelines/scales/*.toml
+    assert reproduce.run(["--scale", "smoke", "--out", str(out)]) == 0
+  return out
+
+
+def test_every_table_and_figure_is_written(smoke):
+  scale = reproduce.load_scale("smoke")
+  stages = reproduce.plan(scale, reproduce.Layout(smoke))
+  assert len(stages) == 2 + 2 * 9 + 2 * 9  # sentencepiece, m1; compress x 2 splits; m2, eval
+  assert sorted(p.stem for p in (smoke / "stages").glob("*.json")) == sorted(
+      s.name for s in stages)
+  result = json.loads((smoke / "report.json").read_text())
+  assert len(result["compression"]) == 18 and len(result["evaluation"]) == 9
+  assert len(result["training"]) == 1 + 9  # M1 and one M2 per method
+  for figure in result["figures"]:
+    for fmt in ("png", "svg"):
+      assert pathlib.Path(figure["files"][fmt]).stat().st_size > 1000
+  report_md = (smoke / "report.md").read_text()
+  assert "figures/fig3_bits_per_byte_vs_flops.png" in report_md
+  assert "equal_info_ac[b=16,v=65k]" in report_md
+  recorded = json.loads((smoke / "reproduce.json").read_text())
+  assert recorded["scale"]["methods"] == list(scale.methods)
+  assert [s["command_line"] for s in recorded["stages"]] == [s.command_line() for s in stages]
+  run = json.loads((smoke / "run.json").read_text())
+  assert set(run["stages"]) == {s.name for s in stages} and run["machine"]["cpu_count"] >= 1
+
+
+def test_report_numbers_are_those_of_the_runs(smoke):
+  result = json.loads((smoke / "report.json").read_text())
+  for row in result["compression"]:
+    stats = shards.load_stats(row["directory"])
+    assert row["compression_ratio"] == stats["bytes"] / stats["tokens"]
+    assert row["completed"] and stats["verification_failures"] == 0 < stats["records_verified"]
+    assert stats["bytes_in"] == stats["bytes"] + stats["bytes_dropped"]
+  evals = {row["path"]: json.loads(pathlib.Path(row["path"]).read_text())
+           for row in result["evaluation"]}
+  for row in result["evaluation"]:
+    assert row["bits_per_byte"] == evals[row["path"]]["bits_per_byte"]
+  (fig3,) = [f for f in result["figures"] if f["name"] == "fig3_bits_per_byte_vs_flops"]
+  assert len(fig3["data"]) == 9 and "sentencepiece" in fig3["data"]
+  for points in fig3["data"].values():
+    for p in points:
+      e = evals[p["eval"]]
+      assert (p["bits_per_byte"], p["flops_per_byte"], p["uniform"], p["unigram"]) == (
+          e["bits_per_byte"], e["flops_per_byte"], e["baselines"]["uniform"],
+          e["baselines"]["unigram"])
+  (curves,) = [f for f in result["figures"] if f["name"] == "learning_curves"]
+  for run, points in curves["data"].items():
+    records = [json.loads(l) for l in (pathlib.Path(run) / "metrics.jsonl").read_text()
+               .splitlines() if l.strip()]
+    validation = [(r["step"], r["bits_per_byte"]) for r in records if r["split"] == "validation"]
+    assert [(p["step"], p["bits_per_byte"]) for p in points] == validation and validation
+    assert all(p["bytes_seen"] > 0 and math.isfinite(p["bytes_seen"]) for p in points)
+
+
+def test_a_rerun_skips_finished_stages_and_reruns_changed_ones(smoke, monkeypatch):
+  monkeypatch.chdir(REPO)
+  scale = reproduce.load_scale("smoke")
+
+  def must_not_run(argv):
+    raise AssertionError(f"ran {argv}")
+
+  reproduce.reproduce(scale, smoke, ["--scale", "smoke"], run_command=must_not_run)
+  ran = []
+
+  def record(argv):
+    ran.append(argv[0])
+    return reproduce._run_command(argv)  # pylint: disable=protected-access
+
+  fewer = reproduce.dataclasses.replace(scale, flags={**scale.flags, "eval": ["--num_batches",
+                                                                             "1"]})
+  reproduce.reproduce(fewer, smoke, ["--scale", "smoke"], run_command=record)
+  assert ran == ["eval"] * 9
+
+
+def test_scale_files_are_checked(tmp_path):
+  with pytest.raises(FileNotFoundError, match="no such scale"):
+    reproduce.load_scale("huge")
+  bad = tmp_path / "bad.toml"
+  bad.write_text((reproduce.SCALES_DIR / "smoke.toml").read_text().replace(
+      "m2_sizes", "m2_size"))
+  with pytest.raises(ValueError, match=r"missing \['m2_sizes'\], unknown \['m2_size'\]"):
+    reproduce.load_scale(str(bad))
+  assert set(reproduce.SCALES) == {"cpu", "gpu", "smoke"}
+  for name in reproduce.SCALES:
+    scale = reproduce.load_scale(name)
+    assert scale.methods[0] == "bytes" and len(scale.methods) == 9
+  assert reproduce.load_scale("cpu", train="jsonl:c4/*.json.gz").train == "jsonl:c4/*.json.gz"
