@@ -21,6 +21,7 @@ INSTALL_REQUIRES = [
     "sentencepiece==0.2.3",
     "tqdm==4.70.1",
     "matplotlib==3.10.8",
+    "rapidfuzz==3.14.6",
 ]
 
 EXTRAS_REQUIRE = {

@@ -17,5 +17,8 @@ and the commands that inspect, report on and generate from them.
   build_vocab.py       `eqinfo build-vocab`
   inspect_shards.py    `eqinfo inspect`; vocab_view.py its `--vocab` view
   report.py            `eqinfo report`, beside the paper's figures (paper.py)
+  reproduce.py         `eqinfo reproduce`: the paper's grid end to end (scales/*.toml)
+  figures.py           Fig. 3, learning curves, Fig. 8 and Table 7 of a report (matplotlib)
+  stability.py         how methods cut text: edit distances under prefixes, segmentation
   generate.py          `eqinfo generate`: M2 samples decoded through M1
 """

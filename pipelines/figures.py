@@ -6,6 +6,11 @@
                                 baselines beside it
   learning_curves               validation bits/byte against training step and against
                                 bytes of text seen, one line per M2 run
+  fig8_stability                Fig. 8: histograms of the edit distance between the tokens
+                                of one sentence with and without a one-word prefix, one
+                                panel per method (`pipelines/stability.py`)
+
+`segmentation_markdown` is Table 7: the sentence cut where each method cuts it.
 
 Each figure's plotted numbers are returned with it (and `eqinfo reproduce` keeps them in
 report.json), so a test can hold them against the eval files and runs they came from.
@@ -117,10 +122,39 @@ def draw_learning_curves(curves: dict[str, list[dict]], directory: pathlib.Path)
   return {"name": "learning_curves", "files": paths, "data": curves}
 
 
+def draw_fig8(distances: dict[str, list[int]], directory: pathlib.Path) -> dict:
+  plt = _pyplot()
+  fig, axes = plt.subplots(1, max(len(distances), 1), figsize=(4 * max(len(distances), 1), 3.2),
+                           squeeze=False)
+  for ax, (method, values) in zip(axes[0], distances.items()):
+    ax.hist(values, bins=20)
+    ax.axvline(sorted(values)[len(values) // 2], color="black", linestyle="--", lw=0.8)
+    ax.set_title(method_label(method), fontsize=9)
+    ax.set_xlabel("edit distance (tokens)")
+  axes[0][0].set_ylabel("prefixes")
+  fig.suptitle("Fig. 8: tokenization stability under one-word prefixes (dashed: median)")
+  paths = _save(fig, directory, "fig8_stability")
+  plt.close(fig)
+  medians = {m: sorted(v)[len(v) // 2] for m, v in distances.items()}
+  return {"name": "fig8_stability", "files": paths,
+          "data": {"edit_distances": distances, "medians": medians}}
+
+
+def segmentation_markdown(study: dict) -> str:
+  """Table 7: the study's sentence cut by each method, pieces separated by "|"."""
+  lines = [f"Table 7: \"{study['sentence']}\" as each method cuts it", "",
+           "| method | pieces | segmentation |", "|---|---|---|"]
+  for method, pieces in study["segments"].items():
+    cells = "\\|".join(p.replace("|", "\\|") for p in pieces)
+    lines.append(f"| {method_label(method)} | {len(pieces)} | `{cells}` |")
+  return "\n".join(lines)
+
+
 def draw_all(result: dict, directory: pathlib.Path) -> list[dict]:
   """Every figure of a report result into `directory`; [{"name", "files", "data"}]."""
   return [draw_fig3(fig3_points(result), directory),
-          draw_learning_curves(learning_curve_points(result), directory)]
+          draw_learning_curves(learning_curve_points(result), directory),
+          draw_fig8(result["tokenization"]["edit_distances"], directory)]
 
 
 def markdown(drawn: list[dict], base: pathlib.Path) -> str:

@@ -18,6 +18,9 @@ pass its path). DIR gets:
   sentencepiece/, m1/, shards/METHOD/{train,validation}/, m2/METHOD-SIZE/,
   eval/METHOD-SIZE.json, report.md, report.json, figures/
 
+The report adds the paper's tokenization study (`pipelines/stability.py`): Fig. 8's
+edit distances under one-word prefixes and Table 7's segmentation of one sentence.
+
 A stage whose stages/NAME.json records the same command line is skipped, so a
 killed run picks up where it stopped (train-m1 and train-m2 also resume from
 their own checkpoints); a stage whose flags changed runs again.
@@ -38,7 +41,7 @@ from typing import Callable
 import tqdm
 
 from compressor import help_format
-from pipelines import figures, report
+from pipelines import figures, m1_loader, report, stability
 from pipelines.cli import COMMANDS
 from training import shards
 
@@ -236,6 +239,28 @@ def _run_command(argv: list[str]) -> int:
   return int(module.run(argv[1:]) or 0)
 
 
+# The methods of the paper's Fig. 8 (stability) and Table 7 (segmentation), where in the grid.
+STABILITY_METHODS = (SENTENCEPIECE, "ac[v=256]", "equal_info_ac[b=16,v=256]")
+SEGMENTATION_METHODS = (SENTENCEPIECE, "equal_info_ac[b=16,v=65k]")
+
+
+def tokenization_study(scale: Scale, layout: Layout) -> dict:
+  """Fig. 8's edit distances and Table 7's segments (`pipelines/stability.py`) of the
+  grid's methods, coded with the M1 and SentencePiece model trained here."""
+  def method(name):
+    m1 = layout.m1() if uses_m1(name) else None
+    return m1_loader.build_method(method_spec(name, layout), m1)
+
+  words = stability.prefix_words()
+  return {
+      "sentence": stability.SENTENCE, "prefixes": words,
+      "edit_distances": {m: stability.edit_distances(method(m), stability.SENTENCE, words)
+                         for m in STABILITY_METHODS if m in scale.methods},
+      "segments": {m: stability.segments(method(m)) for m in SEGMENTATION_METHODS
+                   if m in scale.methods},
+  }
+
+
 def write_report(scale: Scale, layout: Layout) -> dict:
   """report.md, report.json and the figures of a finished grid; returns report.json's content."""
   inputs = ([layout.shards(m, s) for m in scale.methods for s in SPLITS]
@@ -243,12 +268,14 @@ def write_report(scale: Scale, layout: Layout) -> dict:
             + [layout.m2(m, size) for m in scale.methods for size in scale.m2_sizes]
             + [layout.eval_file(m, size) for m in scale.methods for size in scale.m2_sizes])
   result = {"inputs": inputs, **report.build(inputs)}
+  result["tokenization"] = tokenization_study(scale, layout)
   drawn = figures.draw_all(result, layout.out / "figures")
   result["figures"] = drawn
   (layout.out / "report.json").write_text(json.dumps(result, indent=1) + "\n")
-  (layout.out / "report.md").write_text(
-      f"# eqinfo reproduce --scale {scale.name}\n\n{scale.description}\n\n"
-      + report.render(result) + "\n\n" + figures.markdown(drawn, layout.out) + "\n")
+  (layout.out / "report.md").write_text("\n\n".join([
+      f"# eqinfo reproduce --scale {scale.name}", scale.description, report.render(result),
+      figures.markdown(drawn, layout.out),
+      figures.segmentation_markdown(result["tokenization"])]) + "\n")
   return result
 
 
@@ -257,6 +284,20 @@ def machine() -> dict:
   import jax  # pylint: disable=import-outside-toplevel
   return {"platform": platform.platform(), "python": platform.python_version(),
           "cpu_count": os.cpu_count(), "jax_devices": [str(d) for d in jax.devices()]}
+
+
+def run_stages(stages: list[Stage], out: pathlib.Path,
+               run_command: Callable[[list[str]], int] = _run_command) -> list[str]:
+  """Runs the stages not yet finished, in order, with a progress bar; returns their names."""
+  todo = [s for s in stages if not finished(out, s)]
+  with tqdm.tqdm(total=len(stages), initial=len(stages) - len(todo), unit="stage",
+                 desc="reproduce", file=sys.stderr, dynamic_ncols=True) as bar:
+    for stage in todo:
+      bar.set_postfix_str(stage.name)
+      tqdm.tqdm.write(f"reproduce: {stage.command_line()}", file=sys.stderr)
+      run_stage(stage, out, run_command)
+      bar.update(1)
+  return [s.name for s in todo]
 
 
 def reproduce(scale: Scale, out: pathlib.Path, argv: list[str],
@@ -270,15 +311,8 @@ def reproduce(scale: Scale, out: pathlib.Path, argv: list[str],
       "scale": dataclasses.asdict(scale),
       "stages": [{"name": s.name, "command_line": s.command_line()} for s in stages],
   }, indent=1) + "\n")
-  todo = [s for s in stages if not finished(out, s)]
   start = time.perf_counter()
-  with tqdm.tqdm(total=len(stages), initial=len(stages) - len(todo), unit="stage",
-                 desc="reproduce", file=sys.stderr, dynamic_ncols=True) as bar:
-    for stage in todo:
-      bar.set_postfix_str(stage.name)
-      tqdm.tqdm.write(f"reproduce: {stage.command_line()}", file=sys.stderr)
-      run_stage(stage, out, run_command)
-      bar.update(1)
+  run_stages(stages, out, run_command)
   result = write_report(scale, layout)
   records = [json.loads(_record_path(out, s).read_text()) for s in stages]
   (out / "run.json").write_text(json.dumps({

@@ -7,7 +7,7 @@ import pathlib
 
 import pytest
 
-from pipelines import reproduce
+from pipelines import m1_loader, reproduce, stability
 from tests.conftest import REPO
 from training import shards
 
@@ -71,6 +71,25 @@ def test_report_numbers_are_those_of_the_runs(smoke):
     assert all(p["bytes_seen"] > 0 and math.isfinite(p["bytes_seen"]) for p in points)
 
 
+def test_tokenization_study_is_that_of_the_models_trained(smoke):
+  """Fig. 8 and Table 7 come from the grid's own SentencePiece model and M1."""
+  result = json.loads((smoke / "report.json").read_text())
+  study = result["tokenization"]
+  assert len(study["prefixes"]) == stability.NUM_PREFIXES == len(set(study["prefixes"]))
+  assert set(study["edit_distances"]) == set(reproduce.STABILITY_METHODS)
+  assert all(len(d) == stability.NUM_PREFIXES for d in study["edit_distances"].values())
+  layout = reproduce.Layout(smoke)
+  sp = m1_loader.build_method(reproduce.method_spec("sentencepiece", layout), None)
+  assert study["edit_distances"]["sentencepiece"] == stability.edit_distances(
+      sp, study["sentence"], study["prefixes"])
+  assert "".join(study["segments"]["sentencepiece"]) == study["sentence"]
+  assert "".join(study["segments"]["equal_info_ac[b=16,v=65k]"]) == study["sentence"]
+  (fig8,) = [f for f in result["figures"] if f["name"] == "fig8_stability"]
+  assert fig8["data"]["medians"] == {m: sorted(d)[len(d) // 2]
+                                     for m, d in study["edit_distances"].items()}
+  assert "Table 7" in (smoke / "report.md").read_text()
+
+
 def test_a_rerun_skips_finished_stages_and_reruns_changed_ones(smoke, monkeypatch):
   monkeypatch.chdir(REPO)
   scale = reproduce.load_scale("smoke")
@@ -78,7 +97,8 @@ def test_a_rerun_skips_finished_stages_and_reruns_changed_ones(smoke, monkeypatc
   def must_not_run(argv):
     raise AssertionError(f"ran {argv}")
 
-  reproduce.reproduce(scale, smoke, ["--scale", "smoke"], run_command=must_not_run)
+  layout = reproduce.Layout(smoke)
+  assert reproduce.run_stages(reproduce.plan(scale, layout), smoke, must_not_run) == []
   ran = []
 
   def record(argv):
@@ -87,8 +107,8 @@ def test_a_rerun_skips_finished_stages_and_reruns_changed_ones(smoke, monkeypatc
 
   fewer = reproduce.dataclasses.replace(scale, flags={**scale.flags, "eval": ["--num_batches",
                                                                              "1"]})
-  reproduce.reproduce(fewer, smoke, ["--scale", "smoke"], run_command=record)
-  assert ran == ["eval"] * 9
+  done = reproduce.run_stages(reproduce.plan(fewer, layout), smoke, record)
+  assert ran == ["eval"] * 9 and all(name.startswith("eval-") for name in done)
 
 
 def test_scale_files_are_checked(tmp_path):
