@@ -180,7 +180,7 @@ def evaluation_row(path: str) -> dict:
     raise FileNotFoundError(f"{path!r} does not exist; pass the file eqinfo eval --out wrote")
   try:
     result = shards.read_json(path)
-  except (json.JSONDecodeError, UnicodeDecodeError):
+  except ValueError:
     result = None
   if not isinstance(result, dict) or "bits_per_byte" not in result or "baselines" not in result:
     raise ValueError(f"{path!r} is not a result of eqinfo eval --out; pass the file it wrote")

@@ -229,9 +229,18 @@ def check_readable(paths: list[str]) -> None:
 
 
 def read_json(path: str) -> dict:
-  """A JSON file, local or gs://."""
+  """A JSON file, local or gs://.
+
+  Raises:
+    ValueError: it is not JSON (cut short or overwritten), naming the file.
+  """
   with _filesystems().open(path) as f:
-    return json.loads(f.read())
+    data = f.read()
+  try:
+    return json.loads(data)
+  except (json.JSONDecodeError, UnicodeDecodeError) as e:
+    raise ValueError(f"{path} is not valid JSON ({e}); it was cut short or overwritten: "
+                     "run the command that wrote it again") from None
 
 
 def is_completed(directory: str) -> bool:

@@ -133,6 +133,13 @@ def test_report_marks_an_unfinished_job_and_rejects_other_directories(m2_run, tm
   assert "neither a shard directory" in err and "train-m2" in err
   assert cli.main(["report", str(tmp_path / "elsewhere")]) == 1
   assert "elsewhere' does not exist" in capsys.readouterr().err
+  (unfinished / "stats.json").write_text('{"method": "bytes", "tok')  # cut short
+  (unfinished / "COMPLETED").write_text("")
+  for argv in (["report", str(unfinished)],
+               ["generate", "--checkpoint", str(m2_run[1]), "--shards", str(unfinished)]):
+    assert cli.main(argv) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and f"{unfinished / 'stats.json'} is not valid JSON" in err
 
 
 def test_sentencepiece_ratio_is_the_same_in_codec_inspect_and_report(train_docs, tmp_path,
