@@ -541,8 +541,9 @@ def test_the_progress_bar_counts_finished_steps_from_the_first_one():
 
 
 def test_bad_shards_are_one_line_errors_naming_them(m2_shards, tmp_path, capsys):
-  """train-m2 and eval name a truncated or foreign shard, a record whose ids do not fit the
-  vocabulary, and a glob that mixes methods, in one line each, before or instead of training."""
+  """train-m2, eval and inspect name a truncated, empty or foreign shard, a record whose ids
+  do not fit the vocabulary, and a glob that mixes methods, in one line each, before or
+  instead of training."""
   from array_record.python import array_record_module  # pylint: disable=import-outside-toplevel
   bad = tmp_path / "bad"
   shutil.copytree(m2_shards, bad)
@@ -551,6 +552,11 @@ def test_bad_shards_are_one_line_errors_naming_them(m2_shards, tmp_path, capsys)
   truncated.mkdir()
   shutil.copy(bad / "stats.json", truncated / "stats.json")
   (truncated / first.name).write_bytes(first.read_bytes()[:first.stat().st_size // 2])
+  empty = bad / "empty"
+  empty.mkdir()
+  shutil.copy(bad / "stats.json", empty / "stats.json")
+  (empty / first.name).write_bytes(b"")
+  (empty / "COMPLETED").write_text("")
   foreign = bad / "foreign"
   foreign.mkdir()
   writer = array_record_module.ArrayRecordWriter(
@@ -568,6 +574,9 @@ def test_bad_shards_are_one_line_errors_naming_them(m2_shards, tmp_path, capsys)
         *out], f"shard {truncated / first.name} cannot be read ("),
       (["eval", "--checkpoint", str(tmp_path / "r1"), "--data", str(truncated / "*.array_record")],
        None),
+      (["train-m2", "--train", str(empty / "*.array_record"), "--out", str(tmp_path / "r5"),
+        *out], f"shard {empty / first.name} cannot be read ("),
+      (["inspect", str(empty), "--check"], str(empty / first.name)),
       (["train-m2", "--train", str(foreign / "*.array_record"), "--vocab_size", "256",
         "--out", str(tmp_path / "r2"), *out], "M2 record 0: not an eqinfo record"),
       (["train-m2", "--train", str(bad / "train-*.array_record"), "--vocab_size", "16",
