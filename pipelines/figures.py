@@ -10,6 +10,10 @@
                                 of one sentence with and without a one-word prefix, one
                                 panel per method (`pipelines/stability.py`)
 
+  window_position_accuracy      M2's validation accuracy on the first, second, ... token of
+                                each Equal-Info window over training (runs whose windows
+                                hold several tokens, e.g. b=16 with v=256)
+
 `segmentation_markdown` is Table 7: the sentence cut where each method cuts it.
 
 Each figure's plotted numbers are returned with it (and `eqinfo reproduce` keeps them in
@@ -150,11 +154,44 @@ def segmentation_markdown(study: dict) -> str:
   return "\n".join(lines)
 
 
+def window_accuracy_points(result: dict) -> dict[str, list[dict]]:
+  """{run: [{"step", "accuracy_by_window_position"}]} of the M2 runs whose validation
+  counted accuracy by window position (`training/window_accuracy.py`)."""
+  curves = {}
+  for row in result["training"]:
+    if row["kind"] != "m2":
+      continue
+    points = [{"step": r["step"], "accuracy_by_window_position": r["accuracy_by_window_position"]}
+              for r in report.metric_records(row["directory"])
+              if r["split"] == "validation" and "accuracy_by_window_position" in r]
+    if points:
+      curves[row["directory"]] = points
+  return curves
+
+
+def draw_window_accuracy(curves: dict[str, list[dict]], directory: pathlib.Path) -> dict:
+  plt = _pyplot()
+  fig, ax = plt.subplots(figsize=(7, 4.2))
+  for run, pts in sorted(curves.items()):
+    for position in range(len(pts[0]["accuracy_by_window_position"])):
+      ax.plot([p["step"] for p in pts], [p["accuracy_by_window_position"][position] for p in pts],
+              marker=".", label=f"{pathlib.Path(run).name}: token {position + 1} of the window")
+  ax.set_xlabel("training step")
+  ax.set_ylabel("validation next-token accuracy")
+  ax.set_title("Accuracy by position in the window")
+  if curves:
+    ax.legend(fontsize=7)
+  paths = _save(fig, directory, "window_position_accuracy")
+  plt.close(fig)
+  return {"name": "window_position_accuracy", "files": paths, "data": curves}
+
+
 def draw_all(result: dict, directory: pathlib.Path) -> list[dict]:
   """Every figure of a report result into `directory`; [{"name", "files", "data"}]."""
   return [draw_fig3(fig3_points(result), directory),
           draw_learning_curves(learning_curve_points(result), directory),
-          draw_fig8(result["tokenization"]["edit_distances"], directory)]
+          draw_fig8(result["tokenization"]["edit_distances"], directory),
+          draw_window_accuracy(window_accuracy_points(result), directory)]
 
 
 def markdown(drawn: list[dict], base: pathlib.Path) -> str:

@@ -12,6 +12,7 @@ probability model (docs/DESIGN.md).
   m2_input.py       M2's batches: one record per row or packed
   batch_layout.py   the batch layout both inputs yield (BOS, padding, weights)
   loss.py           cross entropy plus z-loss; chunked_loss.py the same a chunk at a time
+  window_accuracy.py  M2's accuracy by position within an Equal-Info window
   optim.py          Adafactor on the rsqrt schedule
   train.py          the data-parallel training loop shared by M1 and M2
   train_flags.py    the flags train-m1 and train-m2 share

@@ -42,6 +42,7 @@ from training import model as model_lib
 from training import optim
 from training import shards
 from training import train
+from training import window_accuracy
 from training import metrics as metrics_lib
 
 
@@ -171,11 +172,12 @@ def evaluate(args) -> dict:
   seq_len = args.seq_len or loaded.model_config.max_len
   stream, vocab = batches(loaded, args, batch_size, seq_len)
   counter = SampleCounter(vocab)
-  eval_step = train.make_eval_step(loaded.model_config, mesh)
+  stats = shards.stats_of_glob(args.data) if loaded.kind == "m2" else {}
+  eval_step = train.make_eval_step(loaded.model_config, mesh,
+                                   window_accuracy.tokens_per_window(stats))
   with train.out_of_memory_as_error(f"pass a smaller --batch_size ({batch_size} now)"):
     result = train.evaluate(eval_step, loaded.params, counter.wrap(stream), mesh,
                             args.num_batches)
-  stats = shards.stats_of_glob(args.data) if loaded.kind == "m2" else {}
   hist = stats_histogram(stats, vocab)
   source = "stats.json" if hist is not None else "sample"
   hist = counter.histogram if hist is None else hist
@@ -191,6 +193,7 @@ def evaluate(args) -> dict:
       "baselines": baselines(vocab, result["tokens"], result["bytes"], hist),
       "unigram_histogram": source, "token_vocab": vocab,
       "batch_size": batch_size, "seq_len": seq_len, "num_batches": args.num_batches,
+      **{k: result[k] for k in ("accuracy", "accuracy_by_window_position") if k in result},
   }
 
 

@@ -35,6 +35,7 @@ from training import metrics as metrics_lib
 from training import model as model_lib
 from training import optim
 from training import preemption
+from training import window_accuracy
 
 State = dict[str, Any]  # {"params", "opt_state", "step"}
 DEVICE_KEYS = ("inputs", "targets", "weights", "num_bytes")  # batch arrays sent to devices
@@ -112,6 +113,7 @@ class Task:
   train_batches: BatchIterator       # seeded, resumable training batches
   validation: Callable[[], Iterator[dict]] | None  # fresh pass over a fixed validation sample
   extra_flops_per_byte: float = 0.0  # M1's FLOPs/byte for M1-based M2 methods (paper §3.8)
+  tokens_per_window: int = 0         # > 1: validation counts accuracy by window position
   run_config: dict = dataclasses.field(default_factory=dict)  # saved as config.json
 
 
@@ -210,12 +212,18 @@ def make_train_step(model_config: configs.ModelConfig, optimizer: optax.Gradient
   return jax.jit(step, out_shardings=(replicated, replicated), donate_argnums=0)
 
 
-def make_eval_step(model_config: configs.ModelConfig, mesh: Mesh) -> Callable:
-  """Returns eval(params, batch) -> {"xent", "z_loss", "tokens", "bytes"} sums (z-loss 0)."""
+def make_eval_step(model_config: configs.ModelConfig, mesh: Mesh,
+                   tokens_per_window: int = 0) -> Callable:
+  """Returns eval(params, batch) -> {"xent", "z_loss", "tokens", "bytes"} sums (z-loss 0),
+  and with `tokens_per_window` k > 1 the [k] sums of `window_accuracy`."""
   loss_of = batch_loss(model_config, mesh.size)
+  accuracy_of = (window_accuracy.make_window_accuracy(model_config, tokens_per_window)
+                 if tokens_per_window > 1 else None)
 
   def step(params, batch):
     sums = loss_of(params, batch, 0.0)[1]
+    if accuracy_of is not None:
+      sums = {**sums, **accuracy_of(params, batch)}
     return {**sums, "bytes": jnp.sum(batch["num_bytes"].astype(jnp.float32))}
 
   return jax.jit(step, out_shardings=NamedSharding(mesh, P()))
@@ -247,9 +255,12 @@ def evaluate(eval_step: Callable, params: Any, batches: Iterator[dict], mesh: Me
   others' feeds empty batches (no weight, no bytes) until all have ended.
 
   Returns:
-    {"loss": mean xent in nats per token, "bits_per_byte", "tokens", "bytes"}.
+    {"loss": mean xent in nats per token, "bits_per_byte", "tokens", "bytes"}, and where
+    the eval step counts them (`window_accuracy`), "accuracy" and
+    "accuracy_by_window_position" ([k], position 0 the window's first token).
   """
   xent = tokens = num_bytes = 0.0
+  by_position = {}
   batches, last = iter(batches), None
   for _ in range(max_batches):
     batch = next(batches, None)
@@ -265,10 +276,20 @@ def evaluate(eval_step: Callable, params: Any, batches: Iterator[dict], mesh: Me
     xent += float(sums["xent"])
     tokens += float(sums["tokens"])
     num_bytes += float(sums["bytes"])
+    for key in ("correct_by_window_position", "tokens_by_window_position"):
+      if key in sums:
+        by_position[key] = by_position.get(key, 0.0) + np.asarray(sums[key], np.float64)
   if tokens == 0:
     raise ValueError("the validation data holds no tokens; check the --validation / --data path")
-  return {"loss": xent / tokens, "bits_per_byte": xent / num_bytes / metrics_lib.LN2,
-          "tokens": tokens, "bytes": num_bytes}
+  out = {"loss": xent / tokens, "bits_per_byte": xent / num_bytes / metrics_lib.LN2,
+         "tokens": tokens, "bytes": num_bytes}
+  if by_position:
+    correct, counted = (by_position["correct_by_window_position"],
+                        by_position["tokens_by_window_position"])
+    out["accuracy"] = float(correct.sum() / max(counted.sum(), 1.0))
+    out["accuracy_by_window_position"] = [float(c / max(n, 1.0)) for c, n in zip(correct,
+                                                                                 counted)]
+  return out
 
 
 def prepare(argv, parse_flags, build_task) -> tuple[argparse.Namespace, Task, TrainConfig]:
@@ -446,7 +467,7 @@ class _Loop:
   def __init__(self, task: Task, config: TrainConfig, mesh: Mesh, optimizer):
     self.task, self.config, self.mesh = task, config, mesh
     self.train_step = make_train_step(task.model_config, optimizer, config.z_loss, mesh)
-    self.eval_step = make_eval_step(task.model_config, mesh)
+    self.eval_step = make_eval_step(task.model_config, mesh, task.tokens_per_window)
     self.writer = metrics_lib.MetricsWriter(config.out)
     self.ids = metrics_lib.ExampleIdLog(config.out, config.log_example_ids)
     self.non_embedding_params = model_lib.count_params(model_lib.param_shapes(task.model_config))

@@ -26,6 +26,7 @@ from training import preemption
 from training import shards
 from training import train
 from training import train_flags
+from training import window_accuracy
 
 
 def parse_flags(argv) -> argparse.Namespace:
@@ -97,6 +98,7 @@ def build_task(args) -> tuple[train.Task, train.TrainConfig]:
   task = train.Task(
       kind="m2", model_config=model_config, train_batches=m2_input.m2_batches(train_data),
       validation=validation, extra_flops_per_byte=extra,
+      tokens_per_window=window_accuracy.tokens_per_window(stats),
       run_config={"data": {"train": args.train, "validation": args.validation,
                            "token_vocab": vocab, "seq_len": args.seq_len,
                            "batch_size": args.batch_size, "seed": args.seed,

@@ -30,6 +30,9 @@ def test_every_table_and_figure_is_written(smoke):
   result = json.loads((smoke / "report.json").read_text())
   assert len(result["compression"]) == 18 and len(result["evaluation"]) == 9
   assert len(result["training"]) == 1 + 9  # M1 and one M2 per method
+  assert [f["name"] for f in result["figures"]] == [
+      "fig3_bits_per_byte_vs_flops", "learning_curves", "fig8_stability",
+      "window_position_accuracy"]
   for figure in result["figures"]:
     for fmt in ("png", "svg"):
       assert pathlib.Path(figure["files"][fmt]).stat().st_size > 1000
@@ -69,6 +72,27 @@ def test_report_numbers_are_those_of_the_runs(smoke):
     validation = [(r["step"], r["bits_per_byte"]) for r in records if r["split"] == "validation"]
     assert [(p["step"], p["bits_per_byte"]) for p in points] == validation and validation
     assert all(p["bytes_seen"] > 0 and math.isfinite(p["bytes_seen"]) for p in points)
+
+
+def test_m2_counts_accuracy_by_window_position_where_windows_hold_several_tokens(smoke):
+  """b=16 with 8-bit tokens: two tokens per window, so M2's validation (train-m2 and eval)
+  counts accuracy on each; v=65k (a token is a window) and bytes count none."""
+  layout = reproduce.Layout(smoke)
+  for method, k in (("equal_info_ac[b=16,v=256]", 2), ("equal_info_ac[b=32,v=256]", 4),
+                    ("equal_info_ac[b=16,v=65k]", 0), ("bytes", 0)):
+    records = [json.loads(l) for l in (pathlib.Path(layout.m2(method, "tiny")) / "metrics.jsonl")
+               .read_text().splitlines() if l.strip()]
+    validation = [r for r in records if r["split"] == "validation"]
+    result = json.loads(pathlib.Path(layout.eval_file(method, "tiny")).read_text())
+    for r in validation + [result]:
+      assert len(r.get("accuracy_by_window_position", [])) == k, (method, r)
+      if k:
+        assert 0 <= min(r["accuracy_by_window_position"]) <= r["accuracy"] <= max(
+            r["accuracy_by_window_position"]) <= 1
+  report_json = json.loads((smoke / "report.json").read_text())
+  (figure,) = [f for f in report_json["figures"] if f["name"] == "window_position_accuracy"]
+  assert set(figure["data"]) == {layout.m2(m, "tiny") for m in (
+      "equal_info_ac[b=16,v=256]", "equal_info_ac[b=32,v=256]", "equal_info_ac[b=64,v=256]")}
 
 
 def test_tokenization_study_is_that_of_the_models_trained(smoke):

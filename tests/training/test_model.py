@@ -166,3 +166,31 @@ def test_cache_growth_is_checked():
   assert model.grow_cache(config, cache, 128)[0]["k"].shape == (2, 2, 128, 32)
   with pytest.raises(ValueError, match="multiple"):
     model.init_cache(config, 2, slots=100)
+
+
+def test_accuracy_by_window_position_counts_argmax_hits_per_slot():
+  """window_accuracy's sums are those of the model's own argmax, by position in the record
+  mod k, where a packed row's records each start at position 0."""
+  from training import window_accuracy  # pylint: disable=import-outside-toplevel
+  segments = jnp.array([[1, 1, 1, 2, 2, 0], [1, 1, 1, 1, 1, 1]], jnp.int32)
+  np.testing.assert_array_equal(window_accuracy.positions_in_record(segments, (2, 6)),
+                                [[0, 1, 2, 0, 1, 0], [0, 1, 2, 3, 4, 5]])  # padding: weight 0
+  np.testing.assert_array_equal(window_accuracy.positions_in_record(None, (1, 4)), [[0, 1, 2, 3]])
+  assert [window_accuracy.tokens_per_window({"window_bits": b, "token_bits": t})
+          for b, t in ((16, 8), (16, 16), (32, 8), (None, 8))] == [2, 0, 4, 0]
+  config = configs.model_config("tiny", vocab_size=12, max_len=6)
+  transformer = model.Transformer(config)
+  rng = np.random.default_rng(0)
+  inputs = jnp.asarray(rng.integers(0, 12, (2, 6)), jnp.int32)
+  targets = jnp.asarray(rng.integers(0, 12, (2, 6)), jnp.int32)
+  weights = (segments > 0).astype(jnp.float32)
+  params = transformer.init(jax.random.PRNGKey(0), inputs)["params"]
+  batch = {"inputs": inputs, "targets": targets, "weights": weights, "segments": segments}
+  got = window_accuracy.make_window_accuracy(config, 2)(params, batch)
+  logits = transformer.apply({"params": params}, inputs, segments)
+  hits = np.asarray(jnp.argmax(logits, -1) == targets)
+  slot = np.asarray(window_accuracy.positions_in_record(segments, (2, 6))) % 2
+  w = np.asarray(weights)
+  np.testing.assert_allclose(got["correct_by_window_position"],
+                             [(hits * w * (slot == s)).sum() for s in (0, 1)])
+  np.testing.assert_allclose(got["tokens_by_window_position"], [6, 5])
