@@ -136,7 +136,8 @@ def draw_fig8(distances: dict[str, list[int]], directory: pathlib.Path) -> dict:
     ax.set_title(method_label(method), fontsize=9)
     ax.set_xlabel("edit distance (tokens)")
   axes[0][0].set_ylabel("prefixes")
-  fig.suptitle("Fig. 8: tokenization stability under one-word prefixes (dashed: median)")
+  fig.suptitle("Fig. 8: tokenization stability under one-word prefixes (dashed: median)",
+               y=1.04)
   paths = _save(fig, directory, "fig8_stability")
   plt.close(fig)
   medians = {m: sorted(v)[len(v) // 2] for m, v in distances.items()}
