@@ -196,14 +196,28 @@ def make_pipeline(config: options.CompressConfig, beam_args: list[str],
   except FileNotFoundError as e:
     raise FileNotFoundError(f"--input: {e}") from None
   job = prepare_output(config.output, config.overwrite) if prepare else None
-  p = beam.Pipeline(options=PipelineOptions(beam_args))
+  p = beam.Pipeline(options=pipeline_options(beam_args))
   build_pipeline(p, config, spec, run_info(config, method), job, spread(config, beam_args))
   return p
 
 
+# Beam's DirectRunner would first download the Prism runner (a Go binary) and run there
+# where the network allows, else fall back to the FnApiRunner: one runner everywhere.
+DEFAULT_RUNNER = "FnApiRunner"
+
+
+def pipeline_options(beam_args: list[str]) -> PipelineOptions:
+  """Beam's options from the flags eqinfo leaves to Beam, with `DEFAULT_RUNNER` unless
+  --runner names one (--direct_num_workers and --direct_running_mode apply to it)."""
+  beam_options = PipelineOptions(beam_args)
+  standard = beam_options.view_as(StandardOptions)
+  standard.runner = standard.runner or DEFAULT_RUNNER
+  return beam_options
+
+
 def local_runner(beam_args: list[str]) -> bool:
   """True unless the job runs on Dataflow (whose workers are other machines)."""
-  runner = PipelineOptions(beam_args).view_as(StandardOptions).runner or "DirectRunner"
+  runner = pipeline_options(beam_args).view_as(StandardOptions).runner
   return "Dataflow" not in str(runner)
 
 

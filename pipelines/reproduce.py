@@ -286,14 +286,38 @@ def machine() -> dict:
           "cpu_count": os.cpu_count(), "jax_devices": [str(d) for d in jax.devices()]}
 
 
+def seconds_left(stages: list[Stage], out: pathlib.Path) -> float | None:
+  """An estimate of the seconds the unfinished stages will take: each at the mean of the
+  finished stages with its command (of all finished stages where none with its command has
+  finished yet); None before any stage has finished."""
+  seconds: dict[str, list[float]] = {}
+  for stage in stages:
+    if finished(out, stage):
+      record = json.loads(_record_path(out, stage).read_text())
+      seconds.setdefault(stage.command, []).append(record["seconds"])
+  if not seconds:
+    return None
+  every = [x for xs in seconds.values() for x in xs]
+  mean = lambda xs: sum(xs) / len(xs)
+  return sum(mean(seconds.get(s.command, every)) for s in stages if not finished(out, s))
+
+
+def _progress_text(stage: Stage, left: float | None) -> str:
+  if left is None:
+    return stage.name
+  return f"{stage.name}; about {left / 60:.0f} min left"
+
+
 def run_stages(stages: list[Stage], out: pathlib.Path,
                run_command: Callable[[list[str]], int] = _run_command) -> list[str]:
-  """Runs the stages not yet finished, in order, with a progress bar; returns their names."""
+  """Runs the stages not yet finished, in order, with a progress bar and an estimate of the
+  time left (`seconds_left`); returns their names."""
   todo = [s for s in stages if not finished(out, s)]
   with tqdm.tqdm(total=len(stages), initial=len(stages) - len(todo), unit="stage",
-                 desc="reproduce", file=sys.stderr, dynamic_ncols=True) as bar:
+                 desc="reproduce", file=sys.stderr, dynamic_ncols=True,
+                 bar_format="{desc}: {n_fmt}/{total_fmt} stages [{elapsed}] {postfix}") as bar:
     for stage in todo:
-      bar.set_postfix_str(stage.name)
+      bar.set_postfix_str(_progress_text(stage, seconds_left(stages, out)))
       tqdm.tqdm.write(f"reproduce: {stage.command_line()}", file=sys.stderr)
       run_stage(stage, out, run_command)
       bar.update(1)

@@ -1,10 +1,12 @@
 """--m1 specs, the typed flags, and a smoke run of `eqinfo demo`."""
 import json
+import logging
 
 import numpy as np
 import pytest
+from apache_beam.options.pipeline_options import StandardOptions
 
-from pipelines import cli, demo, m1_loader, options
+from pipelines import cli, compress, demo, m1_loader, options
 
 
 def test_context_and_unigram_specs_fit_deterministically(tmp_path):
@@ -60,12 +62,20 @@ def test_flags_split_app_and_beam():
     options.CompressConfig.from_dict({"input": "a", "method": "b", "output": "c", "shards": 3})
 
 
-def test_demo_smoke(tmp_path, capsys):
+def test_demo_smoke(tmp_path, capsys, caplog):
+  caplog.set_level(logging.INFO)
   assert cli.main(["demo", "--max_docs", "12", "--output", str(tmp_path / "demo")]) == 0
   out = capsys.readouterr().out
   assert demo.DEMO_METHOD in out and "every record decodes to its text" in out
   assert "compression ratio" in out and "record 1:" in out
   assert (tmp_path / "demo" / "COMPLETED").exists()
+  assert "Prism" not in caplog.text  # one local runner, no download tried
+
+
+def test_the_runner_is_the_fn_api_runner_unless_named():
+  runner = lambda args: compress.pipeline_options(args).view_as(StandardOptions).runner
+  assert runner([]) == "FnApiRunner" and runner(["--direct_num_workers=2"]) == "FnApiRunner"
+  assert runner(["--runner", "DataflowRunner"]) == "DataflowRunner"
 
 
 @pytest.mark.parametrize("flag, hint", [

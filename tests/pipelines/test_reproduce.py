@@ -135,6 +135,19 @@ def test_a_rerun_skips_finished_stages_and_reruns_changed_ones(smoke, monkeypatc
   assert ran == ["eval"] * 9 and all(name.startswith("eval-") for name in done)
 
 
+def test_time_left_is_the_mean_of_finished_stages_of_each_command(tmp_path):
+  stages = [reproduce.Stage(f"s{i}", command, (), "") for i, command in
+            enumerate(["train-m1", "compress", "compress", "compress", "train-m2", "eval"])]
+  assert reproduce.seconds_left(stages, tmp_path) is None
+  seconds = iter([100.0, 2.0, 4.0])
+  reproduce.run_stages(stages[:3], tmp_path, lambda argv: 0)
+  for stage in stages[:3]:  # the records' seconds, as if the stages took them
+    path = tmp_path / "stages" / f"{stage.name}.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), "seconds": next(seconds)}))
+  # one compress at 3 s; train-m2 and eval, not seen yet, at the mean of all: 106 / 3 s each
+  assert reproduce.seconds_left(stages, tmp_path) == pytest.approx(3 + 2 * 106 / 3)
+
+
 def test_scale_files_are_checked(tmp_path):
   with pytest.raises(FileNotFoundError, match="no such scale"):
     reproduce.load_scale("huge")
