@@ -5,6 +5,8 @@ the pipeline compresses (docs/DESIGN.md, "Corpora").
 A corpus spec is one of:
 
 - `builtin:pydoc`: Python's own documentation topics (no download);
+  `builtin:pydoc:validation` holds out about a tenth of their bytes, whole topics,
+  and `builtin:pydoc:train` is the rest;
 - `tfds:NAME[:SPLIT]` (e.g. `tfds:c4/en:3.1.0:validation`): a TFDS build already
   prepared under `tfds_data_dir` (never downloaded), read in chunks of
   `tfds_chunk_docs` examples with `shuffle_files=False`; SPLIT defaults to the
@@ -34,9 +36,11 @@ import zlib
 from typing import Iterator, NamedTuple
 
 BUILTIN_PYDOC = "builtin:pydoc"
+PYDOC_SPLITS = ("train", "validation")
+PYDOC_VALIDATION_SHARE = 0.1  # of builtin:pydoc's bytes held out as builtin:pydoc:validation
 TFDS_CHUNK_DOCS = 128 * 1024
 SPEC_FORMS = "a glob of .jsonl[.gz]/.json[.gz] or text files, jsonl:GLOB, text:GLOB, " \
-             f"{BUILTIN_PYDOC} or tfds:NAME[:SPLIT]"
+             f"{BUILTIN_PYDOC}[:train|:validation] or tfds:NAME[:SPLIT]"
 _KINDS = ("builtin", "tfds", "jsonl", "text")
 _JSONL_SUFFIXES = (".json", ".json.gz", ".jsonl", ".jsonl.gz")
 _VERSION = re.compile(r"^\d+(\.\d+)*$")
@@ -143,17 +147,32 @@ def parse_json_line(line: bytes, text_field: str = "text") -> bytes:
   return text_to_bytes(obj[text_field])
 
 
-def builtin_pydoc_documents() -> list[tuple[str, str]]:
+def builtin_pydoc_documents(split: str | None = None) -> list[tuple[str, str]]:
   """Python's own documentation topics (`pydoc_data.topics`), sorted by name.
 
   About 460 KB of English prose that ships with every Python: the corpus of
   `builtin:pydoc`, which needs no download.
 
+  Args:
+    split: None for every topic; "validation" for the topics held out: in name order, a
+      topic is held out while the held-out bytes are under `PYDOC_VALIDATION_SHARE` of
+      the bytes so far (about 50 KB of 466 KB); "train" for the others.
+
   Returns:
     [(source, text)] with source "builtin:pydoc/<topic>".
   """
   from pydoc_data import topics  # pylint: disable=import-outside-toplevel
-  return [(f"{BUILTIN_PYDOC}/{name}", topics.topics[name]) for name in sorted(topics.topics)]
+  docs = [(f"{BUILTIN_PYDOC}/{name}", topics.topics[name]) for name in sorted(topics.topics)]
+  if split is None:
+    return docs
+  held, seen, parts = 0, 0, {"train": [], "validation": []}
+  for doc in docs:
+    size = len(text_to_bytes(doc[1]))
+    part = "validation" if held < PYDOC_VALIDATION_SHARE * seen else "train"
+    parts[part].append(doc)
+    held += size if part == "validation" else 0
+    seen += size
+  return parts[split]
 
 
 def _filesystems():
@@ -217,9 +236,11 @@ def resolve(spec: str, split: str = "train", tfds_data_dir: str | None = None,
   """
   kind, rest = _kind(spec)
   if kind == "builtin":
-    if rest != "pydoc":
-      raise ValueError(f"unknown builtin corpus {spec!r}; the only one is {BUILTIN_PYDOC}")
-    return InputSpec(kind, spec, ((0, "pydoc"),))
+    name, _, part = rest.partition(":")
+    if name != "pydoc" or (part and part not in PYDOC_SPLITS):
+      raise ValueError(f"unknown builtin corpus {spec!r}; the only one is {BUILTIN_PYDOC}, "
+                       f"or its split {BUILTIN_PYDOC}:train or {BUILTIN_PYDOC}:validation")
+    return InputSpec(kind, spec, ((0, rest),))
   if kind == "tfds":
     name, split = parse_tfds_spec(rest, split)
     return InputSpec(kind, spec, _tfds_tasks(name, split, tfds_data_dir, tfds_chunk_docs),
@@ -285,9 +306,12 @@ def read_text_file(file_index: int, path: str, first: int = 0) -> Iterator[Docum
   yield Document(file_index, 0, path, data)
 
 
-def read_builtin(max_docs: int | None = None, first: int = 0) -> Iterator[Document]:
-  """The `builtin:pydoc` documents in topic order, from the `first`-th on."""
-  for index, (source, text) in enumerate(builtin_pydoc_documents()[:max_docs]):
+def read_builtin(max_docs: int | None = None, first: int = 0,
+                 locator: str = "pydoc") -> Iterator[Document]:
+  """The documents of `builtin:LOCATOR` (pydoc[:train|:validation]) in topic order, from the
+  `first`-th on."""
+  split = locator.partition(":")[2] or None
+  for index, (source, text) in enumerate(builtin_pydoc_documents(split)[:max_docs]):
     if index >= first:
       yield Document(0, index, source, text_to_bytes(text))
 
@@ -329,7 +353,7 @@ def read_task(spec: InputSpec, index: int, locator: str, text_field: str = "text
     first: the doc_index to start at.
   """
   if spec.kind == "builtin":
-    return read_builtin(max_docs, first)
+    return read_builtin(max_docs, first, locator)
   if spec.kind == "jsonl":
     return read_jsonl_file(index, locator, text_field, max_docs, first)
   if spec.kind == "text":

@@ -92,6 +92,21 @@ def test_builtin_pydoc():
   assert [(d.file_index, d.doc_index) for d in docs] == [(0, i) for i in range(len(docs))]
 
 
+def test_builtin_pydoc_splits_hold_out_a_tenth_of_the_bytes():
+  whole = [d.source for d in corpus.read_documents("builtin:pydoc")]
+  train = list(corpus.read_documents("builtin:pydoc:train"))
+  validation = list(corpus.read_documents("builtin:pydoc:validation"))
+  assert len(validation) >= 3 and validation[0].source == whole[1]  # topic 0 is train's
+  assert sorted(d.source for d in train + validation) == sorted(whole)
+  share = sum(len(d.data) for d in validation) / sum(len(d.data) for d in train + validation)
+  assert 0.1 <= share < 0.12
+  assert [d.doc_index for d in validation] == list(range(len(validation)))
+  rest = list(corpus.read_documents("builtin:pydoc:validation", start=(0, 3)))
+  assert rest == validation[3:]
+  with pytest.raises(ValueError, match="builtin:pydoc:train or builtin:pydoc:validation"):
+    corpus.resolve("builtin:pydoc:test")
+
+
 def test_a_read_from_a_position_is_the_rest_of_the_whole_read(tmp_path):
   (tmp_path / "a.jsonl").write_text('{"text": "x"}\n\n{"text": "y"}\nnot json\n{"text": "w"}\n')
   (tmp_path / "c.json.gz").write_bytes(gzip.compress(b'{"text": "z"}\n{"text": "v"}\n'))
