@@ -286,38 +286,46 @@ def machine() -> dict:
           "cpu_count": os.cpu_count(), "jax_devices": [str(d) for d in jax.devices()]}
 
 
-def seconds_left(stages: list[Stage], out: pathlib.Path) -> float | None:
-  """An estimate of the seconds the unfinished stages will take: each at the mean of the
-  finished stages with its command (of all finished stages where none with its command has
-  finished yet); None before any stage has finished."""
+def time_left(stages: list[Stage], out: pathlib.Path) -> tuple[float, list[str]]:
+  """An estimate of what the unfinished stages will take.
+
+  Returns:
+    (seconds, untimed): the seconds of the unfinished stages whose command has a finished
+    stage, each at the mean of those; and the commands of the others, none of whose
+    stages has finished yet (their time is unknown), in plan order.
+  """
   seconds: dict[str, list[float]] = {}
   for stage in stages:
     if finished(out, stage):
       record = json.loads(_record_path(out, stage).read_text())
       seconds.setdefault(stage.command, []).append(record["seconds"])
-  if not seconds:
-    return None
-  every = [x for xs in seconds.values() for x in xs]
-  mean = lambda xs: sum(xs) / len(xs)
-  return sum(mean(seconds.get(s.command, every)) for s in stages if not finished(out, s))
+  left, untimed = 0.0, []
+  for stage in stages:
+    if finished(out, stage):
+      continue
+    if stage.command in seconds:
+      left += sum(seconds[stage.command]) / len(seconds[stage.command])
+    elif stage.command not in untimed:
+      untimed.append(stage.command)
+  return left, untimed
 
 
-def _progress_text(stage: Stage, left: float | None) -> str:
-  if left is None:
-    return stage.name
-  return f"{stage.name}; about {left / 60:.0f} min left"
+def _progress_text(stage: Stage, left: tuple[float, list[str]]) -> str:
+  seconds, untimed = left
+  text = f"{stage.name}; {'at least' if untimed else 'about'} {seconds / 60:.0f} min left"
+  return text + (f" (+ {', '.join(untimed)}: not timed yet)" if untimed else "")
 
 
 def run_stages(stages: list[Stage], out: pathlib.Path,
                run_command: Callable[[list[str]], int] = _run_command) -> list[str]:
   """Runs the stages not yet finished, in order, with a progress bar and an estimate of the
-  time left (`seconds_left`); returns their names."""
+  time left (`time_left`); returns their names."""
   todo = [s for s in stages if not finished(out, s)]
   with tqdm.tqdm(total=len(stages), initial=len(stages) - len(todo), unit="stage",
                  desc="reproduce", file=sys.stderr, dynamic_ncols=True,
                  bar_format="{desc}: {n_fmt}/{total_fmt} stages [{elapsed}] {postfix}") as bar:
     for stage in todo:
-      bar.set_postfix_str(_progress_text(stage, seconds_left(stages, out)))
+      bar.set_postfix_str(_progress_text(stage, time_left(stages, out)))
       tqdm.tqdm.write(f"reproduce: {stage.command_line()}", file=sys.stderr)
       run_stage(stage, out, run_command)
       bar.update(1)

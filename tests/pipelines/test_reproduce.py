@@ -138,14 +138,19 @@ def test_a_rerun_skips_finished_stages_and_reruns_changed_ones(smoke, monkeypatc
 def test_time_left_is_the_mean_of_finished_stages_of_each_command(tmp_path):
   stages = [reproduce.Stage(f"s{i}", command, (), "") for i, command in
             enumerate(["train-m1", "compress", "compress", "compress", "train-m2", "eval"])]
-  assert reproduce.seconds_left(stages, tmp_path) is None
+  assert reproduce.time_left(stages, tmp_path) == (0, ["train-m1", "compress", "train-m2",
+                                                       "eval"])
   seconds = iter([100.0, 2.0, 4.0])
   reproduce.run_stages(stages[:3], tmp_path, lambda argv: 0)
   for stage in stages[:3]:  # the records' seconds, as if the stages took them
     path = tmp_path / "stages" / f"{stage.name}.json"
     path.write_text(json.dumps({**json.loads(path.read_text()), "seconds": next(seconds)}))
-  # one compress at 3 s; train-m2 and eval, not seen yet, at the mean of all: 106 / 3 s each
-  assert reproduce.seconds_left(stages, tmp_path) == pytest.approx(3 + 2 * 106 / 3)
+  # one compress left, at the mean of two: 3 s; train-m2 and eval have not been timed
+  assert reproduce.time_left(stages, tmp_path) == (3.0, ["train-m2", "eval"])
+  text = reproduce._progress_text  # pylint: disable=protected-access
+  assert (text(stages[3], (180.0, ["train-m2", "eval"]))
+          == "s3; at least 3 min left (+ train-m2, eval: not timed yet)")
+  assert text(stages[3], (180.0, [])) == "s3; about 3 min left"
 
 
 def test_scale_files_are_checked(tmp_path):
