@@ -8,6 +8,7 @@ Every stage is one of the project's own commands, run in this process:
   m2              for each method and M2 size: train-m2 on the method's shards
   eval            for each M2: eval on the method's validation shards (--out)
   report          eqinfo report of all of them, with the figures (pipelines/figures.py)
+                  and the paper's five findings checked (pipelines/claims.py)
 
 A scale is a TOML file: the corpora, the methods, the M2 sizes and the flags of
 each command (`pipelines/scales/` holds smoke, cpu and gpu; write your own and
@@ -41,7 +42,7 @@ from typing import Callable
 import tqdm
 
 from compressor import help_format
-from pipelines import figures, m1_loader, report, stability
+from pipelines import claims, figures, m1_loader, report, stability
 from pipelines.cli import COMMANDS
 from training import shards
 
@@ -271,9 +272,12 @@ def write_report(scale: Scale, layout: Layout) -> dict:
   result["tokenization"] = tokenization_study(scale, layout)
   drawn = figures.draw_all(result, layout.out / "figures")
   result["figures"] = drawn
+  result["claims"] = claims.check(result)
   (layout.out / "report.json").write_text(json.dumps(result, indent=1) + "\n")
   (layout.out / "report.md").write_text("\n\n".join([
-      f"# eqinfo reproduce --scale {scale.name}", scale.description, report.render(result),
+      f"# eqinfo reproduce --scale {scale.name}", scale.description,
+      "## The paper's findings here (pipelines/claims.py)", claims.markdown(result["claims"]),
+      "## Tables", report.render(result), "## Figures",
       figures.markdown(drawn, layout.out),
       figures.segmentation_markdown(result["tokenization"])]) + "\n")
   return result

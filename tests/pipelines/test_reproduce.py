@@ -7,7 +7,7 @@ import pathlib
 
 import pytest
 
-from pipelines import m1_loader, reproduce, stability
+from pipelines import claims, m1_loader, reproduce, stability
 from tests.conftest import REPO
 from training import shards
 
@@ -72,6 +72,22 @@ def test_report_numbers_are_those_of_the_runs(smoke):
     validation = [(r["step"], r["bits_per_byte"]) for r in records if r["split"] == "validation"]
     assert [(p["step"], p["bits_per_byte"]) for p in points] == validation and validation
     assert all(p["bytes_seen"] > 0 and math.isfinite(p["bytes_seen"]) for p in points)
+
+
+def test_the_papers_findings_are_checked_with_the_runs_numbers(smoke):
+  result = json.loads((smoke / "report.json").read_text())
+  found = result["claims"]
+  assert [c["claim"] for c in found] == [name for name, _, _ in claims.CLAIMS]
+  assert all(c["verdict"] in ("held", "did not hold") for c in found)  # all measured
+  train = {claims.method_key(r["method"]): r for r in result["compression"]
+           if r["directory"].endswith("/train")}
+  assert found[0]["ratios"] == {m: train[m]["compression_ratio"] for m in claims.TABLE2_ORDER}
+  ratios = list(found[0]["ratios"].values())
+  assert found[0]["held"] == (ratios == sorted(set(ratios)))
+  (fig8,) = [f for f in result["figures"] if f["name"] == "fig8_stability"]
+  assert found[3]["medians"] == {claims.method_key(m): v
+                                 for m, v in fig8["data"]["medians"].items()}
+  assert "| Window-initial tokens" in (smoke / "report.md").read_text()
 
 
 def test_m2_counts_accuracy_by_window_position_where_windows_hold_several_tokens(smoke):
