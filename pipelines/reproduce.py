@@ -262,8 +262,22 @@ def tokenization_study(scale: Scale, layout: Layout) -> dict:
   }
 
 
-def write_report(scale: Scale, layout: Layout) -> dict:
-  """report.md, report.json and the figures of a finished grid; returns report.json's content."""
+def run_markdown(run: dict) -> str:
+  """The run's command, machine and time, for report.md (`run` as in run.json)."""
+  by_command = ", ".join(f"{command} {seconds / 60:.1f} min"
+                         for command, seconds in run["seconds_by_command"].items())
+  m = run["machine"]
+  return "\n".join([
+      f"- command: `{run['command_line']}` (from the repository root)",
+      f"- machine: {m['platform']}, {m['cpu_count']} CPUs, Python {m['python']}, "
+      f"JAX devices {', '.join(m['jax_devices'])}",
+      f"- time of all stages: {run['seconds_of_stages'] / 60:.1f} min ({by_command}); "
+      "each stage's seconds are in run.json"])
+
+
+def write_report(scale: Scale, layout: Layout, run: dict) -> dict:
+  """report.md, report.json and the figures of a finished grid, with `run` (run.json's
+  content: command, machine, time); returns report.json's content."""
   inputs = ([layout.shards(m, s) for m in scale.methods for s in SPLITS]
             + ([layout.m1()] if any(uses_m1(m) for m in scale.methods) else [])
             + [layout.m2(m, size) for m in scale.methods for size in scale.m2_sizes]
@@ -275,7 +289,7 @@ def write_report(scale: Scale, layout: Layout) -> dict:
   result["claims"] = claims.check(result)
   (layout.out / "report.json").write_text(json.dumps(result, indent=1) + "\n")
   (layout.out / "report.md").write_text("\n\n".join([
-      f"# eqinfo reproduce --scale {scale.name}", scale.description,
+      f"# eqinfo reproduce --scale {scale.name}", scale.description, run_markdown(run),
       "## The paper's findings here (pipelines/claims.py)", claims.markdown(result["claims"]),
       "## Tables", report.render(result), "## Figures",
       figures.markdown(drawn, layout.out),
@@ -349,14 +363,16 @@ def reproduce(scale: Scale, out: pathlib.Path, argv: list[str],
   }, indent=1) + "\n")
   start = time.perf_counter()
   run_stages(stages, out, run_command)
-  result = write_report(scale, layout)
-  records = [json.loads(_record_path(out, s).read_text()) for s in stages]
-  (out / "run.json").write_text(json.dumps({
-      "command_line": "eqinfo " + shlex.join(["reproduce", *argv]), "machine": machine(),
-      "seconds_this_run": round(time.perf_counter() - start, 1),
-      "seconds_of_stages": round(sum(r["seconds"] for r in records), 1),
-      "stages": {s.name: r["seconds"] for s, r in zip(stages, records)},
-  }, indent=1) + "\n")
+  seconds = {s.name: json.loads(_record_path(out, s).read_text())["seconds"] for s in stages}
+  by_command: dict[str, float] = {}
+  for stage in stages:
+    by_command[stage.command] = round(by_command.get(stage.command, 0) + seconds[stage.name], 1)
+  run = {"command_line": "eqinfo " + shlex.join(["reproduce", *argv]), "machine": machine(),
+         "seconds_of_stages": round(sum(seconds.values()), 1),
+         "seconds_by_command": by_command, "stages": seconds}
+  result = write_report(scale, layout, run)
+  run["seconds_this_run"] = round(time.perf_counter() - start, 1)  # with the report
+  (out / "run.json").write_text(json.dumps(run, indent=1) + "\n")
   return result
 
 

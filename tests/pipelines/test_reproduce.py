@@ -44,6 +44,9 @@ def test_every_table_and_figure_is_written(smoke):
   assert [s["command_line"] for s in recorded["stages"]] == [s.command_line() for s in stages]
   run = json.loads((smoke / "run.json").read_text())
   assert set(run["stages"]) == {s.name for s in stages} and run["machine"]["cpu_count"] >= 1
+  assert sum(run["seconds_by_command"].values()) == pytest.approx(run["seconds_of_stages"],
+                                                                  abs=0.5)
+  assert f"- command: `eqinfo reproduce --scale smoke --out {smoke}`" in report_md
 
 
 def test_report_numbers_are_those_of_the_runs(smoke):
