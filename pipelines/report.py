@@ -17,7 +17,9 @@ table for each kind given:
   size, non-embedding parameters, whether M2's rows held several records
   (train-m2 --pack_records), the last validation bits/byte (and the
   paper's 1.457 for a 3m M1), FLOPs/byte, the last training bits/byte,
-  bytes of text per step, tokens/s and MFU, from the run's metrics.jsonl.
+  bytes of text per step, how many times an M2 saw its train text (epochs:
+  the paper's M2s never see text twice), tokens/s and MFU, from the run's
+  metrics.jsonl.
 * evaluation, one row per `eqinfo eval --out` file (paper Table 3): the
   checkpoint and its step, the data, bits/byte beside the uniform and
   unigram baselines of the same sample, and FLOPs/byte.
@@ -61,7 +63,7 @@ TRAINING_COLUMNS = (
     ("paper_bits_per_byte", "paper", "{:.3f}"),
     ("flops_per_byte", "FLOPs/byte", "{:.4g}"),
     ("train_bits_per_byte", "train bits/byte", "{:.3f}"),
-    ("bytes_per_step", "bytes/step", "{:.0f}"),
+    ("bytes_per_step", "bytes/step", "{:.0f}"), ("epochs", "epochs", "{:.1f}"),
     ("tokens_per_s", "tokens/s", "{:.0f}"), ("mfu", "MFU", "{:.3f}"),
 )
 
@@ -118,9 +120,22 @@ def metric_records(run: str) -> list[dict]:
   return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-def last_metrics(run: str) -> dict[str, dict]:
-  """The last record of each split ("train", "validation") in a run's metrics.jsonl."""
-  return {record["split"]: record for record in metric_records(run)}
+def epochs(records: list[dict], train_bytes: int | None) -> float | None:
+  """How many times an M2 saw its train text: the bytes of text its steps held (each log
+  interval's steps times its bytes/step) over the train shards' text bytes; None if unknown.
+
+  >>> epochs([{"split": "train", "step": 10, "bytes_per_step": 50.0},
+  ...         {"split": "train", "step": 30, "bytes_per_step": 25.0}], 1000)
+  1.0
+  """
+  if not train_bytes:
+    return None
+  seen, last = 0.0, 0
+  for record in records:
+    if record["split"] == "train" and "bytes_per_step" in record:
+      seen += record["bytes_per_step"] * (record["step"] - last)
+      last = record["step"]
+  return seen / train_bytes if last else None
 
 
 def size_name(model: dict) -> str:
@@ -149,8 +164,11 @@ def run_row(directory: str) -> dict:
   config = checkpoint_lib.load_config(run)
   model = configs.from_dict(config["model"])
   size = size_name(config["model"])
-  metrics = last_metrics(run)
+  records = metric_records(run)
+  metrics = {record["split"]: record for record in records}
   train, validation = metrics.get("train", {}), metrics.get("validation", {})
+  train_bytes = (shards.stats_of_glob(config["data"]["train"]).get("bytes")
+                 if config["kind"] == "m2" else None)
   return {
       "directory": directory, "kind": config["kind"], "method": config.get("method"),
       "size": size,
@@ -165,6 +183,7 @@ def run_row(directory: str) -> dict:
       "flops_per_byte": validation.get("flops_per_byte", train.get("flops_per_byte")),
       "train_bits_per_byte": train.get("bits_per_byte"),
       "bytes_per_step": train.get("bytes_per_step"),
+      "epochs": epochs(records, train_bytes),
       "tokens_per_s": train.get("tokens_per_s"), "mfu": train.get("mfu"),
   }
 

@@ -68,6 +68,17 @@ def test_report_numbers_are_those_of_the_runs(smoke):
       assert (p["bits_per_byte"], p["flops_per_byte"], p["uniform"], p["unigram"]) == (
           e["bits_per_byte"], e["flops_per_byte"], e["baselines"]["uniform"],
           e["baselines"]["unigram"])
+  for row in result["training"]:  # epochs: text bytes of the steps over the train text
+    if row["kind"] == "m1":
+      assert row["epochs"] is None
+      continue
+    train = [json.loads(l) for l in (pathlib.Path(row["directory"]) / "metrics.jsonl")
+             .read_text().splitlines() if '"train"' in l]
+    config = json.loads((pathlib.Path(row["directory"]) / "config.json").read_text())
+    text = shards.load_stats(str(pathlib.Path(config["data"]["train"]).parent))["bytes"]
+    steps = [0] + [r["step"] for r in train]
+    seen = sum(r["bytes_per_step"] * (b - a) for r, a, b in zip(train, steps, steps[1:]))
+    assert row["epochs"] == pytest.approx(seen / text) and row["epochs"] > 0
   (curves,) = [f for f in result["figures"] if f["name"] == "learning_curves"]
   for run, points in curves["data"].items():
     records = [json.loads(l) for l in (pathlib.Path(run) / "metrics.jsonl").read_text()
