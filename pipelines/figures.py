@@ -128,11 +128,12 @@ def draw_learning_curves(curves: dict[str, list[dict]], directory: pathlib.Path)
 
 def draw_fig8(distances: dict[str, list[int]], directory: pathlib.Path) -> dict:
   plt = _pyplot()
+  medians = {m: sorted(v)[len(v) // 2] for m, v in distances.items()}
   fig, axes = plt.subplots(1, max(len(distances), 1), figsize=(4 * max(len(distances), 1), 3.2),
                            squeeze=False)
   for ax, (method, values) in zip(axes[0], distances.items()):
     ax.hist(values, bins=20)
-    ax.axvline(sorted(values)[len(values) // 2], color="black", linestyle="--", lw=0.8)
+    ax.axvline(medians[method], color="black", linestyle="--", lw=0.8)
     ax.set_title(method_label(method), fontsize=9)
     ax.set_xlabel("edit distance (tokens)")
   axes[0][0].set_ylabel("prefixes")
@@ -140,7 +141,6 @@ def draw_fig8(distances: dict[str, list[int]], directory: pathlib.Path) -> dict:
                y=1.04)
   paths = _save(fig, directory, "fig8_stability")
   plt.close(fig)
-  medians = {m: sorted(v)[len(v) // 2] for m, v in distances.items()}
   return {"name": "fig8_stability", "files": paths,
           "data": {"edit_distances": distances, "medians": medians}}
 

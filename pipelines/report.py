@@ -17,9 +17,9 @@ table for each kind given:
   size, non-embedding parameters, whether M2's rows held several records
   (train-m2 --pack_records), the last validation bits/byte (and the
   paper's 1.457 for a 3m M1), FLOPs/byte, the last training bits/byte,
-  bytes of text per step, how many times an M2 saw its train text (epochs:
-  the paper's M2s never see text twice), tokens/s and MFU, from the run's
-  metrics.jsonl.
+  bytes of text per step, how many times an M2 saw its train text (epochs;
+  the train glob should name whole shard directories), tokens/s and MFU,
+  from the run's metrics.jsonl.
 * evaluation, one row per `eqinfo eval --out` file (paper Table 3): the
   checkpoint and its step, the data, bits/byte beside the uniform and
   unigram baselines of the same sample, and FLOPs/byte.

@@ -98,9 +98,21 @@ def test_the_papers_findings_are_checked_with_the_runs_numbers(smoke):
   assert found[0]["ratios"] == {m: train[m]["compression_ratio"] for m in claims.TABLE2_ORDER}
   ratios = list(found[0]["ratios"].values())
   assert found[0]["held"] == (ratios == sorted(set(ratios)))
-  (fig8,) = [f for f in result["figures"] if f["name"] == "fig8_stability"]
-  assert found[3]["medians"] == {claims.method_key(m): v
-                                 for m, v in fig8["data"]["medians"].items()}
+  share = {m: train[m]["unigram_bits_per_byte"] / train[m]["uniform_bits_per_byte"]
+           for m in ("ac[v=256]", "static_ac[v=256]", "bytes", "sentencepiece")}
+  assert found[1]["unigram_over_uniform"] == share
+  (fig3,) = [f for f in result["figures"] if f["name"] == "fig3_bits_per_byte_vs_flops"]
+  for method, ratio in found[2]["bits_per_byte_over_best_baseline"].items():
+    e = json.loads(pathlib.Path(fig3["data"][method][-1]["eval"]).read_text())
+    assert ratio == e["bits_per_byte"] / min(e["baselines"].values())
+  distances = result["tokenization"]["edit_distances"]
+  assert found[3]["medians"] == {claims.method_key(m): sorted(d)[len(d) // 2]
+                                 for m, d in distances.items()}
+  b16 = reproduce.Layout(smoke).m2("equal_info_ac[b=16,v=256]", "tiny")
+  last = [json.loads(l) for l in (pathlib.Path(b16) / "metrics.jsonl").read_text()
+          .splitlines() if '"validation"' in l][-1]
+  assert [found[4]["first"], found[4]["second"]] == last["accuracy_by_window_position"]
+  assert found[4]["held"] == (found[4]["first"] > found[4]["second"])
   assert "| Window-initial tokens" in (smoke / "report.md").read_text()
 
 
