@@ -167,7 +167,7 @@ def run_row(directory: str) -> dict:
   records = metric_records(run)
   metrics = {record["split"]: record for record in records}
   train, validation = metrics.get("train", {}), metrics.get("validation", {})
-  train_bytes = (shards.stats_of_glob(config["data"]["train"]).get("bytes")
+  train_bytes = (shards.text_bytes_of_glob(config["data"]["train"])
                  if config["kind"] == "m2" else None)
   return {
       "directory": directory, "kind": config["kind"], "method": config.get("method"),

@@ -292,6 +292,30 @@ def stats_of_glob(pattern: str) -> dict:
   return next(iter(found.values()), {})
 
 
+def text_bytes_of_glob(pattern: str) -> int | None:
+  """Bytes of text in the shards a glob matches: the sum of each directory's stats.json "bytes",
+  for directories whose every shard the glob matches; None if a directory has no stats.json
+  or the glob takes only some of its shards (stats.json counts text per directory, not per
+  shard).
+
+  Raises:
+    FileNotFoundError: if nothing matches.
+  """
+  matched = {}
+  for path in list_shards(pattern):
+    matched.setdefault(posixpath.dirname(path), set()).add(posixpath.basename(path))
+  total = 0
+  for directory, names in matched.items():
+    path = join(directory, STATS)
+    if not _filesystems().exists(path):
+      return None
+    stats = read_json(path)
+    if {shard["name"] for shard in stats.get("shards", [])} != names:
+      return None
+    total += stats["bytes"]
+  return total
+
+
 def compression_ratio(stats: dict) -> float | None:
   """The compression ratio as the paper's Table 2 gives it: bytes of text per M2 token, of a
   stats.json-like dict with "bytes" and "tokens" (None without tokens)."""

@@ -81,6 +81,29 @@ def test_report_of_shards_and_m2_run(m2_run, tmp_path, capsys):
          f"{validation['bits_per_byte']:.3f} | - |" in text
 
 
+def test_train_text_of_a_glob_counts_every_directory_it_takes_whole(m2_run, tmp_path):
+  shards, _ = m2_run
+  text = json.loads((shards / "stats.json").read_text())["bytes"]
+  assert shards_lib.text_bytes_of_glob(str(shards / "train-*.array_record")) == text
+  second = tmp_path / "second"
+  shutil.copytree(shards, second)
+  both = tmp_path / "both"
+  both.mkdir()
+  shutil.copytree(shards, both / "a")
+  shutil.copytree(shards, both / "b")
+  assert shards_lib.text_bytes_of_glob(str(both / "*" / "train-*.array_record")) == 2 * text
+  # A directory of two shards, of which the glob takes one: its text per shard is not known.
+  (name,) = [s["name"] for s in json.loads((second / "stats.json").read_text())["shards"]]
+  extra = name.replace("-00000.", "-00001.")
+  assert extra != name
+  shutil.copy(second / name, second / extra)
+  stats = json.loads((second / "stats.json").read_text())
+  stats["shards"].append({"name": extra, "records": stats["shards"][0]["records"]})
+  (second / "stats.json").write_text(json.dumps(stats))
+  assert shards_lib.text_bytes_of_glob(str(second / name)) is None
+  assert shards_lib.text_bytes_of_glob(str(second / "train-*.array_record")) == text
+
+
 def test_report_of_an_eval_result(m2_run, tmp_path, capsys):
   shards, run = m2_run
   result_file = tmp_path / "eval.json"
