@@ -31,8 +31,8 @@ from compressor import constants, get_method, window_arith
 from compressor.examples import group_documents, split_group
 from compressor.models import ContextModel, UnigramModel
 from compressor.models.base import Lanes, ProbabilityModel, cdf_from_freqs
+from webtext import DEFAULT_DATA  # benchmarks/webtext.py
 
-DEFAULT_DATA = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data" / "webtext"
 
 
 def read_texts(split_dir: pathlib.Path) -> list[str]:

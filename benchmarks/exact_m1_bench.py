@@ -35,8 +35,8 @@ from compressor.symbols import symbols_from_text
 from training.m1 import float_m1 as m1_lib
 from training.m1 import exact
 from training.m1 import quantize as quantize_m1
+from webtext import DEFAULT_DATA  # benchmarks/webtext.py
 
-DEFAULT_DATA = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data" / "webtext"
 SPEC = "equal_info_ac[b=16,v=65k]"
 
 

@@ -51,8 +51,8 @@ from compressor import get_method
 from compressor.examples import make_examples
 from compressor.models.base import Lanes, ProbabilityModel
 from training.m1 import float_m1 as m1
+from webtext import DEFAULT_DATA  # benchmarks/webtext.py
 
-DEFAULT_DATA = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data" / "webtext"
 SPEC = "equal_info_ac[b=16,v=65k]"
 
 

@@ -27,8 +27,8 @@ import time
 
 from compressor import symbols as symbols_lib
 from training import m1_input
+from webtext import DEFAULT_DATA  # benchmarks/webtext.py
 
-DEFAULT_DATA = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data" / "webtext"
 
 
 class ConversionCounter:

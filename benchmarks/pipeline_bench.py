@@ -60,8 +60,8 @@ from compressor.methods.equal_info import EqualInfoACMethod
 from compressor.models.context import ContextLanes, ContextModel
 from pipelines import compress, m1_loader
 from training import shards
+from webtext import DEFAULT_DATA  # benchmarks/webtext.py
 
-DEFAULT_DATA = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data" / "webtext"
 METHOD = "equal_info_ac[b=16,v=65k]"
 WORKER_MARK = "sdk_worker_main"  # in the command line of Beam's SDK worker processes
 IN_MEMORY = ["--direct_num_workers=1", "--direct_running_mode=in_memory"]

@@ -35,8 +35,8 @@ import psutil
 
 from compressor import corpus
 from training import shards
+from webtext import DEFAULT_DATA  # benchmarks/webtext.py
 
-DEFAULT_DATA = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data" / "webtext"
 DEFAULT_METHODS = "bytes,equal_info_ac[b=16,v=65k]"
 MB = 10**6
 

@@ -32,8 +32,8 @@ import tempfile
 import time
 
 import numpy as np
+from webtext import DEFAULT_DATA  # benchmarks/webtext.py
 
-DEFAULT_DATA = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data" / "webtext"
 SPEC = "equal_info_ac[b=16,v=65k]"
 
 

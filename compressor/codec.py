@@ -21,7 +21,7 @@ from compressor.methods import SPEC_FORMS, get_method
 from compressor.models import ContextModel, UnigramModel
 
 
-def read_symbols(spec: str, flag: str) -> np.ndarray:
+def read_symbols(spec: str, flag: str, tfds_data_dir: str | None = None) -> np.ndarray:
   """[n] symbols: every document of a corpus spec, bytes + EOS each, concatenated.
 
   Raises:
@@ -29,7 +29,7 @@ def read_symbols(spec: str, flag: str) -> np.ndarray:
   """
   try:
     return symbols_lib.concat(symbols_lib.symbols_from_text(doc.data)
-                              for doc in corpus.read_documents(spec))
+                              for doc in corpus.read_documents(spec, tfds_data_dir))
   except FileNotFoundError as e:
     raise FileNotFoundError(f"{flag}: {e}") from None
 
@@ -73,12 +73,13 @@ def run(argv=None) -> int:
                       help=f"corpus spec: {corpus.SPEC_FORMS}")
   parser.add_argument("--method", required=True, help='e.g. "equal_info_ac[b=16,v=65k]"')
   parser.add_argument("--fit", default=None, help="text to fit the model on (default: the input)")
+  parser.add_argument("--tfds_data_dir", help="TFDS data_dir for tfds: specs (never downloaded)")
   parser.add_argument("--order", type=int, default=3, help="ContextModel order")
   parser.add_argument("--example_symbols", type=int, default=constants.EXAMPLE_SYMBOLS,
                       help="symbols per example, each coded on its own")
   args = parser.parse_args(argv)
-  symbols = read_symbols(args.input, "--input")
-  fit = symbols if args.fit is None else read_symbols(args.fit, "--fit")
+  symbols = read_symbols(args.input, "--input", args.tfds_data_dir)
+  fit = symbols if args.fit is None else read_symbols(args.fit, "--fit", args.tfds_data_dir)
   method = get_method(args.method, build_model(args.method, fit, args.order))
   result = code(method, symbols, args.example_symbols)
   print(json.dumps(result, indent=2))

@@ -74,3 +74,32 @@ def train_docs(webtext_dir) -> list[str]:
 @pytest.fixture()
 def rng() -> np.random.Generator:
   return np.random.default_rng(0)
+
+
+TINY_TFDS_SPEC = "tfds:eqinfo_tiny_text:1.0.0:validation"
+
+
+@pytest.fixture(scope="session")
+def tiny_tfds(tmp_path_factory) -> pathlib.Path:
+  """A TFDS data_dir holding a real build of 30 short documents (`TINY_TFDS_SPEC`), made here:
+  document i is "document i " repeated i + 1 times."""
+  tfds = pytest.importorskip("tensorflow_datasets")
+  data_dir = tmp_path_factory.mktemp("tfds")
+
+  class EqinfoTinyText(tfds.core.GeneratorBasedBuilder):
+    VERSION = tfds.core.Version("1.0.0")
+    __module__ = "eqinfo_tiny_text"  # not in a package: tfds looks for no code path
+
+    def _info(self):
+      return tfds.core.DatasetInfo(
+          builder=self, features=tfds.features.FeaturesDict({"text": tfds.features.Text()}))
+
+    def _split_generators(self, dl_manager):
+      return {"validation": self._generate_examples()}
+
+    def _generate_examples(self):
+      for i in range(30):
+        yield i, {"text": f"document {i} " * (i + 1)}
+
+  EqinfoTinyText(data_dir=str(data_dir)).download_and_prepare()
+  return data_dir

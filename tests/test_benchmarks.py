@@ -44,7 +44,19 @@ def run_benchmark(script: str, data: pathlib.Path | None) -> dict:
 
 
 def test_every_benchmark_is_covered():
-  assert sorted(TINY) == sorted(p.name for p in (REPO / "benchmarks").glob("*.py"))
+  helpers = {"webtext.py"}  # where they read text, not a benchmark
+  assert sorted(TINY) == sorted(p.name for p in (REPO / "benchmarks").glob("*.py")
+                                if p.name not in helpers)
+
+
+def test_benchmarks_read_the_text_that_eqinfo_webtext_names(tmp_path):
+  def default_data(**env) -> str:
+    done = subprocess.run([sys.executable, "-c", "import webtext; print(webtext.DEFAULT_DATA)"],
+                          cwd=REPO / "benchmarks", env=env, capture_output=True, text=True,
+                          check=True, timeout=60)
+    return done.stdout.strip()
+  assert default_data(EQINFO_WEBTEXT=str(tmp_path)) == str(tmp_path)
+  assert default_data() == str(REPO.parent / "shared" / "data" / "webtext")
 
 
 def test_m1_resume_bench(webtext_dir):

@@ -34,7 +34,9 @@ def test_vms_mount_the_bucket_and_insist_on_their_accelerator(tmp_path):
   assert "gcsfuse --implicit-dirs -o ro my-bucket $HOME/gcs" in args
   assert "-v $HOME/gcs:/gcs:ro" in args and "--gpus all" in args
   assert args.endswith("--accelerator gpu")
-  args = " ".join(launch(tmp_path, "tpu-vm", "tpu", "zone", "--", "eval", "--checkpoint", "c"))
+  args = " ".join(launch(tmp_path, "tpu-vm", "tpu", "zone", "--", "train-m2", "--train", "t"))
   assert "gcsfuse" not in args and args.endswith("--accelerator tpu --multihost")
+  args = " ".join(launch(tmp_path, "tpu-vm", "tpu", "zone", "--", "eval", "--checkpoint", "c"))
+  assert args.endswith("--accelerator tpu")  # only training runs across the slice's hosts
   args = " ".join(launch(tmp_path, "gpu-vm", "vm", "zone", "--", "quantize-m1", "--m1", "m"))
   assert "--accelerator" not in args  # a command without the flag gets none

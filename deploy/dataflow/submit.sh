@@ -102,16 +102,17 @@ ARGS=(
   --sdk_container_image "${IMAGE}"
   --sdk_location container
   --experiments use_runner_v2
-  --experiments no_use_multiple_sdk_containers
   --machine_type "${MACHINE_TYPE}"
   --disk_size_gb 100
   --accelerator "${EQINFO_ACCELERATOR}"
-  --number_of_worker_harness_threads 1
   --max_num_workers "${MAX_WORKERS}"
   "$@"
 )
 if [[ -n "${SERVICE_OPTIONS}" ]]; then
-  ARGS+=(--dataflow_service_options "${SERVICE_OPTIONS}")
+  # One SDK process and one harness thread per VM, so one process owns the accelerator;
+  # CPU workers keep Dataflow's default of one SDK process per vCPU.
+  ARGS+=(--dataflow_service_options "${SERVICE_OPTIONS}"
+         --experiments no_use_multiple_sdk_containers --number_of_worker_harness_threads 1)
 fi
 if [[ -n "${PRINT_ARGS:-}" ]]; then
   printf '%s\n' "${ARGS[@]}"

@@ -8,9 +8,9 @@
 #
 # gpu-vm: one VM with NVIDIA GPUs and Docker (a Deep Learning VM image); every
 #   local GPU is one device of the "data" mesh axis.
-# tpu-vm: a TPU VM slice; the command runs on every worker with --multihost
-#   (jax.distributed.initialize() finds the slice by itself), each worker
-#   reading its own part of the data.
+# tpu-vm: a TPU VM slice; the command runs on every worker, and train-m1 and
+#   train-m2 get --multihost (jax.distributed.initialize() finds the slice by
+#   itself), each worker reading its own part of the data.
 # local: this machine, with its GPUs where nvidia-smi finds some.
 #
 # Environment: IMAGE (REGION-docker.pkg.dev/PROJECT/eqinfo/train:latest, built from
@@ -68,7 +68,8 @@ case "${MODE}" in
     [[ $# -ge 3 && "$3" == "--" ]] || usage
     TPU="$1"; ZONE="$2"; shift 3
     CMD="${MOUNT}sudo docker run --rm --privileged --net host ${VOLUME} ${IMAGE}"
-    CMD+=" $(with_accelerator tpu "$@") --multihost"
+    CMD+=" $(with_accelerator tpu "$@")"
+    case "$1" in train-m1|train-m2) CMD+=" --multihost" ;; esac
     exec gcloud compute tpus tpu-vm ssh "${TPU}" --zone "${ZONE}" --worker all --command "${CMD}"
     ;;
   *)

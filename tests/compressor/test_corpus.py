@@ -130,25 +130,8 @@ def test_tfds_reads_a_prepared_build_in_chunks_and_never_downloads(tmp_path):
   assert all(isinstance(d.data, bytes) for d in items)
 
 
-def test_a_tfds_read_from_a_position_slices_the_split(tmp_path):
-  tfds = pytest.importorskip("tensorflow_datasets")
-
-  class EqinfoTinyText(tfds.core.GeneratorBasedBuilder):  # a real build, made here
-    VERSION = tfds.core.Version("1.0.0")
-    __module__ = "eqinfo_tiny_text"  # not in a package: tfds looks for no code path
-
-    def _info(self):
-      return tfds.core.DatasetInfo(
-          builder=self, features=tfds.features.FeaturesDict({"text": tfds.features.Text()}))
-
-    def _split_generators(self, dl_manager):
-      return {"validation": self._generate_examples()}
-
-    def _generate_examples(self):
-      for i in range(30):
-        yield i, {"text": f"document {i} " * (i + 1)}
-
-  EqinfoTinyText(data_dir=str(tmp_path)).download_and_prepare()
+def test_a_tfds_read_from_a_position_slices_the_split(tiny_tfds):
+  tmp_path = tiny_tfds
   spec = corpus.resolve("tfds:eqinfo_tiny_text:1.0.0:validation", tfds_data_dir=str(tmp_path),
                         tfds_chunk_docs=8)
   assert spec.tasks == ((0, "0:8"), (1, "8:16"), (2, "16:24"), (3, "24:30"))

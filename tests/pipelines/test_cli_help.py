@@ -67,3 +67,25 @@ def test_an_accelerator_that_is_not_there_is_a_one_line_error(tmp_path, capsys, 
   assert "--accelerator gpu: JAX sees no GPU here (it would run on cpu)" in err
   assert "LD_LIBRARY_PATH" in err and "--accelerator cpu" in err
   assert not any(tmp_path.iterdir())  # nothing written
+
+
+@pytest.mark.parametrize("argv", [
+    ["codec", "--input", "{spec}", "--method", "bytes"],
+    ["check-devices", "--text", "{spec}", "--sequences", "2", "--seq_len", "16"],
+    ["quantize-m1", "--m1", "{tmp}/m1", "--calibration", "{spec}", "--calibration_docs", "4",
+     "--calibration_sequences", "2", "--calibration_seq_len", "16", "--eval_sequences", "2",
+     "--eval_seq_len", "16", "--out", "{tmp}/exact"],
+    ["train-m1", "--train", "{spec}", "--size", "tiny", "--seq_len", "32", "--batch_size", "2",
+     "--steps", "1", "--no-exact", "--no_progress", "--out", "{tmp}/run"],
+], ids=lambda argv: argv[0])
+def test_every_command_that_reads_text_reads_a_tfds_build_from_its_data_dir(
+    tmp_path, capsys, tiny_tfds, argv):
+  """`tfds:` specs with --tfds_data_dir on each command that takes corpus specs (README)."""
+  from tests.conftest import TINY_TFDS_SPEC  # pylint: disable=import-outside-toplevel
+  from training.m1 import float_m1  # pylint: disable=import-outside-toplevel
+  float_m1.M1Model.random(float_m1.m1_config("tiny", max_len=32)).save(tmp_path / "m1")
+  argv = [a.replace("{spec}", TINY_TFDS_SPEC).replace("{tmp}", str(tmp_path)) for a in argv]
+  assert cli.main([*argv, "--tfds_data_dir", str(tmp_path / "empty")]) == 1
+  err = capsys.readouterr().err
+  assert "is not prepared under --tfds_data_dir" in err and str(tmp_path / "empty") in err
+  assert cli.main([*argv, "--tfds_data_dir", str(tiny_tfds)]) == 0, capsys.readouterr().err

@@ -73,6 +73,10 @@ def test_submit_script_builds_the_dataflow_job(tmp_path, accelerator, method, m1
   argv = replace_flag(argv[1:], "--m1", m1)
   argv = replace_flag(argv, "--output", str(tmp_path / "out"))
   assert "--setup_file" not in argv  # one copy of the code on the workers: the image's
+  # One SDK process owns an accelerator; a CPU worker runs one per vCPU (Dataflow's default).
+  one_process = accelerator != "cpu"
+  assert ("no_use_multiple_sdk_containers" in argv) == one_process
+  assert ("--number_of_worker_harness_threads" in argv) == one_process
   argv = argv + ["--no_auth", "--dry_run=True"]
   config, beam_args = options.parse(argv + ["--groups_per_shard", "8"])
   result = compress.make_pipeline(config, beam_args).run()

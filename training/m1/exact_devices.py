@@ -217,6 +217,7 @@ def parse_flags(argv) -> argparse.Namespace:
                                    formatter_class=help_format.HelpFormatter)
   parser.add_argument("--text", default="builtin:pydoc", help="corpus spec of the contexts "
                       "(compressor.corpus): jsonl[.gz] glob, builtin:pydoc (default), tfds:...")
+  parser.add_argument("--tfds_data_dir", help="TFDS data_dir for tfds: specs (never downloaded)")
   parser.add_argument("--m1", help="M1 directory (its exact M1); default: an integer-drawn "
                       "model and a converted random model of --size")
   parser.add_argument("--size", default="tiny", help="config of the default models")
@@ -237,7 +238,7 @@ def run(argv=None) -> int:
   """Entry point: prints the comparison as JSON; exit status 1 when tables differ."""
   args = parse_flags(argv)
   accelerator.require(args.accelerator)
-  documents = [doc.data for doc in corpus.read_documents(args.text)]
+  documents = [doc.data for doc in corpus.read_documents(args.text, args.tfds_data_dir)]
   symbols = text_symbols(iter(documents), args.sequences, args.seq_len)
   if args.m1:
     models = {"m1": m1_lib.load(args.m1, exact=True)}

@@ -457,6 +457,7 @@ def parse_flags(argv) -> argparse.Namespace:
                       help="QAT sequences held by the shuffle buffer")
   parser.add_argument("--qat_out", help="also save the fine-tuned float M1 here")
   parser.add_argument("--no_progress", action="store_true", help="no progress bar")
+  parser.add_argument("--tfds_data_dir", help="TFDS data_dir for tfds: specs (never downloaded)")
   parser.add_argument("--eval_seq_len", type=int, default=512,
                       help="symbols per report sequence (at most M1's context)")
   return parser.parse_args(argv)
@@ -468,7 +469,7 @@ def run(argv=None) -> int:
   args = parse_flags(argv)
   m1 = m1_lib.load(args.m1, exact=False)
   out = args.out or os.path.join(args.m1, exact_lib.SUBDIR)
-  docs = corpus.read_documents(args.calibration)
+  docs = corpus.read_documents(args.calibration, args.tfds_data_dir)
   calibration = [doc.data for _, doc in zip(range(args.calibration_docs), docs)]
   settings = dict(seq_len=args.calibration_seq_len, max_sequences=args.calibration_sequences,
                   smooth_alpha=args.smooth_alpha)
@@ -481,14 +482,15 @@ def run(argv=None) -> int:
                                learning_rate=args.qat_learning_rate, seed=args.qat_seed)
     batches = m1_input.M1Batches(m1_input.M1DataConfig(
         spec=args.calibration, seq_len=qat_config.seq_len, batch_size=qat_config.batch_size,
-        seed=qat_config.seed, shuffle_buffer=args.qat_shuffle_buffer))
+        seed=qat_config.seed, shuffle_buffer=args.qat_shuffle_buffer,
+        tfds_data_dir=args.tfds_data_dir))
     exact_m1, tuned = convert_with_qat(m1, calibration, batches, qat_config,
                                        progress=not args.no_progress, scales=converter.scales,
                                        **settings)
     if args.qat_out:
       tuned.save(args.qat_out)
   if args.validation:
-    docs = corpus.read_documents(args.validation)
+    docs = corpus.read_documents(args.validation, args.tfds_data_dir)
   texts = (doc.data for doc in docs)
   seq_len = min(args.eval_seq_len, m1.config.max_len)
   symbols = eval_sequences(texts, seq_len, args.eval_sequences)
