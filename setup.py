@@ -1,7 +1,8 @@
 """eqinfo: training language models over neurally compressed text.
 
 Installs the `compressor`, `training` and `pipelines` packages and the `eqinfo`
-console script. Dataflow stages this file with `--setup_file ./setup.py`.
+console script. Dataflow workers get them from the worker image
+(deploy/dataflow/Dockerfile installs this package), not from `--setup_file`.
 """
 import setuptools
 

@@ -31,8 +31,10 @@ an `eqinfo train-m1` directory to time the exact M1:
     worker's CPU with 2 workers.
   * `peak_rss_mb`: peak resident memory of each SDK worker process (sampled
     with psutil every 0.1 s) and of the driver.
-  * `time_shares`: one in-process run (`in_memory`, 1 worker) with the M1
-    lanes (`tables()`, `update()`), `encode_batch`, `decode_batch` and the
+  * `time_shares`: one in-process run (`in_memory`, 1 worker) with M1 (its
+    lanes' `tables()` and `update()` in arithmetic coding, its `freqs()` in
+    the window vocabulary's build: the context model, the float and the
+    exact M1), `encode_batch`, `decode_batch` and the
     model fit timed exclusively (nested calls subtracted): M1, coder
     (encode, decode for verification), model fit, and the rest (reading,
     grouping, serialization, shards, Beam).
@@ -60,6 +62,8 @@ from compressor.methods.equal_info import EqualInfoACMethod
 from compressor.models.context import ContextLanes, ContextModel
 from pipelines import compress, m1_loader
 from training import shards
+from training.m1.exact import ExactLanes, ExactM1Model
+from training.m1.float_m1 import M1Lanes, M1Model
 from webtext import DEFAULT_DATA  # benchmarks/webtext.py
 
 METHOD = "equal_info_ac[b=16,v=65k]"
@@ -210,7 +214,10 @@ def profile_job(argv: list[str]) -> dict:
   """One in-process run with M1, coder and fit timed; returns seconds and shares of the wall."""
   timers = ExclusiveTimers()
   with contextlib.ExitStack() as stack:
-    for owner, name, key in ((ContextLanes, "tables", "m1"), (ContextLanes, "update", "m1"),
+    m1_calls = [(owner, name, "m1") for owner in (ContextLanes, M1Lanes, ExactLanes)
+                for name in ("tables", "update")]
+    m1_calls += [(owner, "freqs", "m1") for owner in (ContextModel, M1Model, ExactM1Model)]
+    for owner, name, key in (*m1_calls,  # the lanes of arithmetic coding; the vocabulary build
                              (EqualInfoACMethod, "encode_batch", "coder_encode"),
                              (EqualInfoACMethod, "decode_batch", "coder_decode_verify"),
                              (ContextModel, "fit", "m1_fit"),

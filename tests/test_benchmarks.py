@@ -102,6 +102,8 @@ def test_pipeline_bench(webtext_dir):
   result = run_benchmark("pipeline_bench.py", webtext_dir)
   assert set(result["runs"]) == {"workers_1", "workers_2"}
   assert all(run["input_bytes_per_s"] > 0 for run in result["runs"].values())
+  seconds = result["time_shares"]["seconds"]  # the vocabulary build's M1 calls are M1's time
+  assert seconds["m1"] > 0 and seconds["m1_fit"] > 0
   for name, run in result["runs"].items():  # extra bytes over extra CPU of workers and driver
     small = result["overhead_runs"][name]
     cpu = lambda r: sum(r["cpu_s_per_worker"]) + r["driver_cpu_s"]
