@@ -1,6 +1,8 @@
 """eqinfo's compressor: the corpus reader, coders, Equal-Info windows, methods and
-probability models. A library: numpy (and JAX for models only). The names imported
-below are the interface that `training/` and `pipelines/` use.
+probability models. A library of numpy; it reads corpora with Beam's FileSystems and
+TFDS, trains the SentencePiece baseline with sentencepiece, and tokenizes b=16 windows
+with tensorflow-text (each imported where it is used). The names imported below are the
+interface that `training/` and `pipelines/` use.
 
   corpus.py            the one reader of a corpus spec (compress, train-m1, codec)
   symbols.py           documents as symbol streams: bytes + EOS
@@ -17,6 +19,7 @@ below are the interface that `training/` and `pipelines/` use.
   models/              the probability-model protocol, context and unigram models
   sentencepiece_train.py  the SentencePiece baseline's tokenizer
   codec.py             `eqinfo codec`: one method over a corpus, outside Beam
+  help_format.py       the --help layout of every eqinfo command
 """
 from compressor.constants import ALPHABET_SIZE, EOS, PRECISION, TOTAL_FREQ
 from compressor.methods import SPEC_FORMS, Encoded, Method, get_method

@@ -19,6 +19,7 @@ and the commands that inspect, report on and generate from them.
   report.py            `eqinfo report`, beside the paper's figures (paper.py)
   reproduce.py         `eqinfo reproduce`: the paper's grid end to end (scales/*.toml)
   figures.py           Fig. 3, learning curves, Fig. 8 and Table 7 of a report (matplotlib)
+  claims.py            the paper's five findings, checked against a reproduction's report
   stability.py         how methods cut text: edit distances under prefixes, segmentation
   generate.py          `eqinfo generate`: M2 samples decoded through M1
 """

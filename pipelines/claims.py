@@ -50,6 +50,18 @@ def _train_rows(result: dict) -> dict[str, dict]:
           if row["directory"].rstrip("/").endswith("train")}
 
 
+def ordering(values: list[float], fmt: str = "{:.2f}") -> str:
+  """The values in order, each pair joined by how they compare, e.g. "2 = 2 < 52".
+
+  >>> ordering([1.0, 2.5, 2.5, 0.5], "{:g}")
+  '1 < 2.5 = 2.5 > 0.5'
+  """
+  out = fmt.format(values[0])
+  for a, b in zip(values, values[1:]):
+    out += f" {'<' if a < b else '=' if a == b else '>'} {fmt.format(b)}"
+  return out
+
+
 def _verdict(held: bool | None) -> str:
   return {True: "held", False: "did not hold", None: "not measured"}[held]
 
@@ -60,7 +72,7 @@ def table2_ordering(result: dict) -> dict:
     return {"held": None, "here": "-"}
   ratios = [rows[m]["compression_ratio"] for m in TABLE2_ORDER]
   return {"held": all(a < b for a, b in zip(ratios, ratios[1:])),
-          "here": " < ".join(f"{r:.2f}" for r in ratios), "ratios": dict(zip(TABLE2_ORDER, ratios))}
+          "here": ordering(ratios), "ratios": dict(zip(TABLE2_ORDER, ratios))}
 
 
 def table3_uniformity(result: dict) -> dict:
@@ -101,7 +113,7 @@ def fig8_stability(result: dict) -> dict:
     return {"held": None, "here": "-"}
   medians = [found[m] for m in FIG8_ORDER]
   return {"held": all(a < b for a, b in zip(medians, medians[1:])),
-          "here": " < ".join(str(x) for x in medians), "medians": dict(zip(FIG8_ORDER, medians))}
+          "here": ordering(medians, "{:g}"), "medians": dict(zip(FIG8_ORDER, medians))}
 
 
 def window_position_accuracy(result: dict) -> dict:

@@ -28,7 +28,9 @@ def parser() -> argparse.ArgumentParser:
 
 def run(argv=None) -> int:
   """`eqinfo demo` (see the module docstring)."""
-  args, beam_args = parser().parse_known_args(sys.argv[1:] if argv is None else argv)
+  app = parser()
+  args, beam_args = app.parse_known_args(sys.argv[1:] if argv is None else argv)
+  options.check_beam_args(beam_args, app)  # a typo is an error, not Beam's log line
   method, m1 = DEMO_METHOD, DEMO_M1
   with tempfile.TemporaryDirectory(prefix="eqinfo-demo-") as tmp:
     output = args.output or tmp

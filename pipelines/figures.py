@@ -20,6 +20,7 @@ Each figure's plotted numbers are returned with it (and `eqinfo reproduce` keeps
 report.json), so a test can hold them against the eval files and runs they came from.
 """
 import pathlib
+import statistics
 
 from pipelines import report
 
@@ -57,23 +58,16 @@ def fig3_points(result: dict) -> dict[str, list[dict]]:
 def learning_curve_points(result: dict) -> dict[str, list[dict]]:
   """{run: [{"step", "bits_per_byte", "bytes_seen"}]} of every M2 run's validation records.
 
-  Bytes seen at step s: s times the mean bytes/step of the training records up to s.
+  Bytes seen at step s: `report.bytes_seen` (as the report's epochs count them).
   """
   curves = {}
   for row in result["training"]:
     if row["kind"] != "m2":
       continue
     records = report.metric_records(row["directory"])
-    train = [r for r in records if r["split"] == "train"]
-    points = []
-    for r in records:
-      if r["split"] != "validation":
-        continue
-      seen = [t["bytes_per_step"] for t in train if t["step"] <= r["step"]] or [
-          t["bytes_per_step"] for t in train[:1]]
-      per_step = sum(seen) / len(seen) if seen else 0.0
-      points.append({"step": r["step"], "bits_per_byte": r["bits_per_byte"],
-                     "bytes_seen": r["step"] * per_step})
+    points = [{"step": r["step"], "bits_per_byte": r["bits_per_byte"],
+               "bytes_seen": report.bytes_seen(records, r["step"]) or 0.0}
+              for r in records if r["split"] == "validation"]
     curves[row["directory"]] = points
   return curves
 
@@ -128,7 +122,7 @@ def draw_learning_curves(curves: dict[str, list[dict]], directory: pathlib.Path)
 
 def draw_fig8(distances: dict[str, list[int]], directory: pathlib.Path) -> dict:
   plt = _pyplot()
-  medians = {m: sorted(v)[len(v) // 2] for m, v in distances.items()}
+  medians = {m: statistics.median(v) for m, v in distances.items()}
   fig, axes = plt.subplots(1, max(len(distances), 1), figsize=(4 * max(len(distances), 1), 3.2),
                            squeeze=False)
   for ax, (method, values) in zip(axes[0], distances.items()):

@@ -253,7 +253,7 @@ def check_beam_args(beam_args: list[str], app: argparse.ArgumentParser) -> None:
            for o in a.option_strings if o.startswith("--")]
   close = difflib.get_close_matches(flags[0], known, n=1, cutoff=0.6)
   hint = f"did you mean {close[0]}? " if close else ""
-  raise ValueError(f"unknown flag {flags[0]}; {hint}eqinfo compress --help lists eqinfo's flags, "
+  raise ValueError(f"unknown flag {flags[0]}; {hint}{app.prog} --help lists eqinfo's flags, "
                    f"and Beam's pipeline options take the rest")
 
 

@@ -120,22 +120,39 @@ def metric_records(run: str) -> list[dict]:
   return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
+def bytes_seen(records: list[dict], step: int) -> float | None:
+  """Bytes of text in an M2's first `step` steps: each train record's bytes/step times the
+  steps of the interval it closes (the last one's carried on past it); None without any.
+
+  >>> bytes_seen([{"split": "train", "step": 10, "bytes_per_step": 50.0},
+  ...             {"split": "train", "step": 30, "bytes_per_step": 25.0}], 20)
+  750.0
+  """
+  train = sorted((r for r in records if r["split"] == "train" and "bytes_per_step" in r),
+                 key=lambda r: r["step"])
+  if not train:
+    return None
+  seen, last = 0.0, 0
+  for record in train:
+    if record["step"] >= step:
+      return seen + record["bytes_per_step"] * (step - last)
+    seen += record["bytes_per_step"] * (record["step"] - last)
+    last = record["step"]
+  return seen + train[-1]["bytes_per_step"] * (step - last)
+
+
 def epochs(records: list[dict], train_bytes: int | None) -> float | None:
-  """How many times an M2 saw its train text: the bytes of text its steps held (each log
-  interval's steps times its bytes/step) over the train shards' text bytes; None if unknown.
+  """How many times an M2 saw its train text: `bytes_seen` at its last train record over the
+  train shards' text bytes; None if either is unknown.
 
   >>> epochs([{"split": "train", "step": 10, "bytes_per_step": 50.0},
   ...         {"split": "train", "step": 30, "bytes_per_step": 25.0}], 1000)
   1.0
   """
-  if not train_bytes:
+  steps = [r["step"] for r in records if r["split"] == "train" and "bytes_per_step" in r]
+  if not train_bytes or not steps:
     return None
-  seen, last = 0.0, 0
-  for record in records:
-    if record["split"] == "train" and "bytes_per_step" in record:
-      seen += record["bytes_per_step"] * (record["step"] - last)
-      last = record["step"]
-  return seen / train_bytes if last else None
+  return bytes_seen(records, max(steps)) / train_bytes
 
 
 def size_name(model: dict) -> str:

@@ -24,7 +24,8 @@ edit distances under one-word prefixes and Table 7's segmentation of one sentenc
 
 A stage whose stages/NAME.json records the same command line is skipped, so a
 killed run picks up where it stopped (train-m1 and train-m2 also resume from
-their own checkpoints); a stage whose flags changed runs again.
+their own checkpoints); a stage whose flags changed runs again, and so does every
+stage that reads its output.
 """
 import argparse
 import dataclasses
@@ -36,6 +37,7 @@ import platform
 import shlex
 import sys
 import time
+import uuid
 import tomllib
 from typing import Callable
 
@@ -105,11 +107,13 @@ class Stage:
     command: the eqinfo subcommand (pipelines/cli.py).
     argv: its arguments.
     output: what it writes (a directory or file under DIR).
+    inputs: the names of the stages whose outputs it reads.
   """
   name: str
   command: str
   argv: tuple[str, ...]
   output: str
+  inputs: tuple[str, ...] = ()
 
   def command_line(self) -> str:
     return "eqinfo " + shlex.join((self.command, *self.argv))
@@ -158,53 +162,85 @@ def model_flags(method: str, scale: Scale, layout: Layout) -> tuple[str, ...]:
   return ()
 
 
+M1_STAGE = "m1"
+SENTENCEPIECE_STAGE = "sentencepiece"
+
+
+def compress_stage(method: str, split: str) -> str:
+  """The name of the stage that compresses a split with a method."""
+  return f"compress-{shards.sanitize_spec(method)}-{split}"
+
+
 def plan(scale: Scale, layout: Layout) -> list[Stage]:
   """Every stage of a reproduction, in the order they run."""
   f = scale.flags
   stages = []
   if SENTENCEPIECE in scale.methods:
     prefix = layout.sentencepiece_model().removesuffix(".model")
-    stages.append(Stage("sentencepiece", "train-sentencepiece",
+    stages.append(Stage(SENTENCEPIECE_STAGE, "train-sentencepiece",
                         ("--train", scale.train, "--vocab_size",
                          str(scale.sentencepiece_vocab_size), "--out", prefix),
                         layout.sentencepiece_model()))
   if any(uses_m1(m) for m in scale.methods):
-    stages.append(Stage("m1", "train-m1", ("--train", scale.train, "--validation",
+    stages.append(Stage(M1_STAGE, "train-m1", ("--train", scale.train, "--validation",
                                             scale.validation, *f["train_m1"], "--no_progress",
                                             "--out", layout.m1()), layout.m1()))
   for method in scale.methods:
     m1 = model_flags(method, scale, layout)
+    reads = ((M1_STAGE,) if uses_m1(method) else
+             (SENTENCEPIECE_STAGE,) if method == SENTENCEPIECE else ())
     for split, corpus in zip(SPLITS, (scale.train, scale.validation)):
       stages.append(Stage(
-          f"compress-{shards.sanitize_spec(method)}-{split}", "compress",
+          compress_stage(method, split), "compress",
           ("--input", corpus, "--split", split, "--method", method_spec(method, layout), *m1,
            *f["compress"], "--output", layout.shards(method, split), "--overwrite"),
-          layout.shards(method, split)))
+          layout.shards(method, split), reads))
   for method in scale.methods:
     for size in scale.m2_sizes:
       name = f"{shards.sanitize_spec(method)}-{size}"
       glob = {s: shards.join(layout.shards(method, s), "*" + shards.SHARD_SUFFIX) for s in SPLITS}
+      coded = tuple(compress_stage(method, s) for s in SPLITS)
       stages.append(Stage(f"m2-{name}", "train-m2",
                           ("--train", glob["train"], "--validation", glob["validation"],
                            "--size", size, *f["train_m2"], "--no_progress",
-                           "--out", layout.m2(method, size)), layout.m2(method, size)))
+                           "--out", layout.m2(method, size)), layout.m2(method, size), coded))
       stages.append(Stage(f"eval-{name}", "eval",
                           ("--checkpoint", layout.m2(method, size), "--data",
                            glob["validation"], *f["eval"], "--out",
-                           layout.eval_file(method, size)), layout.eval_file(method, size)))
+                           layout.eval_file(method, size)), layout.eval_file(method, size),
+                          (f"m2-{name}", compress_stage(method, "validation"))))
   return stages
 
 
-def _record_path(out: pathlib.Path, stage: Stage) -> pathlib.Path:
-  return out / "stages" / f"{stage.name}.json"
+def _record_path(out: pathlib.Path, name: str) -> pathlib.Path:
+  return out / "stages" / f"{name}.json"
+
+
+def _record(out: pathlib.Path, name: str) -> dict:
+  """The record of a stage's last finished run ({} if none)."""
+  path = _record_path(out, name)
+  return json.loads(path.read_text()) if path.is_file() else {}
 
 
 def finished(out: pathlib.Path, stage: Stage) -> bool:
-  """Whether the stage ran to the end with the same command line."""
-  path = _record_path(out, stage)
-  if not path.is_file():
+  """Whether the stage ran to the end with the same command line, after the runs of its
+  inputs that are recorded now (a stage whose input ran again must run again)."""
+  record = _record(out, stage.name)
+  if record.get("command_line") != stage.command_line():
     return False
-  return json.loads(path.read_text()).get("command_line") == stage.command_line()
+  ran_after = record.get("inputs", {})
+  return all(name in ran_after and ran_after[name] == _record(out, name).get("run")
+             for name in stage.inputs)
+
+
+def unfinished(stages: list[Stage], out: pathlib.Path) -> list[Stage]:
+  """The stages to run, in plan order: those not finished, and every stage that reads an
+  output of one of them."""
+  todo: set[str] = set()
+  for stage in stages:  # plan order: a stage's inputs come before it
+    if not finished(out, stage) or todo.intersection(stage.inputs):
+      todo.add(stage.name)
+  return [s for s in stages if s.name in todo]
 
 
 class StageFailed(ValueError):
@@ -227,10 +263,12 @@ def run_stage(stage: Stage, out: pathlib.Path, run_command: Callable[[list[str]]
   seconds = time.perf_counter() - start
   if status != 0:
     raise StageFailed(f"stage {stage.name} exited with status {status} {hint}")
-  path = _record_path(out, stage)
+  path = _record_path(out, stage.name)
   path.parent.mkdir(parents=True, exist_ok=True)
   path.write_text(json.dumps({"command_line": stage.command_line(),
-                              "seconds": round(seconds, 1)}, indent=1) + "\n")
+                              "seconds": round(seconds, 1), "run": uuid.uuid4().hex[:16],
+                              "inputs": {name: _record(out, name).get("run")
+                                         for name in stage.inputs}}, indent=1) + "\n")
   return seconds
 
 
@@ -312,15 +350,13 @@ def time_left(stages: list[Stage], out: pathlib.Path) -> tuple[float, list[str]]
     stage, each at the mean of those; and the commands of the others, none of whose
     stages has finished yet (their time is unknown), in plan order.
   """
+  todo = unfinished(stages, out)
   seconds: dict[str, list[float]] = {}
   for stage in stages:
-    if finished(out, stage):
-      record = json.loads(_record_path(out, stage).read_text())
-      seconds.setdefault(stage.command, []).append(record["seconds"])
+    if stage not in todo:
+      seconds.setdefault(stage.command, []).append(_record(out, stage.name)["seconds"])
   left, untimed = 0.0, []
-  for stage in stages:
-    if finished(out, stage):
-      continue
+  for stage in todo:
     if stage.command in seconds:
       left += sum(seconds[stage.command]) / len(seconds[stage.command])
     elif stage.command not in untimed:
@@ -338,7 +374,7 @@ def run_stages(stages: list[Stage], out: pathlib.Path,
                run_command: Callable[[list[str]], int] = _run_command) -> list[str]:
   """Runs the stages not yet finished, in order, with a progress bar and an estimate of the
   time left (`time_left`); returns their names."""
-  todo = [s for s in stages if not finished(out, s)]
+  todo = unfinished(stages, out)
   with tqdm.tqdm(total=len(stages), initial=len(stages) - len(todo), unit="stage",
                  desc="reproduce", file=sys.stderr, dynamic_ncols=True,
                  bar_format="{desc}: {n_fmt}/{total_fmt} stages [{elapsed}] {postfix}") as bar:
@@ -363,7 +399,7 @@ def reproduce(scale: Scale, out: pathlib.Path, argv: list[str],
   }, indent=1) + "\n")
   start = time.perf_counter()
   run_stages(stages, out, run_command)
-  seconds = {s.name: json.loads(_record_path(out, s).read_text())["seconds"] for s in stages}
+  seconds = {s.name: _record(out, s.name)["seconds"] for s in stages}
   by_command: dict[str, float] = {}
   for stage in stages:
     by_command[stage.command] = round(by_command.get(stage.command, 0) + seconds[stage.name], 1)

@@ -86,3 +86,16 @@ def test_nothing_imports_upwards():
 def test_the_checker_finds_a_circle():
   assert cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
   assert cycle({"a": {"b"}, "b": set()}) is None
+
+
+def test_every_package_lists_its_files():
+  """Each package's __init__.py names every module and subpackage it holds (docs/DESIGN.md)."""
+  for init in [p for package in PACKAGES for p in (REPO / package).rglob("__init__.py")]:
+    listing = init.read_text(encoding="utf-8")
+    for path in init.parent.iterdir():
+      if path.name in ("__init__.py", "__pycache__"):
+        continue
+      if path.suffix == ".py":
+        assert path.name in listing, f"{init.relative_to(REPO)} does not list {path.name}"
+      elif (path / "__init__.py").is_file():
+        assert f"{path.name}/" in listing, f"{init.relative_to(REPO)} does not list {path.name}/"

@@ -22,4 +22,6 @@ probability model (docs/DESIGN.md).
   train_m1.py       `eqinfo train-m1`
   train_m2.py       `eqinfo train-m2`
   log_setup.py      logging of the commands
+  accelerator.py    `--accelerator gpu|tpu|cpu|auto`, checked before any work
+  preemption.py     SIGTERM during training: a checkpoint at the current step, exit 143
 """

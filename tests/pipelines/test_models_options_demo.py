@@ -92,6 +92,14 @@ def test_a_flag_nobody_knows_is_a_one_line_error(tmp_path, capsys, flag, hint):
   assert not (tmp_path / "out").exists()  # before any work
 
 
+def test_a_flag_nobody_knows_stops_the_demo_too(tmp_path, capsys):
+  assert cli.main(["demo", "--max_docs", "2", "--output", str(tmp_path / "out"),
+                   "--batchsize", "8"]) == 1
+  err = capsys.readouterr().err.strip()
+  assert len(err.splitlines()) == 1 and "unknown flag --batchsize;" in err
+  assert "eqinfo demo --help" in err and not (tmp_path / "out").exists()
+
+
 def test_beam_flags_pass():
   config, beam_args = options.parse([
       "--input", "x", "--method", "bytes", "--output", "o", "--runner", "DataflowRunner",

@@ -4,10 +4,12 @@ skips what finished."""
 import json
 import math
 import pathlib
+import shutil
+import statistics
 
 import pytest
 
-from pipelines import claims, m1_loader, reproduce, stability
+from pipelines import claims, figures, m1_loader, reproduce, stability
 from tests.conftest import REPO
 from training import shards
 
@@ -106,7 +108,7 @@ def test_the_papers_findings_are_checked_with_the_runs_numbers(smoke):
     e = json.loads(pathlib.Path(fig3["data"][method][-1]["eval"]).read_text())
     assert ratio == e["bits_per_byte"] / min(e["baselines"].values())
   distances = result["tokenization"]["edit_distances"]
-  assert found[3]["medians"] == {claims.method_key(m): sorted(d)[len(d) // 2]
+  assert found[3]["medians"] == {claims.method_key(m): statistics.median(d)
                                  for m, d in distances.items()}
   b16 = reproduce.Layout(smoke).m2("equal_info_ac[b=16,v=256]", "tiny")
   last = [json.loads(l) for l in (pathlib.Path(b16) / "metrics.jsonl").read_text()
@@ -151,7 +153,7 @@ def test_tokenization_study_is_that_of_the_models_trained(smoke):
   assert "".join(study["segments"]["sentencepiece"]) == study["sentence"]
   assert "".join(study["segments"]["equal_info_ac[b=16,v=65k]"]) == study["sentence"]
   (fig8,) = [f for f in result["figures"] if f["name"] == "fig8_stability"]
-  assert fig8["data"]["medians"] == {m: sorted(d)[len(d) // 2]
+  assert fig8["data"]["medians"] == {m: statistics.median(d)
                                      for m, d in study["edit_distances"].items()}
   assert "Table 7" in (smoke / "report.md").read_text()
 
@@ -175,6 +177,35 @@ def test_a_rerun_skips_finished_stages_and_reruns_changed_ones(smoke, monkeypatc
                                                                              "1"]})
   done = reproduce.run_stages(reproduce.plan(fewer, layout), smoke, record)
   assert ran == ["eval"] * 9 and all(name.startswith("eval-") for name in done)
+
+
+def test_a_changed_stage_reruns_every_stage_that_reads_its_output(smoke, tmp_path,
+                                                                 monkeypatch):
+  """New M1 flags: M1, the shards of the methods it codes, their M2s and evals run again;
+  SentencePiece, Bytes and StaticAC (a unigram fit) and their M2s do not."""
+  monkeypatch.chdir(REPO)
+  scale = reproduce.load_scale("smoke")
+  shutil.copytree(smoke / "stages", tmp_path / "stages")  # the records, not the outputs
+  layout = reproduce.Layout(smoke)
+  stages = reproduce.plan(scale, layout)
+  reproduce.run_stages(stages, tmp_path, lambda argv: 0)  # whatever another test changed
+  assert reproduce.unfinished(stages, tmp_path) == []
+  other_m1 = reproduce.dataclasses.replace(
+      scale, flags={**scale.flags, "train_m1": [*scale.flags["train_m1"], "--seed", "7"]})
+  ran = reproduce.run_stages(reproduce.plan(other_m1, layout), tmp_path, lambda argv: 0)
+  coded_by_m1 = [m for m in scale.methods if reproduce.uses_m1(m)]
+  assert len(coded_by_m1) == 5  # ac and the four equal_info_ac
+  assert sorted(ran) == sorted(
+      ["m1"] + [f"{kind}-{reproduce.shards.sanitize_spec(m)}-{part}" for m in coded_by_m1
+                for kind, parts in (("compress", reproduce.SPLITS),
+                                    ("m2", scale.m2_sizes), ("eval", scale.m2_sizes))
+                for part in parts])
+  assert reproduce.unfinished(reproduce.plan(other_m1, layout), tmp_path) == []
+  # Validation shards coded again: the M2 that validated on them and its eval run again.
+  (coded,) = [s for s in stages if s.name == "compress-bytes-validation"]
+  reproduce.run_stage(coded, tmp_path, lambda argv: 0)
+  assert [s.name for s in reproduce.unfinished(stages, tmp_path) if "bytes" in s.name] == [
+      "m2-bytes-tiny", "eval-bytes-tiny"]
 
 
 def test_time_left_is_the_mean_of_finished_stages_of_each_command(tmp_path):
@@ -208,3 +239,11 @@ def test_scale_files_are_checked(tmp_path):
     scale = reproduce.load_scale(name)
     assert scale.methods[0] == "bytes" and len(scale.methods) == 9
   assert reproduce.load_scale("cpu", train="jsonl:c4/*.json.gz").train == "jsonl:c4/*.json.gz"
+
+
+def test_claims_say_how_the_numbers_compare_and_fig8_takes_the_median(tmp_path):
+  assert claims.ordering([1.69, 2.27, 2.27, 1.0]) == "1.69 < 2.27 = 2.27 > 1.00"
+  assert claims.ordering([2, 2, 52], "{:g}") == "2 = 2 < 52"
+  drawn = figures.draw_fig8({"sentencepiece": [1] * 50 + [3] * 50, "ac[v=256]": [5, 1, 9]},
+                            tmp_path)
+  assert drawn["data"]["medians"] == {"sentencepiece": 2, "ac[v=256]": 5}
