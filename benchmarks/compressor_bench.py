@@ -51,7 +51,7 @@ def make_examples(texts: list[str]) -> list[np.ndarray]:
 
 
 def coded_bits(method, encoded) -> int:
-  bits = method.token_bits or int(np.ceil(np.log2(method.vocab_size)))
+  bits = method.token_bits or 8  # Bytes: a token counts as a byte (Method.token_bits)
   return sum(e.tokens.size for e in encoded) * bits
 
 

@@ -25,9 +25,10 @@ in that figure. A step that does not fit the device is reported as
 `out_of_memory` (with the device's message) beside that figure, and the
 modes after it are not run.
 
-MFU is 3 x the forward FLOPs per token (with attention, as the training loop
-logs it) x tokens/s over `matmul_flops_per_s`, the measured FLOP/s of a
-square `--matmul` product in the same dtype on each device, timed in the
+MFU is 3 x the forward FLOPs per token (with attention and the output
+projection, as the training loop logs it) x tokens/s over
+`matmul_flops_per_s`, the measured FLOP/s of a square `--matmul` product in
+the same dtype on each device, timed in the
 same process (`training.metrics.measure_peak_flops`, the denominator training
 logs its MFU against). `peak_flops_per_s` is given with `--peak_flops` (the
 card's datasheet figure, e.g. 989e12 for an H100 SXM in bfloat16), and then
@@ -139,7 +140,7 @@ def run(size: str, batch_size: int, seq_len: int, token_vocab: int, dtype: str, 
   steps_of[other_mode] = train.make_train_step(config, optimizer, loss_lib.Z_LOSS, mesh, **other)
   state = train.init_state(config, optimizer, 0, mesh)
   params = model_lib.count_params(model_lib.param_shapes(config))
-  flops_per_token = 3.0 * model_lib.flops_per_token(config, seq_len, params)
+  flops_per_token = 3.0 * model_lib.flops_per_token(config, seq_len, params, include_logits=True)
   matmul = matmul or metrics_lib.peak_matmul_size()
   matmul_rate = metrics_lib.measure_peak_flops(dtype, matmul)
   report = {"size": size, "non_embedding_params": params, "batch_size": batch_size,

@@ -50,7 +50,7 @@ def code(method, symbols: np.ndarray, example_symbols: int) -> dict:
   decoded = method.decode_batch([e.tokens for e in encoded])
   exact = all(np.array_equal(d, x) for d, x in zip(decoded, examples))
   tokens = sum(e.tokens.size for e in encoded)
-  bits = method.token_bits or int(np.ceil(np.log2(method.vocab_size)))
+  bits = method.token_bits or 8  # Bytes: a token counts as a byte (Method.token_bits)
   return {
       "method": method.spec,
       "symbols": int(symbols.size),

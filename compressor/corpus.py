@@ -35,6 +35,8 @@ import re
 import zlib
 from typing import Iterator, NamedTuple
 
+from compressor import symbols
+
 BUILTIN_PYDOC = "builtin:pydoc"
 PYDOC_SPLITS = ("train", "validation")
 PYDOC_VALIDATION_SHARE = 0.1  # of builtin:pydoc's bytes held out as builtin:pydoc:validation
@@ -122,14 +124,6 @@ class InputSpec:
   split: str = ""
 
 
-def text_to_bytes(text: str) -> bytes:
-  """UTF-8 bytes of a JSON string; escaped invalid bytes come back as they were."""
-  try:
-    return text.encode("utf-8", errors="surrogateescape")
-  except UnicodeEncodeError:  # lone surrogates from "\\udXXX" escapes: keep them as bytes
-    return text.encode("utf-8", errors="surrogatepass")
-
-
 def parse_json_line(line: bytes, text_field: str = "text") -> bytes:
   """Returns the document of one JSON line.
 
@@ -140,11 +134,11 @@ def parse_json_line(line: bytes, text_field: str = "text") -> bytes:
     raise BadInput("blank_line", "no JSON on this line")
   try:
     obj = json.loads(line.decode("utf-8", errors="surrogateescape"))
-  except ValueError as e:
-    raise BadInput("malformed_json", str(e)[:200]) from None
+  except (ValueError, RecursionError) as e:  # RecursionError: nested too deep to parse
+    raise BadInput("malformed_json", (str(e) or type(e).__name__)[:200]) from None
   if not isinstance(obj, dict) or not isinstance(obj.get(text_field), str):
     raise BadInput("missing_text_field", f"no string field {text_field!r}")
-  return text_to_bytes(obj[text_field])
+  return symbols.text_bytes(obj[text_field])
 
 
 def builtin_pydoc_documents(split: str | None = None) -> list[tuple[str, str]]:
@@ -167,7 +161,7 @@ def builtin_pydoc_documents(split: str | None = None) -> list[tuple[str, str]]:
     return docs
   held, seen, parts = 0, 0, {"train": [], "validation": []}
   for doc in docs:
-    size = len(text_to_bytes(doc[1]))
+    size = len(symbols.text_bytes(doc[1]))
     part = "validation" if held < PYDOC_VALIDATION_SHARE * seen else "train"
     parts[part].append(doc)
     held += size if part == "validation" else 0
@@ -212,6 +206,21 @@ def tfds_builder(spec: InputSpec, tfds_data_dir: str | None):
     return None
   import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
   return tfds.builder(spec.tfds_name, data_dir=tfds_data_dir)
+
+
+def check_text_field(spec: InputSpec, text_field: str, tfds_data_dir: str | None) -> None:
+  """Refuses a `--text_field` that a TFDS dataset's examples do not have (JSON lines drop
+  each line without it instead, as they may differ line by line).
+
+  Raises:
+    ValueError: naming the dataset's features.
+  """
+  if spec.kind != "tfds":
+    return
+  features = list(tfds_builder(spec, tfds_data_dir).info.features.keys())
+  if text_field not in features:
+    raise ValueError(f"--text_field {text_field!r} is not a feature of tfds:{spec.tfds_name} "
+                     f"(it has {', '.join(sorted(features))}); pass one of them")
 
 
 def _tfds_tasks(name: str, split: str, tfds_data_dir: str | None, chunk: int):
@@ -313,7 +322,7 @@ def read_builtin(max_docs: int | None = None, first: int = 0,
   split = locator.partition(":")[2] or None
   for index, (source, text) in enumerate(builtin_pydoc_documents(split)[:max_docs]):
     if index >= first:
-      yield Document(0, index, source, text_to_bytes(text))
+      yield Document(0, index, source, symbols.text_bytes(text))
 
 
 def read_tfds_chunk(builder, name: str, split: str, chunk_index: int, locator: str,
@@ -348,7 +357,8 @@ def read_task(spec: InputSpec, index: int, locator: str, text_field: str = "text
     spec: the resolved spec.
     index, locator: one of `spec.tasks`.
     text_field: the JSON (or TFDS) field holding the text.
-    max_docs: read at most the task's first `max_docs` documents (None: all).
+    max_docs: read only the task's first `max_docs` lines (JSON lines: blank and malformed
+      ones count, so positions stay line numbers), topics or examples (None: all).
     builder: `tfds_builder(spec, ...)` for a tfds spec.
     first: the doc_index to start at.
   """

@@ -1,4 +1,5 @@
 """Symbol streams: document bytes followed by EOS, as numpy integer arrays."""
+import codecs
 from typing import Iterable
 
 import numpy as np
@@ -6,6 +7,33 @@ import numpy as np
 from compressor import constants
 
 SYMBOL_DTYPE = np.int32
+SURROGATES = "eqinfo.surrogates"  # the error handler of `text_bytes`
+
+
+def _surrogates(error: UnicodeEncodeError) -> tuple[bytes, int]:
+  r"""U+DC80..U+DCFF back to the invalid byte they stand for (as `surrogateescape`); any other
+  lone surrogate (a JSON "\udXXX" escape) as its 3 UTF-8-style bytes (as `surrogatepass`)."""
+  out = bytearray()
+  for ch in error.object[error.start:error.end]:
+    code = ord(ch)
+    if 0xDC80 <= code <= 0xDCFF:
+      out.append(code - 0xDC00)
+    else:
+      out += ch.encode("utf-8", errors="surrogatepass")
+  return bytes(out), error.end
+
+
+codecs.register_error(SURROGATES, _surrogates)
+
+
+def text_bytes(text: str) -> bytes:
+  r"""A document's bytes: UTF-8, each character on its own, so that a string read from
+  invalid UTF-8 with `surrogateescape` gives its bytes back whatever else it holds.
+
+  >>> text_bytes("a\udc80b \ud800")
+  b'a\x80b \xed\xa0\x80'
+  """
+  return text.encode("utf-8", errors=SURROGATES)
 
 
 def symbols_from_text(text: str | bytes, eos: bool = True) -> np.ndarray:
@@ -19,7 +47,7 @@ def symbols_from_text(text: str | bytes, eos: bool = True) -> np.ndarray:
     [len(bytes) + eos] int32 array of values 0..256.
   """
   if isinstance(text, str):
-    text = text.encode("utf-8", errors="surrogateescape")
+    text = text_bytes(text)
   elif not isinstance(text, (bytes, bytearray, memoryview)):
     raise TypeError(f"symbols_from_text takes str or bytes, got {type(text).__name__}")
   out = np.frombuffer(bytes(text), dtype=np.uint8).astype(SYMBOL_DTYPE)

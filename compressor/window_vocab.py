@@ -245,12 +245,16 @@ class WindowVocabulary:
                        "eqinfo build-vocab")
     meta_keys = ("method", "m1_fingerprint", "window_bits", "coder_version", "wire_format",
                  "tree_nodes", "endable_nodes")
-    vocab = cls(strings=[tuple(s) for s in obj["strings"]],
-                decode=np.asarray(obj["decode"], np.int32),
-                entries=np.asarray(obj["entries"], np.int64).reshape(-1, 2),
-                traps=[tuple(t) for t in obj["traps"]],
-                trap_nodes={tuple(s): (c, n) for s, c, n in obj["trap_nodes"]},
-                meta={k: obj[k] for k in meta_keys})
+    try:
+      vocab = cls(strings=[tuple(s) for s in obj["strings"]],
+                  decode=np.asarray(obj["decode"], np.int32),
+                  entries=np.asarray(obj["entries"], np.int64).reshape(-1, 2),
+                  traps=[tuple(t) for t in obj["traps"]],
+                  trap_nodes={tuple(s): (c, n) for s, c, n in obj["trap_nodes"]},
+                  meta={k: obj[k] for k in meta_keys})
+    except (KeyError, TypeError, ValueError) as e:  # a field missing or of the wrong kind
+      raise ValueError(f"{where} is corrupt ({type(e).__name__}: {e}); rebuild it with "
+                       "eqinfo build-vocab") from None
     if vocab.digest != obj.get("digest"):
       raise ValueError(f"{where} is corrupt: its digest {obj.get('digest')} does not match its "
                        f"content ({vocab.digest}); rebuild it with eqinfo build-vocab")

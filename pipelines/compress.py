@@ -195,6 +195,7 @@ def make_pipeline(config: options.CompressConfig, beam_args: list[str],
                           config.tfds_chunk_docs)
   except FileNotFoundError as e:
     raise FileNotFoundError(f"--input: {e}") from None
+  corpus.check_text_field(spec, config.text_field, config.tfds_data_dir)
   job = prepare_output(config.output, config.overwrite) if prepare else None
   p = beam.Pipeline(options=pipeline_options(beam_args))
   build_pipeline(p, config, spec, run_info(config, method), job, spread(config, beam_args))

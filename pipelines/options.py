@@ -199,7 +199,8 @@ def parser() -> argparse.ArgumentParser:
   p.add_argument("--batch_size", type=int, default=d.batch_size,
                  help="examples coded at once by one worker (lanes of M1)")
   p.add_argument("--max_docs_per_file", type=_optional_int, default=d.max_docs_per_file,
-                 help="read at most N documents of each file (or TFDS chunk); for trials")
+                 help="read only the first N lines of each JSON-lines file (blank and "
+                      "malformed lines count), or N examples of each TFDS chunk; for trials")
   p.add_argument("--max_doc_bytes", type=_optional_int, default=d.max_doc_bytes,
                  help="documents larger than this are dropped and counted (too_large)")
   p.add_argument("--text_field", default=d.text_field,

@@ -82,7 +82,8 @@ TINY_TFDS_SPEC = "tfds:eqinfo_tiny_text:1.0.0:validation"
 @pytest.fixture(scope="session")
 def tiny_tfds(tmp_path_factory) -> pathlib.Path:
   """A TFDS data_dir holding a real build of 30 short documents (`TINY_TFDS_SPEC`), made here:
-  document i is "document i " repeated i + 1 times."""
+  document i is "document i " repeated i + 1 times (the split orders them by TFDS's hash
+  of their keys)."""
   tfds = pytest.importorskip("tensorflow_datasets")
   data_dir = tmp_path_factory.mktemp("tfds")
 

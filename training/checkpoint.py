@@ -120,21 +120,20 @@ def _abstract(x):
 class Checkpointer:
   """Saves and restores (train state, data iterator state) under DIR/checkpoints.
 
+  The training loop decides when to save (`--checkpoint_every`, the last step, the clock,
+  a SIGTERM).
+
   Args:
     directory: the run directory.
-    every: save every this many steps (and at the last step).
     keep: number of checkpoints kept (None keeps all).
     async_save: write in a background thread (orbax async checkpointing).
     read_only: only restore (evaluation): creates and deletes nothing, so it
       can read a run that is still training.
   """
 
-  def __init__(self, directory: str, every: int = 1000, keep: int | None = 3,
-               async_save: bool = True, read_only: bool = False):
-    if every < 1:
-      raise ValueError(f"checkpoint interval must be >= 1, got {every}")
+  def __init__(self, directory: str, keep: int | None = 3, async_save: bool = True,
+               read_only: bool = False):
     self.directory = as_path(directory)
-    self.every = every
     if not read_only:
       remove_unfinished(self.directory / CHECKPOINT_SUBDIR)
     options = ocp.CheckpointManagerOptions(
@@ -143,15 +142,13 @@ class Checkpointer:
     self.manager = ocp.CheckpointManager(self.directory / CHECKPOINT_SUBDIR, options=options)
 
   def __repr__(self):
-    return f"Checkpointer('{self.directory}', every={self.every}, latest={self.latest_step()})"
+    return f"Checkpointer('{self.directory}', latest={self.latest_step()})"
 
   def latest_step(self) -> int | None:
     return self.manager.latest_step()
 
-  def save(self, step: int, state: Any, data_state: dict, force: bool = False) -> bool:
-    """Saves at `step` if it is a multiple of `every` (or `force`); returns whether it did."""
-    if not force and step % self.every:
-      return False
+  def save(self, step: int, state: Any, data_state: dict) -> bool:
+    """Saves (state, data iterator state) at `step`; returns whether orbax saved."""
     if jax.process_count() > 1:  # orbax writes JSON from process 0 alone: it keeps them all
       data_state = {PROCESS_STATES: gather_json(data_state)}
     args = ocp.args.Composite(state=ocp.args.StandardSave(state),
@@ -190,10 +187,6 @@ class Checkpointer:
           "delete that step's directory to fall back to an earlier one, or retrain") from None
     logging.info("restored checkpoint step %d from %s", step, self.manager.directory)
     return step, restored.state, restored.data
-
-  def wait(self) -> None:
-    """Blocks until pending asynchronous saves are on disk."""
-    self.manager.wait_until_finished()
 
   def close(self) -> None:
     self.manager.wait_until_finished()

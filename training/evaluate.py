@@ -6,7 +6,9 @@
 `--checkpoint` is a training run directory (`train-m2 --out`, or `train-m1
 --out` / its `train` subdirectory; the latest checkpoint is used) or an M1
 directory (`training.m1.float_m1.save`). The sample is fixed: the first
-`--num_batches` batches of `--data`, unshuffled. Prints one JSON object:
+`--num_batches` batches of `--data`, unshuffled; `--num_batches 0` scores all
+of it, so that methods whose records hold different amounts of text are
+scored on the same text. Prints one JSON object:
 loss, bits/byte = sum of token losses / bytes / ln 2, FLOPs/byte, and the
 baselines (paper §3.8, Table 3):
 
@@ -64,7 +66,9 @@ def parse_flags(argv) -> argparse.Namespace:
                       help="M2: ArrayRecord glob; M1: corpus spec (jsonl glob, builtin:pydoc, ...)")
   parser.add_argument("--batch_size", type=int, default=0, help="default: the run's batch size")
   parser.add_argument("--seq_len", type=int, default=0, help="default: the model's max_len")
-  parser.add_argument("--num_batches", type=int, default=16, help="batches in the fixed sample")
+  parser.add_argument("--num_batches", type=int, default=16,
+                      help="batches in the fixed sample; 0: all of --data (the same text for "
+                           "every method)")
   parser.add_argument("--m1_flops_per_byte", type=float, default=None,
                       help="M1's FLOPs/byte for M1-based methods (default: stats.json)")
   parser.add_argument("--tfds_data_dir", help="TFDS data_dir for tfds: specs (M1)")
@@ -193,6 +197,7 @@ def evaluate(args) -> dict:
       "baselines": baselines(vocab, result["tokens"], result["bytes"], hist),
       "unigram_histogram": source, "token_vocab": vocab,
       "batch_size": batch_size, "seq_len": seq_len, "num_batches": args.num_batches,
+      "batches": result["batches"],
       **{k: result[k] for k in ("accuracy", "accuracy_by_window_position") if k in result},
   }
 

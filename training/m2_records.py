@@ -81,8 +81,9 @@ def checked_tokens(record: bytes, record_id: int, token_vocab: int) -> tuple[np.
     tokens, num_bytes = record_tokens(record)
   except ValueError as e:
     raise ValueError(f"M2 record {record_id}: {e}; pass shards of eqinfo compress") from None
-  if tokens.size and (tokens.min() < 0 or tokens.max() >= token_vocab):
-    raise ValueError(f"M2 record {record_id} holds token id {int(tokens.max())}, outside the "
+  outside = tokens[(tokens < 0) | (tokens >= token_vocab)]
+  if outside.size:
+    raise ValueError(f"M2 record {record_id} holds token id {int(outside[0])}, outside the "
                      f"{token_vocab} ids of the vocabulary; the shards and --vocab_size (or "
                      "their stats.json) disagree")
   return tokens, num_bytes
@@ -99,8 +100,7 @@ def m2_records(config: M2DataConfig) -> grain.MapDataset:
   if config.batch_size % count:
     raise ValueError(f"batch_size={config.batch_size} must divide by the {count} processes")
   source = open_shards(shards.list_shards(config.pattern))
-  total = len(source)
-  ds = grain.MapDataset.source(source).map_with_index(lambda i, rec: (i % total, rec))
+  ds = grain.MapDataset.source(source).map_with_index(lambda i, rec: (i, rec))
   ds = ds[jax.process_index()::count]
   if config.shuffle:
     ds = ds.shuffle(seed=config.seed)

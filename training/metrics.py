@@ -142,16 +142,37 @@ class ExampleIdLog:
 
 @dataclasses.dataclass
 class Meter:
-  """Accumulates training sums (on device, without blocking) between two records."""
+  """Accumulates training sums (on device, without blocking) between two records.
+
+  `steps` counts every step (bytes/step); the rates count only the timed steps
+  (`timed_steps`, `positions`) over the time since `start` less `paused` (the
+  time of checkpoints and validation, which are not training steps).
+  """
   sums: dict | None = None
   positions: int = 0
   steps: int = 0
+  timed_steps: int = 0
+  paused: float = 0.0
   start: float = dataclasses.field(default_factory=time.perf_counter)
 
-  def add(self, sums: dict, batch: dict) -> None:
+  def add(self, sums: dict, batch: dict, timed: bool = True) -> None:
+    """Adds a step's sums; an untimed step (the first, which compiles) is left out of the
+    rates, and the clock restarts once it has finished."""
     self.sums = sums if self.sums is None else jax.tree.map(jnp.add, self.sums, sums)
-    self.positions += batch["inputs"].size * jax.process_count()
     self.steps += 1
+    if timed:
+      self.positions += batch["inputs"].size * jax.process_count()
+      self.timed_steps += 1
+    else:
+      jax.block_until_ready(sums)
+      self.start, self.paused = time.perf_counter(), 0.0
+
+  def pause(self, seconds: float) -> None:
+    """Leaves `seconds` (a checkpoint, a validation) out of the rates."""
+    self.paused += seconds
+
+  def elapsed(self) -> float:
+    return max(time.perf_counter() - self.start - self.paused, 1e-9)
 
 
 def flops_per_byte(non_embedding_params: int, tokens: float, num_bytes: float,
@@ -168,25 +189,28 @@ class Throughput:
     n = non_embedding_params
     self.non_embedding_params = n
     self.m1_flops_per_byte = m1_flops_per_byte
-    self.train_flops_per_token = 3.0 * model_lib.flops_per_token(model_config, seq_len, n)
+    self.train_flops_per_token = 3.0 * model_lib.flops_per_token(model_config, seq_len, n,
+                                                                 include_logits=True)
     self.peak_flops = peak_flops
 
   def metrics(self, m: Meter) -> dict[str, float]:
+    """The record of an interval; tokens/s, steps/s and MFU only where it has timed steps."""
     s = {k: float(v) for k, v in jax.device_get(m.sums).items()}
-    elapsed = max(time.perf_counter() - m.start, 1e-9)
+    elapsed = m.elapsed()
     tokens_per_s = m.positions / elapsed
     tokens, num_bytes = max(s["tokens"], 1.0), max(s["bytes"], 1.0)
-    return {
+    out = {
         "loss": s["xent"] / tokens,
         "z_loss": s["z_loss"] / tokens,
         "bits_per_byte": s["xent"] / num_bytes / LN2,
         "flops_per_byte": flops_per_byte(self.non_embedding_params, tokens, num_bytes,
                                          self.m1_flops_per_byte),
         "bytes_per_step": s["bytes"] / max(m.steps, 1),  # text one step trains on
-        "tokens_per_s": tokens_per_s,
-        "steps_per_s": m.steps / elapsed,
-        "mfu": self.train_flops_per_token * tokens_per_s / self.peak_flops,
     }
+    if m.timed_steps:
+      out.update(tokens_per_s=tokens_per_s, steps_per_s=m.timed_steps / elapsed,
+                 mfu=self.train_flops_per_token * tokens_per_s / self.peak_flops)
+    return out
 
 
 class StepProfiler:

@@ -385,24 +385,30 @@ def param_shapes(config: ModelConfig) -> Any:
 
 
 def flops_per_token(config: ModelConfig, seq_len: int, non_embedding_params: int | None = None,
-                    include_attention: bool = True) -> float:
+                    include_attention: bool = True, include_logits: bool = False) -> float:
   """Forward-pass FLOPs per token (Kaplan et al. 2020, Table 1).
 
   FLOPs = 2 * N + 2 * num_layers * seq_len * num_heads * head_dim, where N is
   the non-embedding parameter count (each weight is one multiply-add) and the
   second term is the attention scores QK^T and the weighted sum over values
   for a context of seq_len. The paper's FLOPs/byte (§3.8) uses 2 * N only
-  (`include_attention=False`). Training costs about 3x the forward pass.
+  (`include_attention=False`). `include_logits` adds the output projection,
+  2 * d_model * vocab_size: work the device does (MFU counts it; at v=65k it is
+  the largest matmul), which Kaplan's N leaves out. Training costs about 3x
+  the forward pass.
 
   Args:
     config: the model's config.
     seq_len: context length the attention term assumes.
     non_embedding_params: N; computed from `config` when None.
     include_attention: add the attention term.
+    include_logits: add the output projection.
   """
   if non_embedding_params is None:
     non_embedding_params = count_params(param_shapes(config))
   flops = 2.0 * non_embedding_params
   if include_attention:
     flops += 2.0 * config.num_layers * seq_len * config.attn_dim
+  if include_logits:
+    flops += 2.0 * config.d_model * config.vocab_size
   return flops

@@ -202,8 +202,14 @@ def read_shard(path: str) -> list[dict]:
     reader.close()
   except Exception as e:  # pylint: disable=broad-except  (riegeli and parse errors)
     where = "" if index is None else f" record {index}"
-    raise CorruptShardError(f"shard {path}{where} is corrupt: {e}") from None
+    raise CorruptShardError(f"shard {path}{where} is corrupt ({_reason(e)}); write it again "
+                            "(eqinfo compress --overwrite)") from None
   return out
+
+
+def _reason(e: Exception) -> str:
+  """The first line of an error's message, or its type where the message is empty."""
+  return (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
 
 
 def check_readable(paths: list[str]) -> None:
@@ -221,9 +227,8 @@ def check_readable(paths: list[str]) -> None:
         parse(reader.read([0])[0])
       reader.close()
     except Exception as e:  # pylint: disable=broad-except  (riegeli and parse errors)
-      reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
       raise CorruptShardError(
-          f"shard {path} cannot be read ({reason}): it is truncated, empty or not a shard of "
+          f"shard {path} cannot be read ({_reason(e)}): it is truncated, empty or not a shard of "
           "eqinfo compress; write it again (eqinfo compress --overwrite) or leave it out of "
           "the glob") from None
 

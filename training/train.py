@@ -249,23 +249,25 @@ def any_process(flag: bool) -> bool:
 
 def evaluate(eval_step: Callable, params: Any, batches: Iterator[dict], mesh: Mesh,
              max_batches: int) -> dict[str, float]:
-  """Bits/byte and loss over up to `max_batches` batches.
+  """Bits/byte and loss over up to `max_batches` batches (0: until the data ends).
 
   Every process runs the same number of steps: one whose data ends before the
   others' feeds empty batches (no weight, no bytes) until all have ended.
 
   Returns:
-    {"loss": mean xent in nats per token, "bits_per_byte", "tokens", "bytes"}, and where
+    {"loss": mean xent in nats per token, "bits_per_byte", "tokens", "bytes", "batches"
+    (evaluated)}, and where
     the eval step counts them (`window_accuracy`), "accuracy" and
     "accuracy_by_window_position" ([k], position 0 the window's first token).
   """
   xent = tokens = num_bytes = 0.0
   by_position = {}
-  batches, last = iter(batches), None
-  for _ in range(max_batches):
+  batches, last, count = iter(batches), None, 0
+  while not max_batches or count < max_batches:
     batch = next(batches, None)
     if not any_process(batch is not None):
       break
+    count += 1
     if batch is None:
       if last is None:
         raise ValueError(f"process {jax.process_index()} holds no validation data; pass more "
@@ -282,7 +284,7 @@ def evaluate(eval_step: Callable, params: Any, batches: Iterator[dict], mesh: Me
   if tokens == 0:
     raise ValueError("the validation data holds no tokens; check the --validation / --data path")
   out = {"loss": xent / tokens, "bits_per_byte": xent / num_bytes / metrics_lib.LN2,
-         "tokens": tokens, "bytes": num_bytes}
+         "tokens": tokens, "bytes": num_bytes, "batches": count}
   if by_position:
     correct, counted = (by_position["correct_by_window_position"],
                         by_position["tokens_by_window_position"])
@@ -318,8 +320,14 @@ def run_config(task: Task, config: TrainConfig) -> dict:
           "train": dataclasses.asdict(config), **task.run_config}
 
 
+# What a step computes besides the model and data: a resume with other values would not be
+# the run its checkpoint began (--steps, logging and checkpointing may change).
+TRAJECTORY_FIELDS = ("warmup", "z_loss", "seed")
+
+
 def check_resume_config(directory: str, resolved: dict) -> None:
-  """Refuses to resume a run directory whose kind, model or data differ from this run's.
+  """Refuses to resume a run directory whose kind, model, data, schedule, z-loss or seed
+  differ from this run's.
 
   Raises:
     ValueError: on a mismatch, saying what to do.
@@ -327,7 +335,9 @@ def check_resume_config(directory: str, resolved: dict) -> None:
   if not (checkpoint_lib.as_path(directory) / checkpoint_lib.CONFIG_FILE).exists():
     return
   saved = checkpoint_lib.load_config(directory)
-  for key in ("kind", "model", "data"):
+  saved = {**saved, "training": {k: saved.get("train", {}).get(k) for k in TRAJECTORY_FIELDS}}
+  resolved = {**resolved, "training": {k: resolved["train"][k] for k in TRAJECTORY_FIELDS}}
+  for key in ("kind", "model", "data", "training"):
     if saved.get(key) != resolved[key]:
       raise ValueError(f"{directory} holds a run with a different {key} "
                        f"({_differences(saved.get(key), resolved[key])}); pass a new --out or "
@@ -394,8 +404,8 @@ def train(task: Task, config: TrainConfig) -> State:
   check_validation(task)
   if jax.process_index() == 0:
     checkpoint_lib.save_config(config.out, resolved)
-  ckpt = checkpoint_lib.Checkpointer(config.out, config.checkpoint_every,
-                                     config.keep_checkpoints, config.async_checkpoint)
+  ckpt = checkpoint_lib.Checkpointer(config.out, config.keep_checkpoints,
+                                     config.async_checkpoint)
   state = init_state(task.model_config, optimizer, config.seed, mesh)
   try:
     with out_of_memory_as_error():
@@ -501,7 +511,7 @@ class _Loop:
       profiler.before(done)
       state, sums = self.train_step(state, shard_batch(batch, self.mesh))
       profiler.after(done, state)
-      meter.add(sums, batch)
+      meter.add(sums, batch, timed=done > start + 1)  # the first step compiles
       if in_flight is not None:  # one step stays queued; the bar counts finished steps
         bar.finished(*in_flight)
       in_flight = (done, sums)
@@ -513,14 +523,16 @@ class _Loop:
       if done == cfg.sigterm_after:
         os.kill(os.getpid(), signal.SIGTERM)  # testing: a preemption, through the real handler
       preempted = sigterm.requested(done)
+      paused = time.perf_counter()
       if (done % cfg.checkpoint_every == 0 or done == cfg.steps or clock.due(done)
           or preempted):
-        ckpt.save(done, state, batches.get_state(), force=True)
+        ckpt.save(done, state, batches.get_state())
         clock.saved()
       if preempted:
         raise preemption.Preempted(done)  # train() waits for the checkpoint to be on disk
       if (cfg.eval_every and done % cfg.eval_every == 0) or done == cfg.steps:
         self._validate(state, done)
+      meter.pause(time.perf_counter() - paused)
       if done == cfg.stop_after:
         os._exit(3)  # a hard kill for resume tests: no flush, no pending checkpoint wait
     if in_flight is not None:

@@ -13,7 +13,9 @@ SPEC_FORMS = (
     "sentencepiece[path=MODEL]",
 )
 
-_SPEC = re.compile(r"^(?P<name>[a-z_]+)(?:\[(?P<args>[^\]]*)\])?$")
+_SPEC = re.compile(r"^(?P<name>[a-z_]+)(?:\[(?P<args>.*)\])?$", re.DOTALL)
+_SPACES = re.compile(r"\s*([\[\],=])\s*")  # around the spec's own punctuation only
+_WHOLE_VALUE = ("path",)  # a file name: everything after "path=", commas and spaces included
 
 
 def _bad(spec: str, why: str) -> ValueError:
@@ -26,9 +28,18 @@ def parse_spec(spec: str) -> tuple[str, dict[str, str]]:
   Raises:
     ValueError: on malformed specs, listing the valid forms.
   """
-  match = _SPEC.match(spec.strip().replace(" ", "")) if isinstance(spec, str) else None
-  if not match:
+  if not isinstance(spec, str):
     raise _bad(str(spec), "not of the form name[key=value,...]")
+  name, bracket, rest = spec.strip().partition("[")
+  key = rest.partition("=")[0].strip()
+  if bracket and key in _WHOLE_VALUE and rest.rstrip().endswith("]"):
+    value = rest.partition("=")[2].rstrip()[:-1].strip()
+    if not _SPEC.match(name.strip()) or not value:
+      raise _bad(spec, f"argument {rest.rstrip()[:-1]!r}")
+    return name.strip(), {key: value}
+  match = _SPEC.match(_SPACES.sub(r"\1", spec.strip()))
+  if not match:
+    raise _bad(spec, "not of the form name[key=value,...]")
   args = {}
   for part in filter(None, (match.group("args") or "").split(",")):
     key, sep, value = part.partition("=")

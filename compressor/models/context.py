@@ -25,8 +25,6 @@ Context keys: the last j symbols, most recent first, are the base-257 digits
 of the key from the lowest up, so the key of the last j-1 symbols is
 key mod 257**(j-1).
 """
-import io
-import pathlib
 from typing import Sequence
 
 import numpy as np
@@ -199,7 +197,7 @@ class ContextModel(base.ProbabilityModel):
 
   def _check_fitted(self):
     if self.cdf is None:
-      raise ValueError(f"{self!r} has no tables: call fit() or load() first")
+      raise ValueError(f"{self!r} has no tables: call fit() first")
 
   def rows(self, last: np.ndarray, lengths: np.ndarray) -> np.ndarray:
     """Table rows for contexts given by their last k symbols.
@@ -259,39 +257,6 @@ class ContextModel(base.ProbabilityModel):
         child_rows = children.offset + np.arange(children.keys.size)
         nxt[prefixes, children.keys % _V] = child_rows
     return nxt
-
-  def save(self, path) -> pathlib.Path:
-    """Writes parameters and tables to an .npz file at `path` and returns it."""
-    self._check_fitted()
-    path = pathlib.Path(path)
-    buf = io.BytesIO()
-    np.savez_compressed(
-        buf, format=np.array(_FORMAT), fingerprint=np.array(self.fingerprint),
-        params=np.array([self.order, self.min_count], np.int64),
-        alpha=np.array(self.alpha), cdf=self.cdf,
-        sizes=np.array([o.keys.size for o in self._orders], np.int64),
-        keys=np.concatenate([o.keys for o in self._orders]))
-    path.write_bytes(buf.getvalue())
-    return path
-
-  @classmethod
-  def load(cls, path) -> "ContextModel":
-    """Reads a model written by `save`.
-
-    Raises:
-      ValueError: on another format or tables that do not match the fingerprint.
-    """
-    with np.load(pathlib.Path(path), allow_pickle=False) as z:
-      if "format" not in z or str(z["format"]) != _FORMAT:
-        raise ValueError(f"{path} is not a context model ({_FORMAT})")
-      order, min_count = (int(v) for v in z["params"])
-      model = cls(order, min_count, float(z["alpha"]))
-      key_sets = np.split(z["keys"], np.cumsum(z["sizes"])[:-1])
-      model._set_tables(key_sets, z["cdf"])
-      if model.fingerprint != str(z["fingerprint"]):
-        raise ValueError(f"{path}: tables are corrupt (fingerprint {model.fingerprint}, "
-                         f"expected {z['fingerprint']})")
-    return model
 
   def __repr__(self):
     return (f"ContextModel(order={self.order}, min_count={self.min_count}, "

@@ -4,8 +4,6 @@ One quantised table for every context: the frequencies of the 257 symbols in
 training data, with add-one smoothing so that every symbol stays codable.
 """
 import hashlib
-import json
-import pathlib
 from typing import Sequence
 
 import numpy as np
@@ -13,8 +11,6 @@ import numpy as np
 from compressor import constants
 from compressor import symbols as symbols_lib
 from compressor.models import base
-
-_FORMAT = "eqinfo-unigram-v1"
 
 
 def symbol_streams(data) -> list[np.ndarray]:
@@ -99,38 +95,6 @@ class UnigramModel(base.ProbabilityModel):
 
   def lanes(self, num_lanes: int) -> "UnigramLanes":
     return UnigramLanes(self, num_lanes)
-
-  def to_json(self) -> str:
-    """Serialises the table (with its format and fingerprint) as JSON."""
-    return json.dumps({"format": _FORMAT, "fingerprint": self.fingerprint,
-                       "table": self.table.tolist()})
-
-  @classmethod
-  def from_json(cls, text: str) -> "UnigramModel":
-    """Inverse of `to_json`.
-
-    Raises:
-      ValueError: on another format or a fingerprint that does not match.
-    """
-    obj = json.loads(text)
-    if obj.get("format") != _FORMAT:
-      raise ValueError(f"not a unigram model: format {obj.get('format')!r}, expected {_FORMAT!r}")
-    model = cls(np.asarray(obj["table"], np.int64))
-    if obj.get("fingerprint") != model.fingerprint:
-      raise ValueError(f"unigram table is corrupt: fingerprint {obj.get('fingerprint')!r}, "
-                       f"expected {model.fingerprint!r}")
-    return model
-
-  def save(self, path) -> pathlib.Path:
-    """Writes `to_json()` to `path` and returns it."""
-    path = pathlib.Path(path)
-    path.write_text(self.to_json(), encoding="utf-8")
-    return path
-
-  @classmethod
-  def load(cls, path) -> "UnigramModel":
-    """Reads a model written by `save`."""
-    return cls.from_json(pathlib.Path(path).read_text(encoding="utf-8"))
 
   def __eq__(self, other):
     return isinstance(other, UnigramModel) and np.array_equal(self.table, other.table)

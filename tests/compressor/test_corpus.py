@@ -7,6 +7,7 @@ import logging
 import pytest
 
 from compressor import corpus
+from compressor.symbols import symbols_from_text
 
 
 def _names(docs) -> list[tuple[str, bytes]]:
@@ -17,7 +18,13 @@ def test_parse_json_line_keeps_bytes_exactly():
   assert corpus.parse_json_line(b'{"text": "caf\\u00e9 \\u0000"}') == "café \x00".encode()
   assert corpus.parse_json_line(b'{"text": "bad \xff\xc3("}') == b"bad \xff\xc3("
   assert corpus.parse_json_line(b'{"text": "\\ud800"}') == b"\xed\xa0\x80"
-  for line, reason in [(b"{", "malformed_json"), (b"  \r", "blank_line"),
+  # Invalid bytes stay themselves beside an escaped lone surrogate, as symbols_from_text keeps
+  # them: one rule from str to bytes.
+  assert corpus.parse_json_line(b'{"text": "a\x80b \\ud800"}') == b"a\x80b \xed\xa0\x80"
+  assert symbols_from_text("a\udc80b \ud800", eos=False).tolist() == list(
+      b"a\x80b \xed\xa0\x80")
+  deep = b"[" * 100_000 + b"]" * 100_000  # too deep for the JSON parser: a malformed line
+  for line, reason in [(b"{", "malformed_json"), (b"  \r", "blank_line"), (deep, "malformed_json"),
                        (b'{"body": "x"}', "missing_text_field"), (b"[1]", "missing_text_field"),
                        (b'{"text": 3}', "missing_text_field")]:
     with pytest.raises(corpus.BadInput) as e:
@@ -118,16 +125,19 @@ def test_a_read_from_a_position_is_the_rest_of_the_whole_read(tmp_path):
   assert positions == [(0, 0), (0, 2), (0, 4), (1, 0), (1, 1)]
 
 
-def test_tfds_reads_a_prepared_build_in_chunks_and_never_downloads(tmp_path):
-  tfds = pytest.importorskip("tensorflow_datasets")
+def test_tfds_reads_a_prepared_build_in_chunks_and_never_downloads(tmp_path, tiny_tfds):
+  import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
   with pytest.raises(FileNotFoundError, match="tfds build"):
     corpus.resolve("tfds:c4/en:3.1.0", "validation", str(tmp_path))
-  with tfds.testing.mock_data(num_examples=50):
-    builder = tfds.builder("c4/en:3.1.0", data_dir=str(tmp_path))
-    items = list(corpus.read_tfds_chunk(builder, "c4/en:3.1.0", "validation", 2, "256:266"))
+  builder = tfds.builder("eqinfo_tiny_text:1.0.0", data_dir=str(tiny_tfds))
+  items = list(corpus.read_tfds_chunk(builder, "eqinfo_tiny_text:1.0.0", "validation", 2,
+                                      "16:26"))
   assert [(d.file_index, d.doc_index) for d in items] == [(2, i) for i in range(10)]
-  assert items[3].source == "tfds:c4/en:3.1.0/validation[259]"
-  assert all(isinstance(d.data, bytes) for d in items)
+  assert items[3].source == "tfds:eqinfo_tiny_text:1.0.0/validation[19]"
+  whole = [d.data for d in corpus.read_documents("tfds:eqinfo_tiny_text:1.0.0:validation",
+                                                 str(tiny_tfds))]  # the split's own order
+  assert sorted(whole) == sorted(f"document {i} ".encode() * (i + 1) for i in range(30))
+  assert [d.data for d in items] == whole[16:26]
 
 
 def test_a_tfds_read_from_a_position_slices_the_split(tiny_tfds):

@@ -1,6 +1,5 @@
 """Tests of the models that need no training run: UnigramModel and ContextModel."""
 import hashlib
-import json
 import pickle
 
 import numpy as np
@@ -94,25 +93,6 @@ def test_unigram_fingerprint_is_sha256_of_table(train_stream):
   model = UnigramModel.fit(train_stream)
   want = hashlib.sha256(model.table.astype("<i4").tobytes()).hexdigest()[:16]
   assert model.fingerprint == want and repr(model) == f"UnigramModel(fingerprint={want!r})"
-
-
-def test_unigram_save_load_round_trip(train_stream, tmp_path):
-  model = UnigramModel.fit(train_stream)
-  loaded = UnigramModel.load(model.save(tmp_path / "unigram.json"))
-  assert loaded == model and loaded.fingerprint == model.fingerprint
-  assert np.array_equal(loaded.cdf, model.cdf)
-  assert UnigramModel.from_json(model.to_json()) == model
-
-
-def test_unigram_load_rejects_corrupt_or_foreign_json(train_stream):
-  obj = json.loads(UnigramModel.fit(train_stream).to_json())
-  top = int(np.argmax(obj["table"]))
-  obj["table"][top] -= 1
-  obj["table"][(top + 1) % V] += 1
-  with pytest.raises(ValueError, match="fingerprint"):
-    UnigramModel.from_json(json.dumps(obj))
-  with pytest.raises(ValueError, match="format"):
-    UnigramModel.from_json(json.dumps({"format": "other", "table": obj["table"]}))
 
 
 @pytest.mark.parametrize("table", [np.ones(V), np.ones(V - 1), np.zeros(V)])
@@ -209,33 +189,6 @@ def test_fit_on_nothing_gives_a_uniform_model():
   model = ContextModel(order=2).fit([])
   assert model.num_tables == 1
   assert np.array_equal(model.freqs([np.array([1, 2])])[0], UnigramModel.uniform().table)
-
-
-def test_save_load_round_trip(order3, tmp_path, valid_stream):
-  loaded = ContextModel.load(order3.save(tmp_path / "ctx.npz"))
-  assert loaded.fingerprint == order3.fingerprint
-  assert repr(loaded) == repr(order3)
-  assert np.array_equal(loaded.cdf, order3.cdf)
-  contexts = [valid_stream[i:i + 5] for i in range(0, 5000, 7)]
-  assert np.array_equal(loaded.freqs(contexts), order3.freqs(contexts))
-
-
-def test_load_rejects_corrupt_tables(order3, tmp_path):
-  with np.load(order3.save(tmp_path / "ctx.npz")) as z:
-    arrays = dict(z)
-  cdf = arrays["cdf"].copy()
-  freqs = np.diff(cdf[5])
-  top = int(np.argmax(freqs))
-  freqs[top] -= 1
-  freqs[(top + 1) % V] += 1  # still a valid table, but not the fitted one
-  cdf[5] = base.cdf_from_freqs(freqs[None])[0]
-  arrays["cdf"] = cdf
-  np.savez(tmp_path / "bad.npz", **arrays)
-  with pytest.raises(ValueError, match="corrupt"):
-    ContextModel.load(tmp_path / "bad.npz")
-  np.savez(tmp_path / "other.npz", cdf=cdf)
-  with pytest.raises(ValueError, match="not a context model"):
-    ContextModel.load(tmp_path / "other.npz")
 
 
 def test_models_survive_pickling(order3, train_stream, valid_stream):

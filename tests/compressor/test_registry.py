@@ -45,6 +45,17 @@ def test_bad_specs_list_the_valid_forms(spec):
 
 def test_parse_spec_ignores_spaces():
   assert parse_spec("equal_info_ac[b=16, v=65k]") == ("equal_info_ac", {"b": "16", "v": "65k"})
+  assert parse_spec(" ac [ v = 256 ] ") == ("ac", {"v": "256"})
+
+
+def test_a_model_path_is_taken_whole():
+  """Spaces, commas and brackets in a file name are the file's."""
+  assert parse_spec("sentencepiece[path=/data/sp dir/v1,2 [x].model]") == (
+      "sentencepiece", {"path": "/data/sp dir/v1,2 [x].model"})
+  assert parse_spec("sentencepiece[ path = /a b/m.model ]") == (
+      "sentencepiece", {"path": "/a b/m.model"})
+  with pytest.raises(ValueError, match="argument 'path='"):
+    parse_spec("sentencepiece[path=]")
 
 
 def test_symbols_from_text_appends_eos():

@@ -1,4 +1,6 @@
 """The b=16 window vocabulary: longest match and lookup give the arithmetic coder's tokens."""
+import json
+
 import numpy as np
 import pytest
 
@@ -78,6 +80,12 @@ def test_the_file_is_the_same_bytes_whatever_the_batch(tmp_path):
   path.write_bytes(b"not json")
   with pytest.raises(ValueError, match="not a window vocabulary"):
     window_vocab.WindowVocabulary.load(path)
+  fields = json.loads(one.to_bytes())
+  for broken in ({k: v for k, v in fields.items() if k != "strings"},  # a field missing
+                 {**fields, "decode": ["x"] * len(fields["decode"])}):  # of the wrong kind
+    path.write_text(json.dumps(broken))
+    with pytest.raises(ValueError, match=r"is corrupt \((KeyError|ValueError).*build-vocab"):
+      window_vocab.WindowVocabulary.load(path)
 
 
 def test_a_vocabulary_of_another_model_or_window_is_refused():

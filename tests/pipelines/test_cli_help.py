@@ -89,3 +89,13 @@ def test_every_command_that_reads_text_reads_a_tfds_build_from_its_data_dir(
   err = capsys.readouterr().err
   assert "is not prepared under --tfds_data_dir" in err and str(tmp_path / "empty") in err
   assert cli.main([*argv, "--tfds_data_dir", str(tiny_tfds)]) == 0, capsys.readouterr().err
+
+
+def test_a_text_field_that_a_tfds_build_lacks_is_a_one_line_error(tmp_path, capsys, tiny_tfds):
+  from tests.conftest import TINY_TFDS_SPEC  # pylint: disable=import-outside-toplevel
+  assert cli.main(["compress", "--input", TINY_TFDS_SPEC, "--tfds_data_dir", str(tiny_tfds),
+                   "--method", "bytes", "--text_field", "body",
+                   "--output", str(tmp_path / "out")]) == 1
+  err = capsys.readouterr().err.strip()
+  assert len(err.splitlines()) == 1 and "--text_field 'body' is not a feature" in err
+  assert "(it has text); pass one of them" in err and not (tmp_path / "out").exists()

@@ -187,6 +187,9 @@ def test_sentencepiece_ratio_is_the_same_in_codec_inspect_and_report(train_docs,
   by_codec = json.loads(capsys.readouterr().out)
   assert by_codec["compression_ratio"] == round(ratio, 4)
   assert by_codec["raw_bits_per_coded_bit"] == round(bits_ratio, 4)
+  assert cli.main(["codec", "--input", str(text), "--method", "bytes"]) == 0
+  by_codec = json.loads(capsys.readouterr().out)  # a Bytes token counts as a byte, as in stats
+  assert by_codec["compression_ratio"] == by_codec["raw_bits_per_coded_bit"] == 1.0
   assert cli.main(["inspect", str(out)]) == 0
   line = (f"compression ratio {ratio:.3f} bytes/token (paper Table 2); "
           f"{bits_ratio:.3f} raw bits per coded bit (10-bit tokens)")

@@ -103,17 +103,21 @@ def test_freqs_contract(model, streams):
 
 
 def test_ideal_code_length_smoke(model, streams):
-  """Walks 4 documents in Equal-Info-like windows of 24 symbols; tables stay valid."""
+  """Walks 4 documents in Equal-Info-like windows of 24 symbols: tables stay valid, and the
+  code length is the one of `freqs` on each window's context since its reset."""
   lanes = model.lanes(4)
-  bits = 0.0
+  bits, want = 0.0, 0.0
   for t in range(96):
     cdf, rows = lanes.tables()
     assert np.all(np.diff(cdf[rows], axis=1) >= 1) and np.all(cdf[rows, -1] == 1 << 14)
     x = np.array([streams[i][t] for i in range(4)])
     f = cdf[rows, x + 1] - cdf[rows, x]
     bits += float(np.sum(constants.PRECISION - np.log2(f)))
+    start = t - t % 24
+    freqs = model.freqs([streams[i][start:t] for i in range(4)])
+    want += float(np.sum(constants.PRECISION - np.log2(freqs[np.arange(4), x])))
     lanes.update(x, np.ones(4, bool), np.full(4, (t + 1) % 24 == 0))
-  assert 0 < bits / (4 * 96) < constants.PRECISION
+  assert bits == want > 0
 
 
 def test_save_load_round_trip(model, contexts, reference, tmp_path):

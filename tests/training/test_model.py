@@ -35,6 +35,8 @@ def test_flops_per_token_formula():
   n = model.count_params(model.param_shapes(config))
   assert model.flops_per_token(config, 1024, include_attention=False) == 2 * n
   assert model.flops_per_token(config, 1024) == 2 * n + 2 * 3 * 1024 * 256
+  assert model.flops_per_token(config, 1024, include_logits=True) == (
+      2 * n + 2 * 3 * 1024 * 256 + 2 * 256 * config.vocab_size)  # MFU's output projection
 
 
 def test_config_round_trips_through_json():

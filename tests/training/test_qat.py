@@ -6,9 +6,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from compressor.constants import EOS
 from compressor.models import base
 from training import m1_input
 from training.m1 import exact
+from training.m1 import exact_params
 from training.m1 import exact_reference
 from training.m1 import float_m1 as m1
 from training.m1 import qat
@@ -157,3 +159,9 @@ def test_cli_with_qat(trained_m1, quantize_cli, tmp_path):
       "tuned_fingerprint"]
   assert loaded.meta["report"]["exact_bits_per_byte"] == report["exact_bits_per_byte"]
   assert loaded.meta["source_fingerprint"] == m1.load(trained_m1, exact=False).fingerprint
+
+
+def test_calibration_reads_bytes_as_documents_with_eos():
+  """The corpus reader yields bytes; calibration sees them as M1 trains on them: + EOS."""
+  inputs = quantize_m1.calibration_inputs([b"ab", "cd", np.array([1, 2], np.int32)], 4, 8)
+  assert inputs.tolist() == [[exact_params.BOS, 97, 98, EOS], [exact_params.BOS, 99, 100, EOS]]

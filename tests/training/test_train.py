@@ -448,6 +448,8 @@ def test_missing_or_corrupt_checkpoint_gives_a_one_line_error(m2_shards, tmp_pat
     train_m2.run(m2_flags(m2_shards, run_dir, 4, "--seed", "5"))          # would break resume
   with pytest.raises(ValueError, match=r"different data \(pack_records: True -> unset\)"):
     train_m2.run(m2_flags(m2_shards, run_dir, 4, "--no-pack_records"))
+  with pytest.raises(ValueError, match=r"different training \(z_loss: 0.0001 -> 0.5\)"):
+    train_m2.run(m2_flags(m2_shards, run_dir, 4, "--z_loss", "0.5"))  # another objective
   state_dir = run_dir / "checkpoints" / "2" / "state"
   for path in state_dir.rglob("*"):
     if path.is_file() and path.stat().st_size > 0:
@@ -491,6 +493,12 @@ def test_eval_of_m2_reports_table3_baselines(m2_shards, tmp_path, capsys):
   assert result["baselines"]["unigram"] < result["baselines"]["uniform"]
   # Random tokens: an untrained M2 cannot beat the uniform baseline by much.
   assert result["bits_per_byte"] > 0.9 * result["baselines"]["uniform"]
+  for num_batches, batches, examples in (("2", 2, 6), ("0", 11, 32)):  # 0: all of --data
+    assert evaluate.run(["--checkpoint", str(run_dir), "--data", data, "--batch_size", "3",
+                         "--num_batches", num_batches]) == 0
+    part = json.loads(capsys.readouterr().out)
+    assert (part["batches"], part["examples"]) == (batches, examples)
+  assert (part["tokens"], part["bytes"]) == (result["tokens"], result["bytes"])
 
 
 def test_flops_per_byte_adds_m1_share_and_mfu_can_be_measured(tmp_path):

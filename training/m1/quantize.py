@@ -274,9 +274,10 @@ def calibration_inputs(contexts: Sequence[np.ndarray | bytes | str], seq_len: in
                        max_sequences: int) -> np.ndarray:
   """[N, seq_len] inputs: BOS + the contexts' symbols, concatenated and cut.
 
-  Strings are documents (UTF-8 bytes + EOS); arrays and bytes are symbols.
+  Strings and bytes are documents (their UTF-8 bytes + EOS, as the corpus reader yields
+  them and M1 trains on them); arrays are symbols.
   """
-  streams = [symbols_from_text(x) if isinstance(x, str) else exact_lib.check_symbols(x)
+  streams = [symbols_from_text(x) if isinstance(x, (str, bytes)) else exact_lib.check_symbols(x)
              for x in contexts]
   stream = np.concatenate(streams or [np.zeros(0, np.int32)])
   n = min(max_sequences, stream.size // (seq_len - 1))
@@ -321,7 +322,7 @@ def convert(m1: m1_lib.M1Model, calibration_contexts: Sequence[np.ndarray | byte
 
   Args:
     m1: the float M1.
-    calibration_contexts: real text: documents (str) or symbol arrays.
+    calibration_contexts: real text: documents (str or bytes, EOS added) or symbol arrays.
     seq_len: calibration sequence length (BOS + seq_len - 1 symbols).
     max_sequences: calibration sequences used at most.
     smooth_alpha: SmoothQuant migration strength for RMSNorm outputs (0: none).
