@@ -100,7 +100,8 @@ def m2_records(config: M2DataConfig) -> grain.MapDataset:
   if config.batch_size % count:
     raise ValueError(f"batch_size={config.batch_size} must divide by the {count} processes")
   source = open_shards(shards.list_shards(config.pattern))
-  ds = grain.MapDataset.source(source).map_with_index(lambda i, rec: (i, rec))
+  total = len(source)  # a repeated dataset indexes past the end: epoch e's i is e * total + i
+  ds = grain.MapDataset.source(source).map_with_index(lambda i, rec: (i % total, rec))
   ds = ds[jax.process_index()::count]
   if config.shuffle:
     ds = ds.shuffle(seed=config.seed)
