@@ -6,6 +6,8 @@ Forms:
 - `context[order=K,fit=SRC]` (optionally `min_count=N`, `docs=N`): an order-K
   `ContextModel` fitted on the documents of input spec SRC (any `--input` form);
 - `unigram[fit=SRC]` (optionally `docs=N`): a byte `UnigramModel` for static_ac;
+- with a `tfds:` SRC, `tfds_data_dir=DIR` says where its build is (the spec
+  travels to every worker whole, so the directory goes inside it);
 - None / "none": no model (bytes, gzip, sentencepiece).
 
 Fitting is deterministic, so every Beam worker that fits the same spec gets the
@@ -28,7 +30,8 @@ MODEL_METHODS = ("ac", "static_ac", "equal_info_ac")
 CODERS = ("auto", "vocabulary", "arithmetic")  # --coder
 VERIFY_DEVICES = ("cpu", "worker")  # --verify_device: the host CPU, or the device that coded
 _FIT_SPEC = re.compile(r"^(?P<name>context|unigram)\[(?P<args>.*)\]$", re.DOTALL)
-_FIT_KEYS = {"context": ("order", "fit", "min_count", "docs"), "unigram": ("fit", "docs")}
+_FIT_KEYS = {"context": ("order", "fit", "min_count", "docs", "tfds_data_dir"),
+             "unigram": ("fit", "docs", "tfds_data_dir")}
 _LOCK = threading.Lock()
 _METHODS = {}
 
@@ -58,9 +61,9 @@ def _parse_fit_args(spec: str, name: str, args: str) -> dict[str, str]:
   return out
 
 
-def _fit_documents(src: str, max_docs: int | None) -> list[bytes]:
+def _fit_documents(src: str, max_docs: int | None, tfds_data_dir: str | None) -> list[bytes]:
   from compressor import corpus  # pylint: disable=import-outside-toplevel
-  docs = corpus.read_documents(src)
+  docs = corpus.read_documents(src, tfds_data_dir)
   return [d.data for d in itertools.islice(docs, max_docs)]
 
 
@@ -74,7 +77,7 @@ def _fit_model(spec: str, name: str, args: dict[str, str]):
                            min_count=int(args.get("min_count", 2)))
   except ValueError as e:
     raise ValueError(f"bad --m1 {spec!r}: {e}") from None
-  data = _fit_documents(args["fit"], docs)
+  data = _fit_documents(args["fit"], docs, args.get("tfds_data_dir"))
   if name == "context":
     model = model.fit(data)
   else:

@@ -22,10 +22,12 @@ pass its path). DIR gets:
 The report adds the paper's tokenization study (`pipelines/stability.py`): Fig. 8's
 edit distances under one-word prefixes and Table 7's segmentation of one sentence.
 
-A stage whose stages/NAME.json records the same command line is skipped, so a
-killed run picks up where it stopped (train-m1 and train-m2 also resume from
-their own checkpoints); a stage whose flags changed runs again, and so does every
-stage that reads its output.
+A stage is skipped when stages/NAME.json records the same command line, run after
+the runs of its inputs that are recorded now, so a killed run picks up where it
+stopped. A stage whose flags changed runs again, and so does every stage that
+reads its output; such a stage starts from an empty output (an M2 retrains on
+the new shards), while a stage that was killed with the same command and inputs
+resumes (train-m1 and train-m2 from their checkpoints).
 """
 import argparse
 import dataclasses
@@ -35,6 +37,7 @@ import os
 import pathlib
 import platform
 import shlex
+import shutil
 import sys
 import time
 import uuid
@@ -228,9 +231,32 @@ def finished(out: pathlib.Path, stage: Stage) -> bool:
   record = _record(out, stage.name)
   if record.get("command_line") != stage.command_line():
     return False
-  ran_after = record.get("inputs", {})
-  return all(name in ran_after and ran_after[name] == _record(out, name).get("run")
-             for name in stage.inputs)
+  if "inputs" not in record:  # written before inputs were recorded: trusted as it stands
+    return True
+  return record["inputs"] == _inputs_now(out, stage)
+
+
+def _inputs_now(out: pathlib.Path, stage: Stage) -> dict[str, str | None]:
+  """{input stage: the id of its recorded run} as they stand."""
+  return {name: _record(out, name).get("run") for name in stage.inputs}
+
+
+def _clear_stale_output(out: pathlib.Path, stage: Stage) -> None:
+  """Makes way for a stage: keeps its output where a run with the same command and inputs was
+  killed (it resumes), else removes it, so that a train stage does not resume an M1 or
+  M2 of other flags or data. Only an output inside the reproduction's directory is removed."""
+  attempt = {"command_line": stage.command_line(), "inputs": _inputs_now(out, stage)}
+  started = _record_path(out, stage.name + ".started")
+  output = pathlib.Path(stage.output).resolve()
+  mine = stage.output and output != out.resolve() and output.is_relative_to(out.resolve())
+  if mine and output.exists() and not (started.is_file()
+                                       and json.loads(started.read_text()) == attempt):
+    if output.is_dir():
+      shutil.rmtree(output)
+    else:
+      output.unlink()
+  started.parent.mkdir(parents=True, exist_ok=True)
+  started.write_text(json.dumps(attempt, indent=1) + "\n")
 
 
 def unfinished(stages: list[Stage], out: pathlib.Path) -> list[Stage]:
@@ -253,6 +279,7 @@ def run_stage(stage: Stage, out: pathlib.Path, run_command: Callable[[list[str]]
   Raises:
     StageFailed: the command exited with a non-zero status or a one-line error.
   """
+  _clear_stale_output(out, stage)
   start = time.perf_counter()
   hint = (f"({stage.command_line()}); fix it and run eqinfo reproduce again, which resumes "
           "at this stage")
@@ -267,8 +294,8 @@ def run_stage(stage: Stage, out: pathlib.Path, run_command: Callable[[list[str]]
   path.parent.mkdir(parents=True, exist_ok=True)
   path.write_text(json.dumps({"command_line": stage.command_line(),
                               "seconds": round(seconds, 1), "run": uuid.uuid4().hex[:16],
-                              "inputs": {name: _record(out, name).get("run")
-                                         for name in stage.inputs}}, indent=1) + "\n")
+                              "inputs": _inputs_now(out, stage)}, indent=1) + "\n")
+  _record_path(out, stage.name + ".started").unlink()
   return seconds
 
 

@@ -523,16 +523,21 @@ class _Loop:
       if done == cfg.sigterm_after:
         os.kill(os.getpid(), signal.SIGTERM)  # testing: a preemption, through the real handler
       preempted = sigterm.requested(done)
-      paused = time.perf_counter()
-      if (done % cfg.checkpoint_every == 0 or done == cfg.steps or clock.due(done)
-          or preempted):
+      save = (done % cfg.checkpoint_every == 0 or done == cfg.steps or clock.due(done)
+              or preempted)
+      validate = (cfg.eval_every and done % cfg.eval_every == 0) or done == cfg.steps
+      if save or validate:  # not training time: the step finishes first, then the clock stops
+        jax.block_until_ready(state)
+        paused = time.perf_counter()
+      if save:
         ckpt.save(done, state, batches.get_state())
         clock.saved()
       if preempted:
         raise preemption.Preempted(done)  # train() waits for the checkpoint to be on disk
-      if (cfg.eval_every and done % cfg.eval_every == 0) or done == cfg.steps:
+      if validate:
         self._validate(state, done)
-      meter.pause(time.perf_counter() - paused)
+      if save or validate:
+        meter.pause(time.perf_counter() - paused)
       if done == cfg.stop_after:
         os._exit(3)  # a hard kill for resume tests: no flush, no pending checkpoint wait
     if in_flight is not None:

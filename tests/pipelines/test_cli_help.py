@@ -99,3 +99,15 @@ def test_a_text_field_that_a_tfds_build_lacks_is_a_one_line_error(tmp_path, caps
   err = capsys.readouterr().err.strip()
   assert len(err.splitlines()) == 1 and "--text_field 'body' is not a feature" in err
   assert "(it has text); pass one of them" in err and not (tmp_path / "out").exists()
+
+
+def test_a_model_fitted_on_a_tfds_build_names_its_data_dir_in_the_spec(tiny_tfds):
+  from pipelines import m1_loader  # pylint: disable=import-outside-toplevel
+  from tests.conftest import TINY_TFDS_SPEC  # pylint: disable=import-outside-toplevel
+  model = m1_loader.load_model(f"unigram[fit={TINY_TFDS_SPEC},tfds_data_dir={tiny_tfds}]")
+  from compressor.models import UnigramModel  # pylint: disable=import-outside-toplevel
+  from compressor.symbols import symbols_from_text  # pylint: disable=import-outside-toplevel
+  documents = [symbols_from_text(f"document {i} " * (i + 1)) for i in range(30)]
+  assert model == UnigramModel.fit(documents)  # the build's 30 documents, in any order
+  with pytest.raises(FileNotFoundError, match="not prepared"):
+    m1_loader.load_model(f"unigram[fit={TINY_TFDS_SPEC},tfds_data_dir={tiny_tfds}/none]")

@@ -208,6 +208,42 @@ def test_a_changed_stage_reruns_every_stage_that_reads_its_output(smoke, tmp_pat
       "m2-bytes-tiny", "eval-bytes-tiny"]
 
 
+def test_a_killed_stage_resumes_and_a_stage_with_new_inputs_starts_afresh(tmp_path):
+  out = tmp_path / "repro"
+  seen = []
+
+  def stages(version):
+    return [reproduce.Stage("data", "compress", ("--v", version), str(out / "data")),
+            reproduce.Stage("m2", "train-m2", (), str(out / "m2"), ("data",))]
+
+  def command(argv, kill=False):
+    path = out / ("data" if argv[0] == "compress" else "m2")
+    seen.append((argv[0], sorted(p.name for p in path.iterdir()) if path.exists() else None))
+    path.mkdir(parents=True, exist_ok=True)
+    (path / f"checkpoint{len(seen)}").write_text("")
+    if kill and argv[0] == "train-m2":
+      raise KeyboardInterrupt  # killed mid-way: no record
+    return 0
+
+  with pytest.raises(KeyboardInterrupt):
+    reproduce.run_stages(stages("1"), out, lambda argv: command(argv, kill=True))
+  assert reproduce.run_stages(stages("1"), out, command) == ["m2"]
+  assert seen == [("compress", None), ("train-m2", None), ("train-m2", ["checkpoint2"])]
+  seen.clear()  # new data: the M2 does not resume the one trained on the old
+  assert reproduce.run_stages(stages("2"), out, command) == ["data", "m2"]
+  assert seen == [("compress", None), ("train-m2", None)]
+  assert reproduce.unfinished(stages("2"), out) == []
+  assert sorted(p.name for p in (out / "stages").iterdir()) == ["data.json", "m2.json"]
+
+
+def test_records_from_before_inputs_were_recorded_are_trusted(tmp_path):
+  stage = reproduce.Stage("m2", "train-m2", (), "", ("data",))
+  (tmp_path / "stages").mkdir()
+  (tmp_path / "stages" / "m2.json").write_text(json.dumps(
+      {"command_line": stage.command_line(), "seconds": 1.0}))
+  assert reproduce.finished(tmp_path, stage)
+
+
 def test_time_left_is_the_mean_of_finished_stages_of_each_command(tmp_path):
   stages = [reproduce.Stage(f"s{i}", command, (), "") for i, command in
             enumerate(["train-m1", "compress", "compress", "compress", "train-m2", "eval"])]
