@@ -45,7 +45,9 @@ deploy/dataflow/submit.sh):
       --number_of_worker_harness_threads 1 --max_num_workers 64
 """
 import dataclasses
+import glob
 import os
+import shutil
 import sys
 import uuid
 
@@ -61,8 +63,7 @@ from training import shards
 
 # What a run writes, and the temporary directories of shard writers that were killed.
 _OUTPUT_FILES = ("*" + shards.SHARD_SUFFIX, shards.STATS, shards.CONFIG, shards.COMPLETED,
-                 shards.JOB, window_vocab.FILENAME, f"{shards.ERRORS_DIR}/*",
-                 sink.TEMP_PREFIX + "*")
+                 shards.JOB, window_vocab.FILENAME, f"{shards.ERRORS_DIR}/*")
 
 
 def _matches(pattern: str) -> list[str]:
@@ -88,6 +89,10 @@ def prepare_output(output: str, overwrite: bool) -> str:
   if old:
     FileSystems.delete(old)
   if "://" not in output:
+    # Temp directories of shard writers that were killed mid-write: Beam's match does not
+    # list them (their names start with a dot), so they go here.
+    for temp in glob.glob(os.path.join(glob.escape(output), sink.TEMP_PREFIX + "*")):
+      shutil.rmtree(temp, ignore_errors=True)
     os.makedirs(output, exist_ok=True)
   job = uuid.uuid4().hex
   sink.write_bytes(shards.join(output, shards.JOB), job.encode())

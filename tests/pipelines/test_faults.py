@@ -129,6 +129,18 @@ def _wait_for(predicate, what: str, timeout_s: float = 300.0) -> None:
     time.sleep(0.02)
 
 
+def test_overwrite_clears_what_a_killed_shard_writer_left(tmp_path):
+  """A writer killed mid-write leaves its temp directory (with or without the file in it)."""
+  from pipelines import compress, sink  # pylint: disable=import-outside-toplevel
+  out = tmp_path / "out"
+  (out / f"{sink.TEMP_PREFIX}half").mkdir(parents=True)
+  (out / f"{sink.TEMP_PREFIX}half" / "shard.array_record").write_bytes(b"cut short")
+  (out / f"{sink.TEMP_PREFIX}empty").mkdir()
+  (out / "train-bytes-f00000-00000.array_record").write_bytes(b"old")
+  compress.prepare_output(str(out), overwrite=True)
+  assert sorted(p.name for p in out.iterdir()) == [shards.JOB]
+
+
 def test_a_job_killed_mid_run_leaves_whole_shards_and_the_rerun_completes(tmp_path):
   """SIGKILL of a local job (the runner and its two SDK worker processes) once shards have
   landed: no COMPLETED and no stats.json, every shard left is whole (each is renamed into
